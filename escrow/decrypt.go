@@ -1,0 +1,95 @@
+package escrow
+
+import (
+	"errors"
+	"io"
+
+	"github.com/p11escrow/p11escrow/escrow/internal/stream"
+)
+
+// Reader decrypts a payload. It returns only verified plaintext, and io.EOF only after the last
+// chunk verified.
+type Reader struct {
+	header *Header
+	stream *stream.Reader
+}
+
+// Header returns the file's authenticated header.
+func (r *Reader) Header() *Header { return r.header }
+
+// Read returns verified plaintext.
+func (r *Reader) Read(p []byte) (int, error) {
+	n, err := r.stream.Read(p)
+	switch {
+	case errors.Is(err, stream.ErrTruncated):
+		err = &TruncatedError{What: "payload"}
+	case errors.Is(err, stream.ErrTampered):
+		err = &TamperedError{Reason: err.Error()}
+	}
+	return n, err
+}
+
+// Chunks returns how many payload chunks have been verified so far.
+func (r *Reader) Chunks() uint64 { return r.stream.Chunks() }
+
+// Close zeroes the plaintext buffer. It does not close the source.
+func (r *Reader) Close() error { return r.stream.Close() }
+
+// Decrypt reads the header from src, opens it with the first identity that has a stanza, checks
+// the key commitment and the header MAC, and returns a Reader for the payload.
+func Decrypt(src io.Reader, identities ...Identity) (*Reader, error) {
+	h, payload, err := ParseHeader(src)
+	if err != nil {
+		return nil, err
+	}
+	key, err := h.unwrap(identities)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(key)
+	return h.open(key, payload)
+}
+
+// unwrap asks each identity in turn for the file key.
+func (h *Header) unwrap(identities []Identity) ([]byte, error) {
+	nerr := &NoIdentityError{}
+	for _, s := range h.Stanzas {
+		if s.Type == typeRSAOAEP {
+			nerr.Tags = append(nerr.Tags, s.Args[1])
+		}
+	}
+	for _, id := range identities {
+		key, err := id.Unwrap(h.Stanzas)
+		if err == nil {
+			return key, nil
+		}
+		var tampered *TamperedError
+		if errors.As(err, &tampered) {
+			return nil, err
+		}
+		nerr.Errs = append(nerr.Errs, err)
+	}
+	return nil, nerr
+}
+
+// open checks key against the header and starts the payload stream.
+func (h *Header) open(key []byte, payload io.Reader) (*Reader, error) {
+	if len(key) != fileKeySize {
+		return nil, &TamperedError{Reason: "the unwrapped key is not 32 bytes"}
+	}
+	aead := newAEAD(key)
+	if err := h.verify(aead, key); err != nil {
+		return nil, err
+	}
+	return &Reader{header: h, stream: stream.NewReader(aead, h.Core(), payload)}, nil
+}
+
+// DecryptWithKey opens src with a file key already known, for example one the authority
+// unwrapped. It checks the commitment and MAC exactly as Decrypt does.
+func DecryptWithKey(src io.Reader, key []byte) (*Reader, error) {
+	h, payload, err := ParseHeader(src)
+	if err != nil {
+		return nil, err
+	}
+	return h.open(key, payload)
+}

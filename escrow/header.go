@@ -1,0 +1,284 @@
+package escrow
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+)
+
+// Format limits, from FORMAT.md section 2.
+const (
+	versionLine   = "p11escrow/v1"
+	chunkSize     = 65536
+	maxHeaderSize = 65536
+	maxStanzas    = 32
+	bodyColumns   = 64
+	macPrefix     = "---"
+	stanzaPrefix  = "->"
+)
+
+// b64 is the only base64 flavour in the format: standard alphabet, no padding, strict.
+var b64 = base64.RawStdEncoding.Strict()
+
+// FileID is the random 16-byte identifier of a file, and the serial number of its file key.
+type FileID [16]byte
+
+// String returns the file ID as 32 lower-case hex digits.
+func (id FileID) String() string { return hex.EncodeToString(id[:]) }
+
+// ParseFileID parses 32 lower-case hex digits.
+func ParseFileID(s string) (FileID, error) {
+	var id FileID
+	if len(s) != 2*len(id) || strings.ToLower(s) != s {
+		return id, fmt.Errorf("a file ID is 32 lower-case hex digits, not %q", s)
+	}
+	if _, err := hex.Decode(id[:], []byte(s)); err != nil {
+		return id, fmt.Errorf("a file ID is 32 lower-case hex digits, not %q", s)
+	}
+	return id, nil
+}
+
+// Stanza is one recipient's wrapped copy of the file key, as in age.
+type Stanza struct {
+	Type string
+	Args []string
+	Body []byte
+}
+
+// Header is a parsed file header. Core fields never change for the life of the payload;
+// Stanzas and the MAC can be re-issued.
+type Header struct {
+	ID         FileID
+	Commitment [32]byte
+	Stanzas    []*Stanza
+	Nonce      [11]byte // header-nonce
+	MAC        [16]byte // header-mac
+}
+
+// Core returns the core bytes: the version and core lines, which the payload binds.
+func (h *Header) Core() []byte {
+	return fmt.Appendf(nil, "%s\ncore %s %d %s\n", versionLine, h.ID, chunkSize, b64.EncodeToString(h.Commitment[:]))
+}
+
+// macInput returns the header bytes the MAC covers: everything through "---".
+func (h *Header) macInput() []byte {
+	var b bytes.Buffer
+	b.Write(h.Core())
+	for _, s := range h.Stanzas {
+		writeStanza(&b, s)
+	}
+	b.WriteString(macPrefix)
+	return b.Bytes()
+}
+
+// Marshal returns the encoded header, through the mac-line.
+func (h *Header) Marshal() []byte {
+	b := h.macInput()
+	return fmt.Appendf(b, " %s %s\n", b64.EncodeToString(h.Nonce[:]), b64.EncodeToString(h.MAC[:]))
+}
+
+func writeStanza(b *bytes.Buffer, s *Stanza) {
+	b.WriteString(stanzaPrefix + " " + s.Type)
+	for _, a := range s.Args {
+		b.WriteString(" " + a)
+	}
+	b.WriteByte('\n')
+	body := b64.EncodeToString(s.Body)
+	for len(body) >= bodyColumns {
+		b.WriteString(body[:bodyColumns] + "\n")
+		body = body[bodyColumns:]
+	}
+	b.WriteString(body + "\n")
+}
+
+// ParseHeader reads a header from r and returns it with a reader positioned at the payload.
+// It checks syntax and limits only; the MAC needs the file key (see Decrypt).
+func ParseHeader(r io.Reader) (*Header, io.Reader, error) {
+	br := bufio.NewReaderSize(r, 4096)
+	p := &headerParser{r: br}
+	h, err := p.parse()
+	if err != nil {
+		return nil, nil, err
+	}
+	return h, br, nil
+}
+
+type headerParser struct {
+	r    *bufio.Reader
+	read int
+	line int
+}
+
+// next returns the next line without its LF, enforcing the size limit and ASCII.
+func (p *headerParser) next() (string, error) {
+	p.line++
+	var line []byte
+	for {
+		chunk, err := p.r.ReadSlice('\n')
+		line = append(line, chunk...)
+		p.read += len(chunk)
+		if p.read > maxHeaderSize {
+			return "", headerErr(p.line, "the header is longer than %d bytes", maxHeaderSize)
+		}
+		if err == bufio.ErrBufferFull {
+			continue
+		}
+		if err == io.EOF {
+			return "", &TruncatedError{What: "header"}
+		}
+		if err != nil {
+			return "", err
+		}
+		break
+	}
+	line = line[:len(line)-1]
+	for _, c := range line {
+		if c < 0x20 || c > 0x7e {
+			return "", headerErr(p.line, "the header contains a byte that is not printable ASCII")
+		}
+	}
+	return string(line), nil
+}
+
+func (p *headerParser) parse() (*Header, error) {
+	first, err := p.r.Peek(len(versionLine) + 1)
+	if err != nil || string(first) != versionLine+"\n" {
+		if bytes.HasPrefix(first, []byte("p11escrow/")) {
+			return nil, &HeaderError{Line: 1, Reason: "unsupported format version; this tool reads " + versionLine}
+		}
+		return nil, ErrNotP11e
+	}
+	p.next()
+	h := &Header{}
+	line, err := p.next()
+	if err != nil {
+		return nil, err
+	}
+	if err := p.parseCore(h, line); err != nil {
+		return nil, err
+	}
+	line, err = p.next()
+	if err != nil {
+		return nil, err
+	}
+	for strings.HasPrefix(line, stanzaPrefix+" ") {
+		if len(h.Stanzas) == maxStanzas {
+			return nil, headerErr(p.line, "more than %d stanzas", maxStanzas)
+		}
+		s, after, err := p.parseStanza(line)
+		if err != nil {
+			return nil, err
+		}
+		h.Stanzas = append(h.Stanzas, s)
+		line = after
+	}
+	if len(h.Stanzas) == 0 {
+		return nil, headerErr(p.line, "the header has no stanzas")
+	}
+	if err := p.parseMAC(h, line); err != nil {
+		return nil, err
+	}
+	if err := checkRoles(h.Stanzas); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+func (p *headerParser) parseCore(h *Header, line string) error {
+	f := strings.Split(line, " ")
+	if len(f) != 4 || f[0] != "core" {
+		return headerErr(p.line, "malformed core line")
+	}
+	id, err := ParseFileID(f[1])
+	if err != nil {
+		return headerErr(p.line, "%v", err)
+	}
+	h.ID = id
+	if f[2] != strconv.Itoa(chunkSize) {
+		return headerErr(p.line, "chunk size %q is not %d", f[2], chunkSize)
+	}
+	return decodeFixed(h.Commitment[:], f[3], p.line, "commitment")
+}
+
+// parseStanza parses a stanza whose first line is line and returns the line after its body.
+func (p *headerParser) parseStanza(line string) (*Stanza, string, error) {
+	f := strings.Split(line, " ")
+	for _, a := range f {
+		if a == "" {
+			return nil, "", headerErr(p.line, "empty stanza argument")
+		}
+	}
+	if len(f) < 2 {
+		return nil, "", headerErr(p.line, "stanza without a type")
+	}
+	s := &Stanza{Type: f[1], Args: f[2:]}
+	var body strings.Builder
+	for {
+		l, err := p.next()
+		if err != nil {
+			return nil, "", err
+		}
+		if len(l) > bodyColumns {
+			return nil, "", headerErr(p.line, "stanza body line longer than %d characters", bodyColumns)
+		}
+		body.WriteString(l)
+		if len(l) < bodyColumns {
+			break
+		}
+	}
+	raw, err := b64.DecodeString(body.String())
+	if err != nil {
+		return nil, "", headerErr(p.line, "stanza body is not canonical base64")
+	}
+	s.Body = raw
+	if err := checkStanza(s); err != nil {
+		return nil, "", headerErr(p.line, "%v", err)
+	}
+	next, err := p.next()
+	return s, next, err
+}
+
+func (p *headerParser) parseMAC(h *Header, line string) error {
+	f := strings.Split(line, " ")
+	if len(f) != 3 || f[0] != macPrefix {
+		return headerErr(p.line, "expected a stanza or the MAC line")
+	}
+	if err := decodeFixed(h.Nonce[:], f[1], p.line, "header nonce"); err != nil {
+		return err
+	}
+	return decodeFixed(h.MAC[:], f[2], p.line, "header MAC")
+}
+
+// decodeFixed decodes exactly len(dst) bytes of strict base64.
+func decodeFixed(dst []byte, s string, line int, what string) error {
+	raw, err := b64.DecodeString(s)
+	if err != nil || len(raw) != len(dst) {
+		return headerErr(line, "the %s is not %d bytes of canonical base64", what, len(dst))
+	}
+	copy(dst, raw)
+	return nil
+}
+
+func checkRoles(stanzas []*Stanza) error {
+	seen := map[Role]bool{}
+	for _, s := range stanzas {
+		if s.Type != typeRSAOAEP {
+			continue
+		}
+		role := Role(s.Args[2])
+		if role != RoleRecipient && seen[role] {
+			return &HeaderError{Reason: fmt.Sprintf("more than one %s stanza", role)}
+		}
+		seen[role] = true
+	}
+	return nil
+}
+
+func headerErr(line int, format string, args ...any) error {
+	return &HeaderError{Line: line, Reason: fmt.Sprintf(format, args...)}
+}
