@@ -1,0 +1,364 @@
+package token
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math/big"
+	"strings"
+
+	"github.com/miekg/pkcs11"
+)
+
+// KeyPair is an RSA exchange key: a private key object on the token and its
+// public half, held in Go. Label and ID are the private key's CKA_LABEL and
+// CKA_ID.
+type KeyPair struct {
+	Label  string
+	ID     []byte
+	Public *rsa.PublicKey
+	t      *Token
+	priv   pkcs11.ObjectHandle
+}
+
+// KeyID is the CKA_ID p11escrow gives a key pair: the first 16 bytes of
+// SHA-256 over the PKIX DER public key. It is derived from the key, so any
+// party holding only the public key (e.g. a PEM file) can compute it.
+func KeyID(pub *rsa.PublicKey) ([]byte, error) {
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(der)
+	return sum[:16], nil
+}
+
+// GenerateRSA creates an RSA key pair of bits (2048, 3072 or 4096) with
+// exponent 65537 and explicit templates. The private key is a token object
+// that is private, sensitive and never extractable, and may only decrypt and
+// unwrap (not sign: an exchange key should not double as a signing key).
+// The public key object may wrap and encrypt.
+//
+// Its CKA_ID is KeyID(public). Since that is known only after generation,
+// the pair is generated with a random 16-byte ID and then updated with
+// C_SetAttributeValue; if the token refuses the update (CKR_ATTRIBUTE_READ_ONLY
+// and similar), the random ID is kept and returned in KeyPair.ID.
+//
+// GenerateRSA refuses a label that any key on the token already has, so
+// that labels keep naming exactly one pair.
+func (t *Token) GenerateRSA(label string, bits int) (*KeyPair, error) {
+	op := fmt.Sprintf("generate RSA key %q", label)
+	if bits != 2048 && bits != 3072 && bits != 4096 {
+		return nil, newErr(op, nil, "%d-bit RSA is not offered; choose 2048, 3072 or 4096", bits)
+	}
+	if label == "" {
+		return nil, newErr(op, nil, "the key needs a label; give one")
+	}
+	if n, err := t.findObjects([]*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_LABEL, label)}); err != nil {
+		return nil, err
+	} else if len(n) > 0 {
+		return nil, newErr(op, ErrExists, "the token already has an object labelled %q; choose another label or delete the old key", label)
+	}
+	tmpID := make([]byte, 16)
+	if _, err := rand.Read(tmpID); err != nil {
+		return nil, err
+	}
+	mech := []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_RSA_PKCS_KEY_PAIR_GEN, nil)}
+	pubH, privH, err := t.ctx.GenerateKeyPair(t.sh, mech, rsaPublicTemplate(label, tmpID, bits), rsaPrivateTemplate(label, tmpID))
+	if err != nil {
+		return nil, tokenErr(op, ctxPlain, err)
+	}
+	kp, err := t.finishRSA(label, tmpID, pubH, privH)
+	if err != nil {
+		_ = t.ctx.DestroyObject(t.sh, privH)
+		_ = t.ctx.DestroyObject(t.sh, pubH)
+		return nil, tokenErr(op, ctxPlain, err)
+	}
+	return kp, nil
+}
+
+func rsaPublicTemplate(label string, id []byte, bits int) []*pkcs11.Attribute {
+	return []*pkcs11.Attribute{
+		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PUBLIC_KEY),
+		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_RSA),
+		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
+		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, false),
+		pkcs11.NewAttribute(pkcs11.CKA_WRAP, true),
+		pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, true),
+		pkcs11.NewAttribute(pkcs11.CKA_VERIFY, false),
+		pkcs11.NewAttribute(pkcs11.CKA_MODULUS_BITS, bits),
+		pkcs11.NewAttribute(pkcs11.CKA_PUBLIC_EXPONENT, []byte{1, 0, 1}),
+		pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
+		pkcs11.NewAttribute(pkcs11.CKA_ID, id),
+	}
+}
+
+func rsaPrivateTemplate(label string, id []byte) []*pkcs11.Attribute {
+	return []*pkcs11.Attribute{
+		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY),
+		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_RSA),
+		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
+		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
+		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
+		pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false),
+		pkcs11.NewAttribute(pkcs11.CKA_DECRYPT, true),
+		pkcs11.NewAttribute(pkcs11.CKA_UNWRAP, true),
+		pkcs11.NewAttribute(pkcs11.CKA_SIGN, false),
+		pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
+		pkcs11.NewAttribute(pkcs11.CKA_ID, id),
+	}
+}
+
+// finishRSA reads the public key back and replaces the temporary ID.
+func (t *Token) finishRSA(label string, tmpID []byte, pubH, privH pkcs11.ObjectHandle) (*KeyPair, error) {
+	pub, err := t.publicFromObject(pubH)
+	if err != nil {
+		return nil, err
+	}
+	id, err := KeyID(pub)
+	if err != nil {
+		return nil, err
+	}
+	set := []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_ID, id)}
+	err = t.ctx.SetAttributeValue(t.sh, privH, set)
+	if err == nil {
+		err = t.ctx.SetAttributeValue(t.sh, pubH, set)
+	}
+	if err != nil {
+		if !refused(err) {
+			return nil, err
+		}
+		// Keep both halves on the same (random) ID.
+		back := []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_ID, tmpID)}
+		_ = t.ctx.SetAttributeValue(t.sh, privH, back)
+		id = tmpID
+	}
+	return &KeyPair{Label: label, ID: id, Public: pub, t: t, priv: privH}, nil
+}
+
+// refused reports a token saying "you may not change that" as opposed to
+// a failure of the token itself.
+func refused(err error) bool {
+	return isCode(err, pkcs11.CKR_ATTRIBUTE_READ_ONLY, pkcs11.CKR_ACTION_PROHIBITED,
+		pkcs11.CKR_ATTRIBUTE_VALUE_INVALID, pkcs11.CKR_TEMPLATE_INCONSISTENT,
+		pkcs11.CKR_FUNCTION_NOT_SUPPORTED, pkcs11.CKR_ATTRIBUTE_TYPE_INVALID)
+}
+
+// publicFromObject builds an rsa.PublicKey from CKA_MODULUS and
+// CKA_PUBLIC_EXPONENT of a public or private key object.
+func (t *Token) publicFromObject(h pkcs11.ObjectHandle) (*rsa.PublicKey, error) {
+	a, err := t.attrs(h, pkcs11.CKA_MODULUS, pkcs11.CKA_PUBLIC_EXPONENT)
+	if err != nil {
+		return nil, err
+	}
+	n := new(big.Int).SetBytes(a[pkcs11.CKA_MODULUS])
+	e := new(big.Int).SetBytes(a[pkcs11.CKA_PUBLIC_EXPONENT])
+	if n.BitLen() < 1024 || !e.IsInt64() || e.Int64() < 3 || e.Int64() > 1<<31-1 {
+		return nil, errors.New("the object has no usable RSA public key")
+	}
+	return &rsa.PublicKey{N: n, E: int(e.Int64())}, nil
+}
+
+// FindKeyPair finds exactly one RSA private key by label, or by CKA_ID if
+// label is empty (both, if both are given). Keys made by other tools
+// (pkcs11-tool --keypairgen, p11tool) work: the public half comes from a
+// public key object with the same CKA_ID (or else the same label) whose
+// modulus matches, or else from the private key's own CKA_MODULUS and
+// CKA_PUBLIC_EXPONENT. Private keys are visible only after Login.
+func (t *Token) FindKeyPair(label string, id []byte) (*KeyPair, error) {
+	what := describeKey(label, id)
+	op := "find key " + what
+	if label == "" && len(id) == 0 {
+		return nil, newErr(op, nil, "no key label or ID was given; name the key")
+	}
+	tmpl := rsaClass(pkcs11.CKO_PRIVATE_KEY)
+	if label != "" {
+		tmpl = append(tmpl, pkcs11.NewAttribute(pkcs11.CKA_LABEL, label))
+	}
+	if len(id) > 0 {
+		tmpl = append(tmpl, pkcs11.NewAttribute(pkcs11.CKA_ID, id))
+	}
+	hs, err := t.findObjects(tmpl)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case len(hs) == 0 && !t.LoggedIn():
+		return nil, newErr(op, ErrNotLoggedIn, "no RSA private key %s is visible on token %q without a login; log in first", what, t.info.Label)
+	case len(hs) == 0:
+		return nil, newErr(op, ErrKeyNotFound, "token %q has no RSA private key %s; check the name or generate the key", t.info.Label, what)
+	case len(hs) > 1:
+		return nil, newErr(op, ErrAmbiguous, "token %q has %d RSA private keys %s; select the key by ID as well", t.info.Label, len(hs), what)
+	}
+	return t.loadKeyPair(hs[0])
+}
+
+func describeKey(label string, id []byte) string {
+	var parts []string
+	if label != "" {
+		parts = append(parts, fmt.Sprintf("labelled %q", label))
+	}
+	if len(id) > 0 {
+		parts = append(parts, "with ID "+hex.EncodeToString(id))
+	}
+	return strings.Join(parts, " and ")
+}
+
+func rsaClass(class uint) []*pkcs11.Attribute {
+	return []*pkcs11.Attribute{
+		pkcs11.NewAttribute(pkcs11.CKA_CLASS, class),
+		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_RSA),
+	}
+}
+
+// KeyPairs lists every RSA private key with a usable public half; others
+// (e.g. a private key with neither public object nor modulus) are skipped.
+func (t *Token) KeyPairs() ([]*KeyPair, error) {
+	hs, err := t.findObjects(rsaClass(pkcs11.CKO_PRIVATE_KEY))
+	if err != nil {
+		return nil, err
+	}
+	var out []*KeyPair
+	for _, h := range hs {
+		kp, err := t.loadKeyPair(h)
+		if errors.Is(err, ErrKeyNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, kp)
+	}
+	return out, nil
+}
+
+func (t *Token) loadKeyPair(priv pkcs11.ObjectHandle) (*KeyPair, error) {
+	a, err := t.attrs(priv, pkcs11.CKA_LABEL, pkcs11.CKA_ID)
+	if err != nil {
+		return nil, tokenErr("read key attributes", ctxPlain, err)
+	}
+	kp := &KeyPair{Label: string(a[pkcs11.CKA_LABEL]), ID: a[pkcs11.CKA_ID], t: t, priv: priv}
+	own, _ := t.publicFromObject(priv) // may be absent on some tokens
+	kp.Public = t.matchPublic(kp.Label, kp.ID, own)
+	if kp.Public == nil {
+		what := describeKey(kp.Label, kp.ID)
+		return nil, newErr("find key "+what, ErrKeyNotFound,
+			"the private key %s on token %q has no public half; import its public key with the same CKA_ID", what, t.info.Label)
+	}
+	return kp, nil
+}
+
+// matchPublic looks for the public key object belonging to a private key:
+// same CKA_ID first, then same label. With own (the private key's modulus)
+// known, only an equal key is accepted; without it, only a unique candidate.
+func (t *Token) matchPublic(label string, id []byte, own *rsa.PublicKey) *rsa.PublicKey {
+	var queries [][]*pkcs11.Attribute
+	if len(id) > 0 {
+		queries = append(queries, append(rsaClass(pkcs11.CKO_PUBLIC_KEY), pkcs11.NewAttribute(pkcs11.CKA_ID, id)))
+	}
+	if label != "" {
+		queries = append(queries, append(rsaClass(pkcs11.CKO_PUBLIC_KEY), pkcs11.NewAttribute(pkcs11.CKA_LABEL, label)))
+	}
+	for _, q := range queries {
+		hs, err := t.findObjects(q)
+		if err != nil {
+			continue
+		}
+		if pub := t.pickPublic(hs, own); pub != nil {
+			return pub
+		}
+	}
+	return own
+}
+
+func (t *Token) pickPublic(hs []pkcs11.ObjectHandle, own *rsa.PublicKey) *rsa.PublicKey {
+	var cands []*rsa.PublicKey
+	for _, h := range hs {
+		pub, err := t.publicFromObject(h)
+		if err != nil {
+			continue
+		}
+		if own != nil && pub.Equal(own) {
+			return pub
+		}
+		cands = append(cands, pub)
+	}
+	if own == nil && len(cands) == 1 {
+		return cands[0]
+	}
+	return nil
+}
+
+// DecryptOAEP decrypts ciphertext with the private key on the token using
+// RSA-OAEP(hash, MGF1(hash), empty label). The result is typically a file
+// key: clear() it when done.
+func (k *KeyPair) DecryptOAEP(hash crypto.Hash, ciphertext []byte) ([]byte, error) {
+	const op = "RSA-OAEP decrypt on token"
+	mech, err := oaepMech(hash)
+	if err != nil {
+		return nil, err
+	}
+	if err := k.t.ctx.DecryptInit(k.t.sh, mech, k.priv); err != nil {
+		return nil, tokenErr(op, ctxDecrypt, err)
+	}
+	pt, err := k.t.ctx.Decrypt(k.t.sh, ciphertext)
+	if err != nil {
+		return nil, tokenErr(op, ctxDecrypt, err)
+	}
+	return pt, nil
+}
+
+// KeyAttributes are the security attributes of a private key.
+type KeyAttributes struct {
+	Sensitive, Extractable, AlwaysSensitive, NeverExtractable, Token bool
+}
+
+// PrivateAttributes reads the private key's CKA_SENSITIVE, CKA_EXTRACTABLE,
+// CKA_ALWAYS_SENSITIVE, CKA_NEVER_EXTRACTABLE and CKA_TOKEN, so `key list`
+// and tests can show that the key cannot leave the token.
+func (k *KeyPair) PrivateAttributes() (KeyAttributes, error) {
+	a, err := k.t.attrs(k.priv, pkcs11.CKA_SENSITIVE, pkcs11.CKA_EXTRACTABLE,
+		pkcs11.CKA_ALWAYS_SENSITIVE, pkcs11.CKA_NEVER_EXTRACTABLE, pkcs11.CKA_TOKEN)
+	if err != nil {
+		return KeyAttributes{}, tokenErr("read key attributes", ctxPlain, err)
+	}
+	return KeyAttributes{
+		Sensitive:        boolAttr(a[pkcs11.CKA_SENSITIVE]),
+		Extractable:      boolAttr(a[pkcs11.CKA_EXTRACTABLE]),
+		AlwaysSensitive:  boolAttr(a[pkcs11.CKA_ALWAYS_SENSITIVE]),
+		NeverExtractable: boolAttr(a[pkcs11.CKA_NEVER_EXTRACTABLE]),
+		Token:            boolAttr(a[pkcs11.CKA_TOKEN]),
+	}, nil
+}
+
+// SupportsOAEPSHA256 tests, with one real round trip, whether the token can
+// decrypt OAEP with SHA-256: the host encrypts 32 random bytes to k.Public,
+// the token decrypts. Mechanism rejections and wrong results give false,
+// nil; a lost login or token is returned as an error. SoftHSM2 2.6.1 says
+// false (CKR_ARGUMENTS_BAD).
+func (k *KeyPair) SupportsOAEPSHA256() (bool, error) {
+	msg := make([]byte, 32)
+	if _, err := rand.Read(msg); err != nil {
+		return false, err
+	}
+	ct, err := rsa.EncryptOAEP(sha256.New(), rand.Reader, k.Public, msg, nil)
+	if err != nil {
+		return false, err
+	}
+	pt, err := k.DecryptOAEP(crypto.SHA256, ct)
+	switch {
+	case errors.Is(err, ErrNotLoggedIn), errors.Is(err, ErrNoToken), errors.Is(err, ErrPINLocked):
+		return false, err
+	case err != nil:
+		return false, nil
+	}
+	defer clear(pt)
+	defer clear(msg)
+	return bytes.Equal(pt, msg), nil
+}

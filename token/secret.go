@@ -1,0 +1,190 @@
+package token
+
+import (
+	"crypto"
+	"encoding/binary"
+
+	"github.com/miekg/pkcs11"
+)
+
+// GCM parameters of every token-side AES-GCM call. 12-byte nonces are the
+// size every token and crypto/cipher handle natively; 16-byte tags are the
+// full strength.
+const (
+	GCMNonceSize = 12 // bytes of nonce (IV)
+	GCMTagSize   = 16 // bytes of tag appended to the ciphertext
+)
+
+// SecretKey is an AES session object that may be sensitive: its value can
+// stay inside the token while the token digests it, seals or opens with it,
+// or (later) re-wraps it. This is the seam for re-issuing headers inside an
+// HSM without the plaintext key ever reaching the host.
+type SecretKey struct {
+	t         *Token
+	h         pkcs11.ObjectHandle
+	destroyed bool
+}
+
+// UnwrapOAEP decrypts a wrapped AES key on the token into a sensitive,
+// extractable (so it can be re-wrapped) session key. It first asks for
+// CKA_VALUE_LEN=32, which some HSMs require, then retries without it,
+// because SoftHSM2 rejects CKA_VALUE_LEN in unwrap templates. A key whose
+// CKA_VALUE_LEN reads back other than 32 is refused; SoftHSM2 reports 0
+// after an unwrap, which is accepted since the length is then unknown.
+func (k *KeyPair) UnwrapOAEP(hash crypto.Hash, wrapped []byte) (*SecretKey, error) {
+	const op = "unwrap key"
+	mech, err := oaepMech(hash)
+	if err != nil {
+		return nil, err
+	}
+	if len(wrapped) == 0 { // miekg's UnwrapKey indexes wrapped[0]
+		return nil, newErr(op, ErrDecrypt, msgNotForKey)
+	}
+	h, err := k.t.ctx.UnwrapKey(k.t.sh, mech, k.priv, wrapped, unwrapTemplate(true))
+	if isCode(err, pkcs11.CKR_ATTRIBUTE_READ_ONLY, pkcs11.CKR_TEMPLATE_INCONSISTENT) {
+		h, err = k.t.ctx.UnwrapKey(k.t.sh, mech, k.priv, wrapped, unwrapTemplate(false))
+	}
+	if err != nil {
+		return nil, tokenErr(op, ctxDecrypt, err)
+	}
+	s := &SecretKey{t: k.t, h: h}
+	return s, s.checkLen()
+}
+
+func unwrapTemplate(withLen bool) []*pkcs11.Attribute {
+	a := []*pkcs11.Attribute{
+		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
+		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_AES),
+		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, false),
+		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
+		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
+		pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, true),
+		pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, true),
+		pkcs11.NewAttribute(pkcs11.CKA_DECRYPT, true),
+		pkcs11.NewAttribute(pkcs11.CKA_LABEL, "p11escrow unwrapped key"),
+	}
+	if withLen {
+		a = append(a, pkcs11.NewAttribute(pkcs11.CKA_VALUE_LEN, FileKeySize))
+	}
+	return a
+}
+
+// checkLen refuses unwrapped keys that are known not to be AES-256, so a
+// short key smuggled into a header cannot be used.
+func (s *SecretKey) checkLen() error {
+	a, err := s.t.attrs(s.h, pkcs11.CKA_VALUE_LEN)
+	if err != nil {
+		return nil // cannot tell; the key still works
+	}
+	n := ulong(a[pkcs11.CKA_VALUE_LEN])
+	if n == 0 || n == FileKeySize {
+		return nil
+	}
+	_ = s.Destroy()
+	return newErr("unwrap key", ErrDecrypt, "the unwrapped key is %d bytes, not %d; the header is corrupt or forged", n, FileKeySize)
+}
+
+// Destroy removes the session object. Idempotent.
+func (s *SecretKey) Destroy() error {
+	if s == nil || s.destroyed {
+		return nil
+	}
+	s.destroyed = true
+	if s.t.closed {
+		return nil // the session, and with it the object, is already gone
+	}
+	return tokenErr("destroy key", ctxPlain, s.t.ctx.DestroyObject(s.t.sh, s.h))
+}
+
+// Sensitive reads CKA_SENSITIVE: true means the value cannot leave the token
+// in the clear.
+func (s *SecretKey) Sensitive() (bool, error) {
+	a, err := s.t.attrs(s.h, pkcs11.CKA_SENSITIVE)
+	if err != nil {
+		return false, tokenErr("read key attributes", ctxPlain, err)
+	}
+	return boolAttr(a[pkcs11.CKA_SENSITIVE]), nil
+}
+
+// DigestSHA256 returns SHA-256(prefix || key value || suffix), computed on
+// the token with C_DigestKey, so a sensitive key can be committed to (e.g.
+// a key-commitment tag) without the host ever seeing it.
+func (s *SecretKey) DigestSHA256(prefix, suffix []byte) ([]byte, error) {
+	const op = "digest key on token"
+	mech := []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_SHA256, nil)}
+	ctx, sh := s.t.ctx, s.t.sh
+	if err := ctx.DigestInit(sh, mech); err != nil {
+		return nil, tokenErr(op, ctxPlain, err)
+	}
+	// Each failing call below ends the digest operation (PKCS#11 §5.10).
+	if len(prefix) > 0 {
+		if err := ctx.DigestUpdate(sh, prefix); err != nil {
+			return nil, tokenErr(op, ctxPlain, err)
+		}
+	}
+	if err := ctx.DigestKey(sh, s.h); err != nil {
+		return nil, tokenErr(op, ctxPlain, err)
+	}
+	if len(suffix) > 0 {
+		if err := ctx.DigestUpdate(sh, suffix); err != nil {
+			return nil, tokenErr(op, ctxPlain, err)
+		}
+	}
+	d, err := ctx.DigestFinal(sh)
+	return d, tokenErr(op, ctxPlain, err)
+}
+
+// SealGCM encrypts plaintext on the token with AES-GCM (12-byte nonce, aad,
+// 128-bit tag) in one single-part call and returns ciphertext||tag. An
+// empty plaintext yields just the 16-byte tag (a GMAC over aad). Never
+// reuse a nonce with the same key.
+func (s *SecretKey) SealGCM(nonce, aad, plaintext []byte) ([]byte, error) {
+	const op = "AES-GCM encrypt on token"
+	if len(nonce) != GCMNonceSize {
+		return nil, newErr(op, nil, "the nonce is %d bytes, not %d; this is a p11escrow bug", len(nonce), GCMNonceSize)
+	}
+	// A fresh GCMParams per call, freed after the call: miekg keeps the
+	// IV/AAD in C memory that must outlive C_Encrypt.
+	p := pkcs11.NewGCMParams(nonce, aad, GCMTagSize*8)
+	defer p.Free()
+	mech := []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_GCM, p)}
+	if err := s.t.ctx.EncryptInit(s.t.sh, mech, s.h); err != nil {
+		return nil, tokenErr(op, ctxPlain, err)
+	}
+	out, err := s.t.ctx.Encrypt(s.t.sh, plaintext)
+	return out, tokenErr(op, ctxPlain, err)
+}
+
+// OpenGCM reverses SealGCM on the token. A wrong tag (altered data, wrong
+// nonce, aad or key) returns an error matching ErrAuthFailed and no data.
+func (s *SecretKey) OpenGCM(nonce, aad, ciphertextAndTag []byte) ([]byte, error) {
+	const op = "AES-GCM decrypt on token"
+	if len(nonce) != GCMNonceSize {
+		return nil, newErr(op, nil, "the nonce is %d bytes, not %d; this is a p11escrow bug", len(nonce), GCMNonceSize)
+	}
+	if len(ciphertextAndTag) < GCMTagSize {
+		return nil, newErr(op, ErrAuthFailed, "the data is shorter than a GCM tag; it was truncated")
+	}
+	p := pkcs11.NewGCMParams(nonce, aad, GCMTagSize*8)
+	defer p.Free()
+	mech := []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_GCM, p)}
+	if err := s.t.ctx.DecryptInit(s.t.sh, mech, s.h); err != nil {
+		return nil, tokenErr(op, ctxPlain, err)
+	}
+	out, err := s.t.ctx.Decrypt(s.t.sh, ciphertextAndTag)
+	if err != nil {
+		return nil, tokenErr(op, ctxGCMOpen, err)
+	}
+	return out, nil
+}
+
+// ulong decodes a CK_ULONG attribute value (native byte order and size).
+func ulong(b []byte) uint {
+	switch len(b) {
+	case 8:
+		return uint(binary.NativeEndian.Uint64(b))
+	case 4:
+		return uint(binary.NativeEndian.Uint32(b))
+	}
+	return 0
+}
