@@ -42,6 +42,12 @@ func Decrypt(src io.Reader, identities ...Identity) (*Reader, error) {
 	if err != nil {
 		return nil, err
 	}
+	return h.Decrypt(payload, identities...)
+}
+
+// Decrypt opens the payload that follows h, for callers that parsed the header first (to fail
+// early, or to see which keys it is addressed to, before asking a token for a PIN).
+func (h *Header) Decrypt(payload io.Reader, identities ...Identity) (*Reader, error) {
 	key, err := h.unwrap(identities)
 	if err != nil {
 		return nil, err

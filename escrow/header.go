@@ -282,3 +282,22 @@ func checkRoles(stanzas []*Stanza) error {
 func headerErr(line int, format string, args ...any) error {
 	return &HeaderError{Line: line, Reason: fmt.Sprintf(format, args...)}
 }
+
+// ChunkSize is the plaintext size of every payload chunk but the last.
+const ChunkSize = chunkSize
+
+// ChunkCount returns how many chunks a payload of n bytes holds, or an error if no valid payload
+// has that length. It needs no key.
+func ChunkCount(n int64) (int64, error) {
+	const sealed = chunkSize + 16
+	full, rest := n/sealed, n%sealed
+	switch {
+	case n == 0:
+		return 0, &TruncatedError{What: "payload"}
+	case rest == 0:
+		return full, nil
+	case rest < 16:
+		return 0, &TruncatedError{What: "payload"}
+	}
+	return full + 1, nil
+}

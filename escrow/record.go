@@ -45,7 +45,7 @@ type RecordBinding struct {
 }
 
 // NewRecord builds and binds the escrow record for a header written with key.
-func NewRecord(h *Header, key []byte, description string, owner RecordOwner, created time.Time) (*Record, error) {
+func NewRecord(h *Header, key FileKey, description string, owner RecordOwner, created time.Time) (*Record, error) {
 	auth := h.stanza(RoleAuthority)
 	if auth == nil {
 		return nil, fmt.Errorf("the header has no authority stanza")
@@ -61,7 +61,15 @@ func NewRecord(h *Header, key []byte, description string, owner RecordOwner, cre
 		Binding:     RecordBinding{Nonce: make([]byte, 11)},
 	}
 	rand.Read(r.Binding.Nonce)
-	r.Binding.Tag = r.bind(key)
+	value, err := key.Value()
+	if err != nil {
+		return nil, err
+	}
+	defer clear(value)
+	if len(value) != fileKeySize {
+		return nil, fmt.Errorf("the file key is not 32 bytes")
+	}
+	r.Binding.Tag = r.bind(value)
 	return r, nil
 }
 
