@@ -1,0 +1,28 @@
+# p11escrow. `make test` is what CI runs; `make demo` tells the whole story on local SoftHSM2 tokens.
+export PATH := /usr/local/go/bin:$(PATH)
+GO ?= go
+
+.PHONY: all build test deps vet demo clean
+
+all: build
+
+build:
+	$(GO) build -o bin/p11escrow ./cmd/p11escrow
+
+deps:
+	@./softhsm-test/deps.sh
+
+vet:
+	$(GO) vet ./...
+
+# Every test runs against real SoftHSM2 tokens that the tests create in temporary directories.
+# The Go benchmarks run once each, so that they cannot rot.
+test: deps vet
+	$(GO) test -count=1 ./...
+	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x ./...
+
+demo: deps build
+	./softhsm-test/demo.sh
+
+clean:
+	rm -rf bin .demo

@@ -1,0 +1,101 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/p11escrow/p11escrow/escrow"
+	"github.com/urfave/cli/v2"
+)
+
+func decryptCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "decrypt",
+		Usage:     "decrypt files with a key on your token",
+		ArgsUsage: "IN... (- for stdin)",
+		Flags: append(tokenFlags(),
+			&cli.StringFlag{Name: "key", Usage: "the key's `LABEL` (default: every RSA key on the token that a stanza is addressed to)"},
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "output `FILE` (default: IN without .p11e; - for stdout); one input only"},
+			&cli.BoolFlag{Name: "force", Usage: "replace existing output files"},
+		),
+		Action: func(c *cli.Context) error { return decryptFiles(c, nil) },
+	}
+}
+
+// stanzaFilter limits which stanzas an identity may open: `authority decrypt` uses only the
+// authority stanza.
+type stanzaFilter func(*escrow.Stanza) bool
+
+// decryptFiles decrypts every input with the keys on the session's token.
+func decryptFiles(c *cli.Context, filter stanzaFilter) error {
+	ins := c.Args().Slice()
+	if len(ins) == 0 {
+		return errors.New("no input files; give one or more, or - for stdin")
+	}
+	if len(ins) > 1 && c.String("output") != "" {
+		return errors.New("-o names one file; with several inputs, outputs are IN without .p11e")
+	}
+	outs := make([]string, len(ins))
+	for i, in := range ins {
+		out, err := decryptOutputName(in, c.String("output"))
+		if err != nil {
+			return err
+		}
+		outs[i] = out
+	}
+	return withSession(c, func(s *session) error {
+		ids := &identities{s: s, label: c.String("key"), filter: filter}
+		for i, in := range ins {
+			if err := decryptFile(in, outs[i], c.Bool("force"), ids); err != nil {
+				return fmt.Errorf("%s: %w", in, err)
+			}
+		}
+		return nil
+	})
+}
+
+func decryptOutputName(in, out string) (string, error) {
+	switch {
+	case out != "":
+		return out, nil
+	case in == "-":
+		return "-", nil
+	case strings.HasSuffix(in, ".p11e") && len(in) > len(".p11e"):
+		return strings.TrimSuffix(in, ".p11e"), nil
+	}
+	return "", fmt.Errorf("%s does not end in .p11e; name the output with -o", in)
+}
+
+// decryptFile parses the header before it asks for a PIN, so that a file that is not ours
+// fails without touching the token, then writes only verified plaintext.
+func decryptFile(in, out string, force bool, ids *identities) error {
+	src, err := openInput(in)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	h, payload, err := escrow.ParseHeader(src)
+	if err != nil {
+		return err
+	}
+	list, err := ids.forHeader(h)
+	if err != nil {
+		return err
+	}
+	r, err := h.Decrypt(payload, list...)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	o, err := createOutput(out, force)
+	if err != nil {
+		return err
+	}
+	defer o.abort()
+	if _, err := io.Copy(o, r); err != nil {
+		return err
+	}
+	return o.commit()
+}

@@ -1,0 +1,87 @@
+package main
+
+import (
+	"github.com/p11escrow/p11escrow/escrow"
+	"github.com/p11escrow/p11escrow/token"
+)
+
+// identities finds the token's keys that a header is addressed to, logging in only when one is.
+type identities struct {
+	s      *session
+	label  string // --key; empty means every RSA key pair on the token
+	filter stanzaFilter
+	keys   []*token.KeyPair // loaded once per command
+}
+
+// forHeader returns an identity for each token key that some stanza of h is addressed to.
+func (ids *identities) forHeader(h *escrow.Header) ([]escrow.Identity, error) {
+	if len(ids.filter.apply(h.Stanzas)) == 0 {
+		return nil, &escrow.NoIdentityError{Tags: tags(h.Stanzas)}
+	}
+	keys, err := ids.load()
+	if err != nil {
+		return nil, err
+	}
+	var list []escrow.Identity
+	for _, kp := range keys {
+		list = append(list, &filtered{escrow.RSAIdentity{Public: kp.Public, Key: kp}, ids.filter})
+	}
+	return list, nil
+}
+
+func (ids *identities) load() ([]*token.KeyPair, error) {
+	if ids.keys != nil {
+		return ids.keys, nil
+	}
+	if err := ids.s.login(); err != nil {
+		return nil, err
+	}
+	if ids.label != "" || ids.s.key.label != "" || ids.s.key.id != nil {
+		kp, err := ids.s.findKey(ids.label)
+		if err != nil {
+			return nil, err
+		}
+		ids.keys = []*token.KeyPair{kp}
+		return ids.keys, nil
+	}
+	keys, err := ids.s.token.KeyPairs()
+	if err != nil {
+		return nil, err
+	}
+	ids.keys = keys
+	return keys, nil
+}
+
+// filtered hides the stanzas its filter rejects from an identity.
+type filtered struct {
+	escrow.RSAIdentity
+	filter stanzaFilter
+}
+
+func (f *filtered) Unwrap(stanzas []*escrow.Stanza) ([]byte, error) {
+	return f.RSAIdentity.Unwrap(f.filter.apply(stanzas))
+}
+
+// apply returns the stanzas the filter keeps; a nil filter keeps all.
+func (f stanzaFilter) apply(stanzas []*escrow.Stanza) []*escrow.Stanza {
+	if f == nil {
+		return stanzas
+	}
+	var keep []*escrow.Stanza
+	for _, s := range stanzas {
+		if f(s) {
+			keep = append(keep, s)
+		}
+	}
+	return keep
+}
+
+func tags(stanzas []*escrow.Stanza) []string {
+	var out []string
+	for _, s := range stanzas {
+		if len(s.Args) > 1 {
+			out = append(out, s.Args[1])
+		}
+	}
+	return out
+}

@@ -1,0 +1,152 @@
+package main
+
+import (
+	"crypto"
+	"fmt"
+	"os"
+	"text/tabwriter"
+
+	"github.com/p11escrow/p11escrow/escrow"
+	"github.com/p11escrow/p11escrow/token"
+	"github.com/urfave/cli/v2"
+)
+
+var keyTypes = map[string]int{"rsa-2048": 2048, "rsa-3072": 3072, "rsa-4096": 4096}
+
+func keyCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "key",
+		Usage: "create, list and export exchange keys on the token",
+		Subcommands: []*cli.Command{
+			{
+				Name:  "generate",
+				Usage: "create an RSA exchange key pair on the token and write its public key",
+				Flags: append(tokenFlags(),
+					&cli.StringFlag{Name: "label", Required: true, Usage: "key `LABEL` on the token"},
+					&cli.StringFlag{Name: "type", Value: "rsa-3072", Usage: "rsa-2048, rsa-3072 or rsa-4096"},
+					&cli.StringFlag{Name: "out", Usage: "public key `FILE` (default: LABEL.pub; - for stdout)"},
+					&cli.BoolFlag{Name: "force", Usage: "replace an existing public key file"},
+				),
+				Action: func(c *cli.Context) error { return generateKey(c, "exchange key") },
+			},
+			{
+				Name:   "list",
+				Usage:  "list the RSA key pairs on the token",
+				Flags:  tokenFlags(),
+				Action: listKeys,
+			},
+			{
+				Name:  "export",
+				Usage: "write the public half of a key pair as PEM",
+				Flags: append(tokenFlags(),
+					&cli.StringFlag{Name: "label", Usage: "key `LABEL` (or object= in a --token URI)"},
+					&cli.StringFlag{Name: "out", Value: "-", Usage: "output `FILE`"},
+					&cli.BoolFlag{Name: "force", Usage: "replace an existing file"},
+				),
+				Action: exportKey,
+			},
+		},
+	}
+}
+
+// generateKey creates a key pair and writes its public key. It serves `key generate` and
+// `authority init`, which differ only in what the key is for.
+func generateKey(c *cli.Context, what string) error {
+	bits, ok := keyTypes[c.String("type")]
+	if !ok {
+		return fmt.Errorf("unknown key type %q; use rsa-2048, rsa-3072 or rsa-4096", c.String("type"))
+	}
+	label := c.String("label")
+	out := c.String("out")
+	if out == "" {
+		out = label + ".pub"
+	}
+	o, err := createOutput(out, c.Bool("force"))
+	if err != nil {
+		return err
+	}
+	defer o.abort()
+	return withSession(c, func(s *session) error {
+		if err := s.login(); err != nil {
+			return err
+		}
+		kp, err := s.token.GenerateRSA(label, bits)
+		if err != nil {
+			return err
+		}
+		if err := writePublicKey(o, kp); err != nil {
+			return err
+		}
+		fpr, _ := escrow.FingerprintOf(kp.Public)
+		fmt.Fprintf(os.Stderr, "created %s %q (RSA-%d, tag %s) on token %q; public key in %s\n",
+			what, label, bits, fpr.Tag(), s.token.Info().Label, out)
+		return nil
+	})
+}
+
+// writePublicKey probes the key's OAEP hash with one round trip and writes the PEM file.
+func writePublicKey(o *output, kp *token.KeyPair) error {
+	hash, err := oaepHashFor(kp)
+	if err != nil {
+		return err
+	}
+	data, err := encodePublicKey(kp.Public, kp.Label, hash)
+	if err != nil {
+		return err
+	}
+	if _, err := o.Write(data); err != nil {
+		return err
+	}
+	return o.commit()
+}
+
+// oaepHashFor returns SHA-256 if the key's token really decrypts OAEP-SHA256, else SHA-1.
+func oaepHashFor(kp *token.KeyPair) (crypto.Hash, error) {
+	ok, err := kp.SupportsOAEPSHA256()
+	if err != nil || !ok {
+		return crypto.SHA1, err
+	}
+	return crypto.SHA256, nil
+}
+
+func listKeys(c *cli.Context) error {
+	return withSession(c, func(s *session) error {
+		if err := s.login(); err != nil {
+			return err
+		}
+		kps, err := s.token.KeyPairs()
+		if err != nil {
+			return err
+		}
+		w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintf(w, "LABEL\tID\tTYPE\tTAG\tSENSITIVE\tEXTRACTABLE\tFINGERPRINT\n")
+		for _, kp := range kps {
+			fpr, _ := escrow.FingerprintOf(kp.Public)
+			attrs, err := kp.PrivateAttributes()
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(w, "%s\t%x\tRSA-%d\t%s\t%v\t%v\t%s\n", kp.Label, kp.ID, kp.Public.N.BitLen(),
+				fpr.Tag(), attrs.Sensitive, attrs.Extractable, fpr)
+		}
+		return w.Flush()
+	})
+}
+
+func exportKey(c *cli.Context) error {
+	o, err := createOutput(c.String("out"), c.Bool("force"))
+	if err != nil {
+		return err
+	}
+	defer o.abort()
+	return withSession(c, func(s *session) error {
+		if err := s.login(); err != nil {
+			return err
+		}
+		kp, err := s.findKey(c.String("label"))
+		if err != nil {
+			return err
+		}
+		return writePublicKey(o, kp)
+	})
+}

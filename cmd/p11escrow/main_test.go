@@ -1,0 +1,175 @@
+package main
+
+import (
+	"bytes"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/p11escrow/p11escrow/escrow"
+	softhsmtest "github.com/p11escrow/p11escrow/softhsm-test"
+	"github.com/rogpeppe/go-internal/testscript"
+)
+
+func TestMain(m *testing.M) {
+	testscript.Main(m, map[string]func(){"p11escrow": main})
+}
+
+// TestScripts runs testdata/*.txt. Each script gets its own SoftHSM2 token directory with two
+// fresh tokens, "user" and "authority" (user PIN 1234 on both), and these variables:
+// SOFTHSM2_CONF, NOAES_CONF (the same tokens with every AES mechanism disabled),
+// P11ESCROW_MODULE, P11ESCROW_PIN, USER_SERIAL and AUTHORITY_SERIAL.
+func TestScripts(t *testing.T) {
+	softhsmtest.Require(t)
+	testscript.Run(t, testscript.Params{
+		Dir:   "testdata",
+		Setup: setupTokens,
+		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
+			"mkfile":      mkfile,
+			"flipbyte":    flipbyte,
+			"truncate":    truncate,
+			"splice":      splice,
+			"replace":     replace,
+			"appendbytes": appendBytes,
+		},
+	})
+}
+
+func setupTokens(env *testscript.Env) error {
+	e, err := softhsmtest.Setup(filepath.Join(env.WorkDir, ".softhsm"))
+	if err != nil {
+		return err
+	}
+	for _, label := range []string{"user", "authority"} {
+		serial, err := e.Init(label, "12345678", "1234")
+		if err != nil {
+			return err
+		}
+		env.Setenv(map[string]string{"user": "USER_SERIAL", "authority": "AUTHORITY_SERIAL"}[label], serial)
+	}
+	noAES, err := e.WriteConfNoAES()
+	if err != nil {
+		return err
+	}
+	env.Setenv("SOFTHSM2_CONF", e.ConfPath)
+	env.Setenv("NOAES_CONF", noAES)
+	env.Setenv("P11ESCROW_MODULE", e.ModulePath)
+	env.Setenv("P11ESCROW_PIN", "1234")
+	return nil
+}
+
+// mkfile NAME SIZE writes SIZE pseudo-random bytes (SIZE may use a K or M suffix).
+func mkfile(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 2 {
+		ts.Fatalf("usage: mkfile NAME SIZE")
+	}
+	size := parseSize(ts, args[1])
+	data := make([]byte, size)
+	r := rand.NewChaCha8([32]byte{byte(size), byte(size >> 8), byte(size >> 16)})
+	r.Read(data)
+	ts.Check(os.WriteFile(ts.MkAbs(args[0]), data, 0o644))
+}
+
+func parseSize(ts *testscript.TestScript, s string) int {
+	mult := 1
+	switch s[len(s)-1] {
+	case 'K':
+		mult, s = 1024, s[:len(s)-1]
+	case 'M':
+		mult, s = 1<<20, s[:len(s)-1]
+	}
+	n, err := strconv.Atoi(s)
+	ts.Check(err)
+	return n * mult
+}
+
+// flipbyte IN OFFSET OUT flips the low bit of byte OFFSET (negative: from the end).
+func flipbyte(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 3 {
+		ts.Fatalf("usage: flipbyte IN OFFSET OUT")
+	}
+	data, err := os.ReadFile(ts.MkAbs(args[0]))
+	ts.Check(err)
+	off, err := strconv.Atoi(args[1])
+	ts.Check(err)
+	if off < 0 {
+		off += len(data)
+	}
+	data[off] ^= 0x01
+	ts.Check(os.WriteFile(ts.MkAbs(args[2]), data, 0o644))
+}
+
+// truncate IN SIZE OUT keeps the first SIZE bytes; SIZE may be "header+N", counting from the
+// end of the header.
+func truncate(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 3 {
+		ts.Fatalf("usage: truncate IN SIZE OUT")
+	}
+	data, err := os.ReadFile(ts.MkAbs(args[0]))
+	ts.Check(err)
+	var size int
+	if rest, ok := strings.CutPrefix(args[1], "header+"); ok {
+		h, _, err := escrow.ParseHeader(bytes.NewReader(data))
+		ts.Check(err)
+		size = len(h.Marshal()) + parseSize(ts, rest)
+	} else {
+		size = parseSize(ts, args[1])
+	}
+	ts.Check(os.WriteFile(ts.MkAbs(args[2]), data[:size], 0o644))
+}
+
+// splice A B OUT writes A with its authority stanza replaced by B's: the two stanzas then wrap
+// different keys.
+func splice(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 3 {
+		ts.Fatalf("usage: splice A B OUT")
+	}
+	a, err := os.ReadFile(ts.MkAbs(args[0]))
+	ts.Check(err)
+	b, err := os.ReadFile(ts.MkAbs(args[1]))
+	ts.Check(err)
+	ha, _, err := escrow.ParseHeader(bytes.NewReader(a))
+	ts.Check(err)
+	hb, _, err := escrow.ParseHeader(bytes.NewReader(b))
+	ts.Check(err)
+	spliced := *ha
+	spliced.Stanzas = nil
+	for i, s := range ha.Stanzas {
+		if escrow.StanzaRole(s) == escrow.RoleAuthority {
+			s = hb.Stanzas[i]
+		}
+		spliced.Stanzas = append(spliced.Stanzas, s)
+	}
+	out := append(spliced.Marshal(), a[len(ha.Marshal()):]...)
+	ts.Check(os.WriteFile(ts.MkAbs(args[2]), out, 0o644))
+}
+
+// replace FILE OLD NEW replaces the first OLD in FILE, which must contain it.
+func replace(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 3 {
+		ts.Fatalf("usage: replace FILE OLD NEW")
+	}
+	name := ts.MkAbs(args[0])
+	data, err := os.ReadFile(name)
+	ts.Check(err)
+	if !bytes.Contains(data, []byte(args[1])) {
+		ts.Fatalf("%s does not contain %q", args[0], args[1])
+	}
+	data = bytes.Replace(data, []byte(args[1]), []byte(args[2]), 1)
+	ts.Check(os.WriteFile(name, data, 0o644))
+}
+
+// appendbytes FILE N appends N zero bytes to FILE.
+func appendBytes(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 2 {
+		ts.Fatalf("usage: appendbytes FILE N")
+	}
+	f, err := os.OpenFile(ts.MkAbs(args[0]), os.O_APPEND|os.O_WRONLY, 0)
+	ts.Check(err)
+	defer f.Close()
+	_, err = f.Write(make([]byte, parseSize(ts, args[1])))
+	ts.Check(err)
+}
