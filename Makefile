@@ -18,8 +18,8 @@ vet:
 # Every test runs against real SoftHSM2 tokens that the tests create in temporary directories.
 # The Go benchmarks run once each, so that they cannot rot.
 test: deps vet
-	$(GO) test -count=1 ./...
 	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x ./...
+	$(GO) test -count=1 ./...
 
 demo: deps build
 	./softhsm-test/demo.sh

@@ -21,7 +21,8 @@ func TestMain(m *testing.M) {
 // TestScripts runs testdata/*.txt. Each script gets its own SoftHSM2 token directory with two
 // fresh tokens, "user" and "authority" (user PIN 1234 on both), and these variables:
 // SOFTHSM2_CONF, NOAES_CONF (the same tokens with every AES mechanism disabled),
-// P11ESCROW_MODULE, P11ESCROW_PIN, USER_SERIAL and AUTHORITY_SERIAL.
+// P11ESCROW_MODULE, P11ESCROW_PIN, USER_SERIAL, AUTHORITY_SERIAL, and BYHAND, the path of the
+// by-hand decryption script of FORMAT.md section 7.
 func TestScripts(t *testing.T) {
 	softhsmtest.Require(t)
 	testscript.Run(t, testscript.Params{
@@ -58,6 +59,11 @@ func setupTokens(env *testscript.Env) error {
 	env.Setenv("NOAES_CONF", noAES)
 	env.Setenv("P11ESCROW_MODULE", e.ModulePath)
 	env.Setenv("P11ESCROW_PIN", "1234")
+	byHand, err := filepath.Abs("../../escrow/testdata/decrypt-by-hand.sh")
+	if err != nil {
+		return err
+	}
+	env.Setenv("BYHAND", byHand)
 	return nil
 }
 
@@ -86,39 +92,47 @@ func parseSize(ts *testscript.TestScript, s string) int {
 	return n * mult
 }
 
-// flipbyte IN OFFSET OUT flips the low bit of byte OFFSET (negative: from the end).
+// flipbyte IN OFFSET OUT flips the low bit of byte OFFSET (see offset).
 func flipbyte(ts *testscript.TestScript, neg bool, args []string) {
 	if neg || len(args) != 3 {
 		ts.Fatalf("usage: flipbyte IN OFFSET OUT")
 	}
 	data, err := os.ReadFile(ts.MkAbs(args[0]))
 	ts.Check(err)
-	off, err := strconv.Atoi(args[1])
-	ts.Check(err)
-	if off < 0 {
-		off += len(data)
-	}
-	data[off] ^= 0x01
+	data[offset(ts, data, args[1])] ^= 0x01
 	ts.Check(os.WriteFile(ts.MkAbs(args[2]), data, 0o644))
 }
 
-// truncate IN SIZE OUT keeps the first SIZE bytes; SIZE may be "header+N", counting from the
-// end of the header.
+// truncate IN SIZE OUT keeps the first SIZE bytes (see offset).
 func truncate(ts *testscript.TestScript, neg bool, args []string) {
 	if neg || len(args) != 3 {
 		ts.Fatalf("usage: truncate IN SIZE OUT")
 	}
 	data, err := os.ReadFile(ts.MkAbs(args[0]))
 	ts.Check(err)
-	var size int
-	if rest, ok := strings.CutPrefix(args[1], "header+"); ok {
+	ts.Check(os.WriteFile(ts.MkAbs(args[2]), data[:offset(ts, data, args[1])], 0o644))
+}
+
+// offset parses a position in a p11escrow file: N, -N (from the end), or header+N and
+// header-N (from the end of the header).
+func offset(ts *testscript.TestScript, data []byte, s string) int {
+	base := 0
+	if rest, ok := strings.CutPrefix(s, "header"); ok {
 		h, _, err := escrow.ParseHeader(bytes.NewReader(data))
 		ts.Check(err)
-		size = len(h.Marshal()) + parseSize(ts, rest)
-	} else {
-		size = parseSize(ts, args[1])
+		base, s = len(h.Marshal()), rest
 	}
-	ts.Check(os.WriteFile(ts.MkAbs(args[2]), data[:size], 0o644))
+	sign := 1
+	switch {
+	case strings.HasPrefix(s, "+"):
+		s = s[1:]
+	case strings.HasPrefix(s, "-"):
+		sign, s = -1, s[1:]
+		if base == 0 {
+			base = len(data)
+		}
+	}
+	return base + sign*parseSize(ts, s)
 }
 
 // splice A B OUT writes A with its authority stanza replaced by B's: the two stanzas then wrap
