@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -190,7 +191,20 @@ func (p *encryptPlan) encrypt(j encryptJob) error {
 			return err
 		}
 	}
-	return out.commit()
+	if err := out.commit(); err != nil {
+		return err
+	}
+	p.report(j, w.Header())
+	return nil
+}
+
+// report says where a file went, on stderr, so that stdout can carry the ciphertext.
+func (p *encryptPlan) report(j encryptJob, h *escrow.Header) {
+	msg := fmt.Sprintf("%s: encrypted to %s, file ID %s", j.in, j.out, h.ID)
+	if j.record != "" {
+		msg += "; escrow record " + j.record + " (send it to the backup authority)"
+	}
+	fmt.Fprintln(os.Stderr, msg)
 }
 
 func (p *encryptPlan) writeRecord(j encryptJob, h *escrow.Header, key *token.FileKey) error {
