@@ -217,6 +217,7 @@ func (p *headerParser) parseStanza(line string) (*Stanza, string, error) {
 		return nil, "", headerErr(p.line, "stanza without a type")
 	}
 	s := &Stanza{Type: f[1], Args: f[2:]}
+	start := p.line // errors about the whole stanza name its first line
 	var body strings.Builder
 	for {
 		l, err := p.next()
@@ -233,11 +234,11 @@ func (p *headerParser) parseStanza(line string) (*Stanza, string, error) {
 	}
 	raw, err := b64.DecodeString(body.String())
 	if err != nil {
-		return nil, "", headerErr(p.line, "stanza body is not canonical base64")
+		return nil, "", headerErr(start, "stanza body is not canonical base64")
 	}
 	s.Body = raw
 	if err := checkStanza(s); err != nil {
-		return nil, "", headerErr(p.line, "%v", err)
+		return nil, "", headerErr(start, "%v", err)
 	}
 	next, err := p.next()
 	return s, next, err
