@@ -32,6 +32,12 @@ type SecretKey struct {
 // CKA_VALUE_LEN reads back other than 32 is refused; SoftHSM2 reports 0
 // after an unwrap, which is accepted since the length is then unknown.
 func (k *KeyPair) UnwrapOAEP(hash crypto.Hash, wrapped []byte) (*SecretKey, error) {
+	return k.unwrapOAEP(hash, wrapped, true)
+}
+
+// unwrapOAEP is UnwrapOAEP with CKA_EXTRACTABLE chosen by the caller (see
+// UnwrapOAEPSealed in rewrap.go for the non-extractable kind).
+func (k *KeyPair) unwrapOAEP(hash crypto.Hash, wrapped []byte, extractable bool) (*SecretKey, error) {
 	const op = "unwrap key"
 	mech, err := oaepMech(hash)
 	if err != nil {
@@ -40,9 +46,9 @@ func (k *KeyPair) UnwrapOAEP(hash crypto.Hash, wrapped []byte) (*SecretKey, erro
 	if len(wrapped) == 0 { // miekg's UnwrapKey indexes wrapped[0]
 		return nil, newErr(op, ErrDecrypt, msgNotForKey)
 	}
-	h, err := k.t.ctx.UnwrapKey(k.t.sh, mech, k.priv, wrapped, unwrapTemplate(true))
+	h, err := k.t.ctx.UnwrapKey(k.t.sh, mech, k.priv, wrapped, unwrapTemplate(true, extractable))
 	if isCode(err, pkcs11.CKR_ATTRIBUTE_READ_ONLY, pkcs11.CKR_TEMPLATE_INCONSISTENT) {
-		h, err = k.t.ctx.UnwrapKey(k.t.sh, mech, k.priv, wrapped, unwrapTemplate(false))
+		h, err = k.t.ctx.UnwrapKey(k.t.sh, mech, k.priv, wrapped, unwrapTemplate(false, extractable))
 	}
 	if err != nil {
 		return nil, tokenErr(op, ctxDecrypt, err)
@@ -51,16 +57,18 @@ func (k *KeyPair) UnwrapOAEP(hash crypto.Hash, wrapped []byte) (*SecretKey, erro
 	return s, s.checkLen()
 }
 
-func unwrapTemplate(withLen bool) []*pkcs11.Attribute {
+func unwrapTemplate(withLen, extractable bool) []*pkcs11.Attribute {
 	a := []*pkcs11.Attribute{
 		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
 		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_AES),
 		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, false),
 		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
 		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
-		pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, true),
+		pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, extractable),
 		pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, true),
 		pkcs11.NewAttribute(pkcs11.CKA_DECRYPT, true),
+		pkcs11.NewAttribute(pkcs11.CKA_WRAP, false),
+		pkcs11.NewAttribute(pkcs11.CKA_UNWRAP, false),
 		pkcs11.NewAttribute(pkcs11.CKA_LABEL, "p11escrow unwrapped key"),
 	}
 	if withLen {

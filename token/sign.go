@@ -1,0 +1,301 @@
+package token
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/asn1"
+	"fmt"
+	"io"
+	"math/big"
+
+	"github.com/miekg/pkcs11"
+)
+
+// Signing keys are for the backup authority's officers: each approves a
+// recovery by signing it on their own token. They are a separate kind of
+// key from exchange keys: the private half may sign and nothing else (no
+// decrypt, unwrap or derive), so an approval key can never open a file and
+// an exchange key never signs.
+//
+// Signer is written on raw miekg/pkcs11 (C_Sign with CKM_ECDSA or
+// CKM_RSA_PKCS_PSS), not with crypto11's crypto.Signer: crypto11 would be a
+// second PKCS#11 stack loading the same module in this process, which is
+// fragile (it counts modules by path string, and its Finalize would pull
+// the module from under this package's sessions).
+
+// SignKeyType names a kind of signing key.
+type SignKeyType string
+
+// The signing key types offered.
+const (
+	SignECDSAP256  SignKeyType = "ecdsa-p256"   // ECDSA on P-256 with SHA-256
+	SignRSAPSS2048 SignKeyType = "rsa-pss-2048" // RSA-PSS, SHA-256, MGF1-SHA256, 32-byte salt
+	SignRSAPSS3072 SignKeyType = "rsa-pss-3072"
+)
+
+// SignKeyTypes lists the valid SignKeyType values, for help texts.
+var SignKeyTypes = []SignKeyType{SignECDSAP256, SignRSAPSS2048, SignRSAPSS3072}
+
+// oidP256 is the DER of the OID 1.2.840.10045.3.1.7 (prime256v1), the
+// CKA_EC_PARAMS of a P-256 key.
+var oidP256 = []byte{0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07}
+
+// Signer is a signing key on the token. It implements crypto.Signer.
+// Like Token, it is not safe for concurrent use.
+type Signer struct {
+	Label string
+	ID    []byte
+	pub   crypto.PublicKey // *ecdsa.PublicKey or *rsa.PublicKey
+	t     *Token
+	priv  pkcs11.ObjectHandle
+}
+
+// Public returns the public half: *ecdsa.PublicKey or *rsa.PublicKey.
+func (s *Signer) Public() crypto.PublicKey { return s.pub }
+
+// GenerateSigner creates a signing key pair of the given type with explicit
+// templates. The private key is a token object that is private, sensitive,
+// never extractable, and may only sign. Its CKA_ID is KeyID-style: the first
+// 16 bytes of SHA-256 over the PKIX public key (kept random if the token
+// refuses the update). A label already used on the token is refused.
+func (t *Token) GenerateSigner(label string, typ SignKeyType) (*Signer, error) {
+	op := fmt.Sprintf("generate signing key %q", label)
+	if label == "" {
+		return nil, newErr(op, nil, "the key needs a label; give one")
+	}
+	if hs, err := t.findObjects([]*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_LABEL, label)}); err != nil {
+		return nil, err
+	} else if len(hs) > 0 {
+		return nil, newErr(op, ErrExists, "the token already has an object labelled %q; choose another label or delete the old key", label)
+	}
+	tmpID := make([]byte, 16)
+	if _, err := rand.Read(tmpID); err != nil {
+		return nil, err
+	}
+	mech, pubT, privT, err := signTemplates(typ, label, tmpID)
+	if err != nil {
+		return nil, newErr(op, nil, "%v", err)
+	}
+	pubH, privH, err := t.ctx.GenerateKeyPair(t.sh, mech, pubT, privT)
+	if err != nil {
+		return nil, tokenErr(op, ctxPlain, err)
+	}
+	s, err := t.finishSigner(label, pubH, privH)
+	if err != nil {
+		_ = t.ctx.DestroyObject(t.sh, privH)
+		_ = t.ctx.DestroyObject(t.sh, pubH)
+		return nil, tokenErr(op, ctxPlain, err)
+	}
+	return s, nil
+}
+
+// signTemplates returns the mechanism and templates for one key type.
+func signTemplates(typ SignKeyType, label string, id []byte) ([]*pkcs11.Mechanism, []*pkcs11.Attribute, []*pkcs11.Attribute, error) {
+	common := func(class, keyType uint) []*pkcs11.Attribute {
+		return []*pkcs11.Attribute{
+			pkcs11.NewAttribute(pkcs11.CKA_CLASS, class),
+			pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, keyType),
+			pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
+			pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
+			pkcs11.NewAttribute(pkcs11.CKA_ID, id),
+		}
+	}
+	keyType, mech := uint(pkcs11.CKK_RSA), uint(pkcs11.CKM_RSA_PKCS_KEY_PAIR_GEN)
+	var pubExtra []*pkcs11.Attribute
+	switch typ {
+	case SignECDSAP256:
+		keyType, mech = pkcs11.CKK_EC, pkcs11.CKM_EC_KEY_PAIR_GEN
+		pubExtra = []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_EC_PARAMS, oidP256)}
+	case SignRSAPSS2048, SignRSAPSS3072:
+		bits := map[SignKeyType]int{SignRSAPSS2048: 2048, SignRSAPSS3072: 3072}[typ]
+		pubExtra = []*pkcs11.Attribute{
+			pkcs11.NewAttribute(pkcs11.CKA_MODULUS_BITS, bits),
+			pkcs11.NewAttribute(pkcs11.CKA_PUBLIC_EXPONENT, []byte{1, 0, 1}),
+			pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, false),
+			pkcs11.NewAttribute(pkcs11.CKA_WRAP, false),
+		}
+	default:
+		return nil, nil, nil, fmt.Errorf("unknown signing key type %q; choose one of %v", typ, SignKeyTypes)
+	}
+	pub := append(common(pkcs11.CKO_PUBLIC_KEY, keyType),
+		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, false),
+		pkcs11.NewAttribute(pkcs11.CKA_VERIFY, true))
+	priv := append(common(pkcs11.CKO_PRIVATE_KEY, keyType),
+		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
+		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
+		pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false),
+		pkcs11.NewAttribute(pkcs11.CKA_SIGN, true),
+		pkcs11.NewAttribute(pkcs11.CKA_DECRYPT, false),
+		pkcs11.NewAttribute(pkcs11.CKA_UNWRAP, false),
+		pkcs11.NewAttribute(pkcs11.CKA_DERIVE, false))
+	return []*pkcs11.Mechanism{pkcs11.NewMechanism(mech, nil)}, append(pub, pubExtra...), priv, nil
+}
+
+// finishSigner reads the public key and gives both halves the derived ID.
+func (t *Token) finishSigner(label string, pubH, privH pkcs11.ObjectHandle) (*Signer, error) {
+	pub, err := t.signPublic(pubH)
+	if err != nil {
+		return nil, err
+	}
+	id, err := signKeyID(pub)
+	if err != nil {
+		return nil, err
+	}
+	set := []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_ID, id)}
+	if err := t.ctx.SetAttributeValue(t.sh, privH, set); err == nil {
+		if err := t.ctx.SetAttributeValue(t.sh, pubH, set); err != nil && !refused(err) {
+			return nil, err
+		}
+	} else if !refused(err) {
+		return nil, err
+	}
+	a, err := t.attrs(privH, pkcs11.CKA_ID)
+	if err != nil {
+		return nil, err
+	}
+	return &Signer{Label: label, ID: a[pkcs11.CKA_ID], pub: pub, t: t, priv: privH}, nil
+}
+
+func signKeyID(pub crypto.PublicKey) ([]byte, error) {
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(der)
+	return sum[:16], nil
+}
+
+// signPublic reads an EC or RSA public key from a public key object.
+func (t *Token) signPublic(h pkcs11.ObjectHandle) (crypto.PublicKey, error) {
+	a, err := t.attrs(h, pkcs11.CKA_KEY_TYPE)
+	if err != nil {
+		return nil, err
+	}
+	if ulong(a[pkcs11.CKA_KEY_TYPE]) == pkcs11.CKK_RSA {
+		return t.publicFromObject(h)
+	}
+	a, err = t.attrs(h, pkcs11.CKA_EC_PARAMS, pkcs11.CKA_EC_POINT)
+	if err != nil {
+		return nil, err
+	}
+	if string(a[pkcs11.CKA_EC_PARAMS]) != string(oidP256) {
+		return nil, fmt.Errorf("the EC key is not on P-256")
+	}
+	return parseECPoint(a[pkcs11.CKA_EC_POINT])
+}
+
+// parseECPoint accepts CKA_EC_POINT as a DER OCTET STRING (the standard,
+// and SoftHSM2's form) or as the raw uncompressed point, since tokens
+// disagree.
+func parseECPoint(v []byte) (*ecdsa.PublicKey, error) {
+	point := v
+	var inner []byte
+	if rest, err := asn1.Unmarshal(v, &inner); err == nil && len(rest) == 0 {
+		point = inner
+	}
+	if len(point) != 65 || point[0] != 4 {
+		return nil, fmt.Errorf("the EC public key is not an uncompressed P-256 point")
+	}
+	pub := &ecdsa.PublicKey{Curve: elliptic.P256(),
+		X: new(big.Int).SetBytes(point[1:33]), Y: new(big.Int).SetBytes(point[33:])}
+	if !pub.Curve.IsOnCurve(pub.X, pub.Y) { //nolint:staticcheck // the point comes from a token; check it
+		return nil, fmt.Errorf("the EC public key is not on P-256")
+	}
+	return pub, nil
+}
+
+// FindSigner finds exactly one signing private key (CKA_SIGN true, EC or
+// RSA) by label, and its public half from the public key object with the
+// same CKA_ID (or label). Private keys are visible only after Login.
+func (t *Token) FindSigner(label string) (*Signer, error) {
+	op := fmt.Sprintf("find signing key %q", label)
+	if label == "" {
+		return nil, newErr(op, nil, "no key label was given; name the key")
+	}
+	hs, err := t.findObjects([]*pkcs11.Attribute{
+		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY),
+		pkcs11.NewAttribute(pkcs11.CKA_SIGN, true),
+		pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
+	})
+	switch {
+	case err != nil:
+		return nil, err
+	case len(hs) == 0 && !t.LoggedIn():
+		return nil, newErr(op, ErrNotLoggedIn, "no signing key labelled %q is visible on token %q without a login; log in first", label, t.info.Label)
+	case len(hs) == 0:
+		return nil, newErr(op, ErrKeyNotFound, "token %q has no signing key labelled %q; check the name or generate one with `key generate --usage sign`", t.info.Label, label)
+	case len(hs) > 1:
+		return nil, newErr(op, ErrAmbiguous, "token %q has %d signing keys labelled %q; give them distinct labels", t.info.Label, len(hs), label)
+	}
+	a, err := t.attrs(hs[0], pkcs11.CKA_ID)
+	if err != nil {
+		return nil, tokenErr(op, ctxPlain, err)
+	}
+	pub, err := t.findSignPublic(label, a[pkcs11.CKA_ID])
+	if err != nil {
+		return nil, newErr(op, ErrKeyNotFound, "the signing key %q on token %q has no usable public half (%v)", label, t.info.Label, err)
+	}
+	return &Signer{Label: label, ID: a[pkcs11.CKA_ID], pub: pub, t: t, priv: hs[0]}, nil
+}
+
+func (t *Token) findSignPublic(label string, id []byte) (crypto.PublicKey, error) {
+	q := []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PUBLIC_KEY), pkcs11.NewAttribute(pkcs11.CKA_LABEL, label)}
+	if len(id) > 0 {
+		q = append(q, pkcs11.NewAttribute(pkcs11.CKA_ID, id))
+	}
+	hs, err := t.findObjects(q)
+	if err != nil {
+		return nil, err
+	}
+	if len(hs) != 1 {
+		return nil, fmt.Errorf("found %d public key objects for it", len(hs))
+	}
+	return t.signPublic(hs[0])
+}
+
+// Sign signs a SHA-256 digest on the token. For an ECDSA key it runs
+// CKM_ECDSA and converts the token's raw r||s into the ASN.1 form that
+// crypto/ecdsa verifies; for an RSA key opts must be *rsa.PSSOptions and it
+// runs CKM_RSA_PKCS_PSS with MGF1-SHA256 and a 32-byte salt.
+func (s *Signer) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	const op = "sign on token"
+	if opts.HashFunc() != crypto.SHA256 || len(digest) != sha256.Size {
+		return nil, newErr(op, nil, "only SHA-256 digests are signed; this is a p11escrow bug")
+	}
+	var mech *pkcs11.Mechanism
+	switch s.pub.(type) {
+	case *ecdsa.PublicKey:
+		mech = pkcs11.NewMechanism(pkcs11.CKM_ECDSA, nil)
+	case *rsa.PublicKey:
+		pss, ok := opts.(*rsa.PSSOptions)
+		if !ok || (pss.SaltLength != rsa.PSSSaltLengthEqualsHash && pss.SaltLength != sha256.Size) {
+			return nil, newErr(op, nil, "an RSA signing key signs only RSA-PSS with a 32-byte salt; this is a p11escrow bug")
+		}
+		mech = pkcs11.NewMechanism(pkcs11.CKM_RSA_PKCS_PSS, pkcs11.NewPSSParams(pkcs11.CKM_SHA256, pkcs11.CKG_MGF1_SHA256, sha256.Size))
+	}
+	if err := s.t.ctx.SignInit(s.t.sh, []*pkcs11.Mechanism{mech}, s.priv); err != nil {
+		return nil, tokenErr(op, ctxPlain, err)
+	}
+	sig, err := s.t.ctx.Sign(s.t.sh, digest)
+	if err != nil {
+		return nil, tokenErr(op, ctxPlain, err)
+	}
+	if _, ok := s.pub.(*ecdsa.PublicKey); ok {
+		return ecdsaASN1(sig)
+	}
+	return sig, nil
+}
+
+// ecdsaASN1 turns PKCS#11's r||s (each the size of the group order) into
+// the DER SEQUENCE{r, s} of RFC 3279.
+func ecdsaASN1(raw []byte) ([]byte, error) {
+	if len(raw) != 64 {
+		return nil, newErr("sign on token", nil, "the token returned a %d-byte ECDSA signature instead of 64; the module is faulty", len(raw))
+	}
+	return asn1.Marshal(struct{ R, S *big.Int }{new(big.Int).SetBytes(raw[:32]), new(big.Int).SetBytes(raw[32:])})
+}
