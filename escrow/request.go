@@ -1,0 +1,277 @@
+package escrow
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+const requestFormat = "p11escrow-recovery-request/v1"
+
+// Signature algorithms of approvals (FORMAT.md section 10.2).
+const (
+	AlgECDSAP256 = "ecdsa-p256-sha256" // ECDSA on P-256 over SHA-256, ASN.1 DER signature
+	AlgRSAPSS    = "rsa-pss-sha256"    // RSA-PSS, SHA-256, MGF1-SHA256, 32-byte salt
+)
+
+// Request is a recovery request (FORMAT.md section 10): the authority is asked to re-issue the
+// header of file FileID for NewOwner. Officers approve it by signing its canonical bytes.
+type Request struct {
+	Format    string      `json:"format"`
+	ID        string      `json:"id"`
+	Authority string      `json:"authority"`
+	FileID    string      `json:"file_id"`
+	NewOwner  RequestKey  `json:"new_owner"`
+	Reason    string      `json:"reason"`
+	Requester string      `json:"requester"`
+	Created   string      `json:"created"`
+	Expires   string      `json:"expires"`
+	Approvals []*Approval `json:"approvals"`
+	newOwner  *rsa.PublicKey
+}
+
+// RequestKey is the new owner's RSA public key (PKIX DER) and the OAEP hash their token decrypts.
+type RequestKey struct {
+	PublicKey   []byte `json:"public_key"`
+	OAEPHash    string `json:"oaep_hash"`
+	Fingerprint string `json:"fingerprint"`
+}
+
+// Approval is one officer's signature over a request's canonical bytes.
+type Approval struct {
+	Officer   string `json:"officer"` // fingerprint: SHA-256 of the officer's PKIX public key, hex
+	Algorithm string `json:"algorithm"`
+	Signature []byte `json:"signature"`
+}
+
+// NewRequest builds an unapproved request, valid from now until now+ttl.
+func NewRequest(authority string, id FileID, owner *rsa.PublicKey, hash crypto.Hash, reason, requester string, now time.Time, ttl time.Duration) (*Request, error) {
+	der, err := x509.MarshalPKIXPublicKey(owner)
+	if err != nil {
+		return nil, err
+	}
+	hashName, err := OAEPHash(hash)
+	if err != nil {
+		return nil, err
+	}
+	if !rsaBodySizes[owner.Size()] {
+		return nil, fmt.Errorf("RSA-%d keys are not supported; the new owner needs a 2048, 3072 or 4096-bit key", owner.N.BitLen())
+	}
+	if ttl <= 0 {
+		return nil, errors.New("a request must expire in the future")
+	}
+	var rid [16]byte
+	if _, err := rand.Read(rid[:]); err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(der)
+	return &Request{
+		Format: requestFormat, ID: hex.EncodeToString(rid[:]), Authority: authority, FileID: id.String(),
+		NewOwner: RequestKey{PublicKey: der, OAEPHash: hashName, Fingerprint: hex.EncodeToString(sum[:])},
+		Reason:   reason, Requester: requester,
+		Created: now.UTC().Format(time.RFC3339), Expires: now.Add(ttl).UTC().Format(time.RFC3339),
+		Approvals: []*Approval{}, newOwner: owner,
+	}, nil
+}
+
+// CanonicalBytes returns request-bytes, what approvals sign (FORMAT.md section 10.1). Approvals
+// are not part of it, so each officer signs the same bytes.
+func (r *Request) CanonicalBytes() []byte {
+	var b bytes.Buffer
+	b.WriteString(requestFormat + "\n")
+	for _, f := range [][]byte{
+		[]byte(r.ID), []byte(r.Authority), []byte(r.FileID), r.NewOwner.PublicKey,
+		[]byte(r.NewOwner.OAEPHash), []byte(r.Reason), []byte(r.Requester), []byte(r.Created), []byte(r.Expires),
+	} {
+		binary.Write(&b, binary.BigEndian, uint32(len(f)))
+		b.Write(f)
+	}
+	return b.Bytes()
+}
+
+// Digest is SHA-256 of the canonical bytes: the value officers' tokens sign.
+func (r *Request) Digest() []byte {
+	d := sha256.Sum256(r.CanonicalBytes())
+	return d[:]
+}
+
+// Marshal encodes the request, with its approvals, as indented JSON.
+func (r *Request) Marshal() []byte {
+	b, _ := json.MarshalIndent(r, "", "  ")
+	return append(b, '\n')
+}
+
+// ParseRequest decodes a request strictly and checks its fields' syntax. It verifies no approval;
+// see VerifyApproval.
+func ParseRequest(data []byte) (*Request, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	r := &Request{}
+	bad := func(format string, args ...any) (*Request, error) {
+		return nil, fmt.Errorf("not a valid recovery request: "+format, args...)
+	}
+	if err := dec.Decode(r); err != nil {
+		return bad("%v", err)
+	}
+	if dec.More() {
+		return bad("trailing data")
+	}
+	if r.Format != requestFormat {
+		return bad("unknown format %q", r.Format)
+	}
+	if len(r.ID) != 32 || !isLowerHex(r.ID) || len(r.Authority) != 32 || !isLowerHex(r.Authority) {
+		return bad("the request ID and authority ID are 32 lower-case hex digits")
+	}
+	if _, err := ParseFileID(r.FileID); err != nil {
+		return bad("%v", err)
+	}
+	if _, err := r.Times(); err != nil {
+		return bad("%v", err)
+	}
+	pub, err := r.parseOwner()
+	if err != nil {
+		return bad("%v", err)
+	}
+	r.newOwner = pub
+	if r.Approvals == nil {
+		r.Approvals = []*Approval{}
+	}
+	return r, nil
+}
+
+func (r *Request) parseOwner() (*rsa.PublicKey, error) {
+	k, err := x509.ParsePKIXPublicKey(r.NewOwner.PublicKey)
+	if err != nil {
+		return nil, fmt.Errorf("the new owner's public key: %v", err)
+	}
+	pub, ok := k.(*rsa.PublicKey)
+	if !ok || !rsaBodySizes[pub.Size()] {
+		return nil, errors.New("the new owner's key is not an RSA-2048, 3072 or 4096 key")
+	}
+	if _, err := ParseOAEPHash(r.NewOwner.OAEPHash); err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(r.NewOwner.PublicKey)
+	if r.NewOwner.Fingerprint != hex.EncodeToString(sum[:]) {
+		return nil, errors.New("the new owner's fingerprint does not match the key")
+	}
+	return pub, nil
+}
+
+// NewOwnerKey returns the new owner's public key and OAEP hash.
+func (r *Request) NewOwnerKey() (*rsa.PublicKey, crypto.Hash) {
+	h, _ := ParseOAEPHash(r.NewOwner.OAEPHash)
+	return r.newOwner, h
+}
+
+// RequestTimes are a request's creation and expiry times.
+type RequestTimes struct{ Created, Expires time.Time }
+
+// Times parses Created and Expires (RFC 3339, UTC).
+func (r *Request) Times() (RequestTimes, error) {
+	c, err := time.Parse(time.RFC3339, r.Created)
+	if err != nil {
+		return RequestTimes{}, fmt.Errorf("created: %v", err)
+	}
+	e, err := time.Parse(time.RFC3339, r.Expires)
+	if err != nil {
+		return RequestTimes{}, fmt.Errorf("expires: %v", err)
+	}
+	if !e.After(c) {
+		return RequestTimes{}, errors.New("it expires before it was made")
+	}
+	return RequestTimes{Created: c, Expires: e}, nil
+}
+
+// Expired reports whether the request has expired at now.
+func (r *Request) Expired(now time.Time) bool {
+	t, err := r.Times()
+	return err != nil || !now.Before(t.Expires)
+}
+
+// SignatureAlgorithm returns the approval algorithm for an officer's public key.
+func SignatureAlgorithm(pub crypto.PublicKey) (string, error) {
+	switch k := pub.(type) {
+	case *ecdsa.PublicKey:
+		if k.Curve == elliptic.P256() {
+			return AlgECDSAP256, nil
+		}
+	case *rsa.PublicKey:
+		if k.N.BitLen() >= 2048 {
+			return AlgRSAPSS, nil
+		}
+	}
+	return "", errors.New("an officer key is ECDSA P-256 or RSA (at least 2048 bits)")
+}
+
+// PublicFingerprint is SHA-256 of a public key's PKIX DER, in hex.
+func PublicFingerprint(pub crypto.PublicKey) (string, error) {
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(der)
+	return hex.EncodeToString(sum[:]), nil
+}
+
+var pssOptions = &rsa.PSSOptions{SaltLength: sha256.Size, Hash: crypto.SHA256}
+
+// Approve signs the request's digest with signer (an officer's key on their token) and returns
+// the approval; the caller appends it.
+func (r *Request) Approve(signer crypto.Signer) (*Approval, error) {
+	alg, err := SignatureAlgorithm(signer.Public())
+	if err != nil {
+		return nil, err
+	}
+	fpr, err := PublicFingerprint(signer.Public())
+	if err != nil {
+		return nil, err
+	}
+	var opts crypto.SignerOpts = crypto.SHA256
+	if alg == AlgRSAPSS {
+		opts = pssOptions
+	}
+	sig, err := signer.Sign(rand.Reader, r.Digest(), opts)
+	if err != nil {
+		return nil, err
+	}
+	a := &Approval{Officer: fpr, Algorithm: alg, Signature: sig}
+	if err := r.VerifyApproval(a, signer.Public()); err != nil {
+		return nil, fmt.Errorf("the token's signature does not verify: %v", err)
+	}
+	return a, nil
+}
+
+// VerifyApproval checks that a was made by pub over exactly this request's canonical bytes, with
+// the algorithm that belongs to pub.
+func (r *Request) VerifyApproval(a *Approval, pub crypto.PublicKey) error {
+	alg, err := SignatureAlgorithm(pub)
+	if err != nil {
+		return err
+	}
+	if a.Algorithm != alg {
+		return fmt.Errorf("it says %q, but the officer's key signs %q", a.Algorithm, alg)
+	}
+	switch k := pub.(type) {
+	case *ecdsa.PublicKey:
+		if !ecdsa.VerifyASN1(k, r.Digest(), a.Signature) {
+			return errors.New("the signature does not verify over this request")
+		}
+	case *rsa.PublicKey:
+		if rsa.VerifyPSS(k, crypto.SHA256, r.Digest(), a.Signature, pssOptions) != nil {
+			return errors.New("the signature does not verify over this request")
+		}
+	}
+	return nil
+}

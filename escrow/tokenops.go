@@ -1,0 +1,188 @@
+package escrow
+
+import (
+	"bufio"
+	"bytes"
+	"crypto"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/p11escrow/p11escrow/escrow/internal/stream"
+)
+
+// This file is the token-side seam (FORMAT.md section 3): everything the format computes with
+// the file key, done by a token that holds the key as a sensitive object, so that the backup
+// authority can verify records, re-issue headers and decrypt files without the key ever being in
+// its host's memory. token.SecretKey implements KeyOps and KeyOpener; this package does not
+// import token.
+
+// KeyOps is a file key that stays inside a token: it can be digested (C_DigestKey) and used for
+// AES-256-GCM, but not read.
+type KeyOps interface {
+	// DigestSHA256 returns SHA-256(prefix || key || suffix).
+	DigestSHA256(prefix, suffix []byte) ([]byte, error)
+	// SealGCM returns AES-256-GCM ciphertext || 16-byte tag; with no plaintext, just the tag.
+	SealGCM(nonce, aad, plaintext []byte) ([]byte, error)
+}
+
+// KeyOpener is a KeyOps that can also decrypt AES-256-GCM, releasing data only when its tag
+// verifies.
+type KeyOpener interface {
+	KeyOps
+	OpenGCM(nonce, aad, ciphertextAndTag []byte) ([]byte, error)
+}
+
+// VerifyOn checks the key commitment and then the header MAC with a key held by a token. The
+// token computes both values; the host compares them in constant time.
+func (h *Header) VerifyOn(k KeyOps) error {
+	c, err := k.DigestSHA256(CommitmentPrefix(h.ID), nil)
+	if err != nil {
+		return err
+	}
+	if subtle.ConstantTimeCompare(c, h.Commitment[:]) != 1 {
+		return &TamperedError{Reason: "the key in the stanza does not match the file's key commitment"}
+	}
+	tag, err := k.SealGCM(MACNonce(h.Nonce), h.macInput(), nil)
+	if err != nil {
+		return err
+	}
+	if subtle.ConstantTimeCompare(tag, h.MAC[:]) != 1 {
+		return &TamperedError{Reason: "the header MAC does not verify"}
+	}
+	return nil
+}
+
+// AuthorityStanza parses the record's header and checks the fields that the record repeats from
+// it (file ID, authority stanza). It returns the header and the authority stanza, whose key the
+// caller unwraps on its token before VerifyOn. Nothing is authenticated yet.
+func (r *Record) AuthorityStanza() (*Header, *Stanza, error) {
+	h, _, err := ParseHeader(bytes.NewReader(r.Header))
+	if err != nil {
+		return nil, nil, &RecordError{Reason: "its header: " + err.Error()}
+	}
+	if err := r.matchHeader(h); err != nil {
+		return nil, nil, err
+	}
+	return h, h.stanza(RoleAuthority), nil
+}
+
+// VerifyOn is Verify for a key held by a token (verified escrow without the key in host memory):
+// h, from AuthorityStanza, must open under k (commitment and MAC), and every field of the record
+// must be bound to k.
+func (r *Record) VerifyOn(h *Header, k KeyOps) error {
+	if err := h.VerifyOn(k); err != nil {
+		var tampered *TamperedError
+		if errors.As(err, &tampered) {
+			return &RecordError{Reason: "the wrapped key does not open the header: " + err.Error()}
+		}
+		return err // the token failed; that says nothing about the record
+	}
+	tag, err := k.SealGCM(r.BindingNonce(), r.BindingInput(), nil)
+	if err != nil {
+		return err
+	}
+	if subtle.ConstantTimeCompare(tag, r.Binding.Tag) != 1 {
+		return &RecordError{Reason: "its fields were changed after it was made (the binding tag does not verify)"}
+	}
+	return nil
+}
+
+// ReissueOn is Reissue for a key held by a token: it first checks that h opens under k, then
+// builds a header with the same core and the given stanzas, a fresh random header nonce, and a
+// MAC computed on the token (FORMAT.md section 11).
+func (h *Header) ReissueOn(k KeyOps, stanzas []*Stanza) (*Header, error) {
+	if err := h.VerifyOn(k); err != nil {
+		return nil, err
+	}
+	if len(stanzas) == 0 || len(stanzas) > maxStanzas {
+		return nil, fmt.Errorf("a header holds 1 to %d stanzas, not %d", maxStanzas, len(stanzas))
+	}
+	for _, s := range stanzas {
+		if err := checkStanza(s); err != nil {
+			return nil, err
+		}
+	}
+	if err := checkRoles(stanzas); err != nil {
+		return nil, err
+	}
+	n := &Header{ID: h.ID, Commitment: h.Commitment, Stanzas: stanzas}
+	if _, err := rand.Read(n.Nonce[:]); err != nil {
+		return nil, err
+	}
+	tag, err := k.SealGCM(MACNonce(n.Nonce), n.macInput(), nil)
+	if err != nil {
+		return nil, err
+	}
+	if len(tag) != len(n.MAC) {
+		return nil, fmt.Errorf("the token returned a %d-byte GCM tag instead of %d", len(tag), len(n.MAC))
+	}
+	copy(n.MAC[:], tag)
+	return n, nil
+}
+
+// NewRSAStanza builds an rsa-oaep stanza for a key wrapped elsewhere (for example re-wrapped on a
+// token with C_WrapKey) for pub with the OAEP hash and role.
+func NewRSAStanza(pub *rsa.PublicKey, hash crypto.Hash, role Role, wrapped []byte) (*Stanza, error) {
+	name, err := OAEPHash(hash)
+	if err != nil {
+		return nil, err
+	}
+	fpr, err := FingerprintOf(pub)
+	if err != nil {
+		return nil, err
+	}
+	s := &Stanza{Type: typeRSAOAEP, Args: []string{name, fpr.Tag(), string(role)}, Body: wrapped}
+	if len(wrapped) != pub.Size() {
+		return nil, fmt.Errorf("the wrapped key is %d bytes, not the %d of an RSA-%d ciphertext", len(wrapped), pub.Size(), pub.N.BitLen())
+	}
+	return s, checkStanza(s)
+}
+
+// DecryptOn decrypts the payload that follows h with a key held by a token, one single-part
+// AES-GCM call per chunk (FORMAT.md section 4), and writes each chunk to dst only after the token
+// verified its tag. It checks h with VerifyOn first. A chunk is the last exactly when the input
+// ends after it, so truncation and trailing data fail as in Decrypt.
+func (h *Header) DecryptOn(k KeyOpener, payload io.Reader, dst io.Writer) error {
+	if err := h.VerifyOn(k); err != nil {
+		return err
+	}
+	const sealed = chunkSize + stream.Overhead
+	br := bufio.NewReaderSize(payload, sealed+1)
+	buf := make([]byte, sealed)
+	core := h.Core()
+	for i := uint64(0); ; i++ {
+		n, err := io.ReadFull(br, buf)
+		if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+			return err
+		}
+		if n < stream.Overhead {
+			return &TruncatedError{What: "payload"}
+		}
+		_, peek := br.Peek(1)
+		last := n < sealed || errors.Is(peek, io.EOF)
+		if last && n == stream.Overhead && i > 0 {
+			// Only an empty file has an empty last chunk (FORMAT.md section 4).
+			return &TamperedError{Reason: "an empty last chunk follows full chunks"}
+		}
+		nonce := stream.Nonce(i, last)
+		pt, err := k.OpenGCM(nonce[:], core, buf[:n])
+		if err != nil {
+			if !last {
+				return &TamperedError{Reason: fmt.Sprintf("chunk %d does not verify", i)}
+			}
+			return &TamperedError{Reason: fmt.Sprintf("the last chunk (%d) does not verify, or the file was truncated", i)}
+		}
+		_, werr := dst.Write(pt)
+		clear(pt)
+		if werr != nil {
+			return werr
+		}
+		if last {
+			return nil
+		}
+	}
+}
