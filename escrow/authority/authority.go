@@ -1,0 +1,229 @@
+// Package authority is the backup authority: it takes in escrow records after verifying them on
+// its HSM, keeps them in a Store, registers officers and the approval policy, re-issues a file's
+// header for a new owner once enough officers approved, rotates its key, and keeps a
+// hash-chained audit log of all of it.
+//
+// Session keys never exist in the authority's host memory: every operation with a file key
+// (verify, re-wrap, re-issue a header, decrypt) runs on the HSM with the key as a sensitive
+// session object (token.SecretKey), through escrow's token-side functions (escrow.KeyOps).
+package authority
+
+import (
+	"crypto"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/p11escrow/p11escrow/escrow"
+	"github.com/p11escrow/p11escrow/token"
+)
+
+// Authority runs the authority's operations against one store and, for those that need keys,
+// the authority's logged-in token.
+type Authority struct {
+	Store Store
+	Token *token.Token // nil for commands that need no key
+	Actor string       // who acts, for the audit log: OS user and token
+	Now   func() time.Time
+
+	keys map[string]*token.KeyPair // by fingerprint, found once per run
+}
+
+// New returns an Authority; tok may be nil.
+func New(st Store, tok *token.Token, actor string) *Authority {
+	return &Authority{Store: st, Token: tok, Actor: actor, Now: time.Now, keys: map[string]*token.KeyPair{}}
+}
+
+// event builds an audit event; details are encoded as JSON with sorted keys, so they are
+// canonical text.
+func (a *Authority) event(action string, details map[string]any) Event {
+	d, _ := json.Marshal(details)
+	return Event{Time: a.Now(), Actor: a.Actor, Action: action, Details: string(d)}
+}
+
+// needToken fails clearly when a command that needs the HSM has none.
+func (a *Authority) needToken() error {
+	if a.Token == nil {
+		return errors.New("this needs the authority's token; name it with --token")
+	}
+	return nil
+}
+
+// checkHSM refuses a token that cannot keep session keys inside it: the authority needs
+// C_UnwrapKey with OAEP, CKM_AES_GCM and SHA-256 digests (C_DigestKey) on the token.
+func (a *Authority) checkHSM() error {
+	if err := a.needToken(); err != nil {
+		return err
+	}
+	c, err := a.Token.Capabilities()
+	if err != nil {
+		return err
+	}
+	if !c.UnwrapWithOAEP || !c.AESGCM || !c.SHA256Digest {
+		return fmt.Errorf("token %q cannot keep session keys inside it: the authority's HSM must offer C_UnwrapKey with RSA-OAEP, CKM_AES_GCM and SHA-256 digests (see `p11escrow token info`)", a.Token.Info().Label)
+	}
+	return nil
+}
+
+// keyPair returns the HSM key pair of a registered authority key, checking that the key found
+// by label is really the registered one (a relabelled or replaced key is refused).
+func (a *Authority) keyPair(k *AuthorityKey) (*token.KeyPair, error) {
+	if kp, ok := a.keys[k.Fingerprint]; ok {
+		return kp, nil
+	}
+	if err := a.checkHSM(); err != nil {
+		return nil, err
+	}
+	kp, err := a.Token.FindKeyPair(k.Label, nil)
+	if err != nil {
+		return nil, err
+	}
+	fpr, err := escrow.FingerprintOf(kp.Public)
+	if err != nil {
+		return nil, err
+	}
+	if fpr.String() != k.Fingerprint {
+		return nil, fmt.Errorf("the key labelled %q on token %q is not the registered authority key %s", k.Label, a.Token.Info().Label, k.Fingerprint)
+	}
+	a.keys[k.Fingerprint] = kp
+	return kp, nil
+}
+
+// liveKeys returns the authority keys that are not retired.
+func (a *Authority) liveKeys() ([]*AuthorityKey, error) {
+	all, err := a.Store.AuthorityKeys()
+	if err != nil {
+		return nil, err
+	}
+	var live []*AuthorityKey
+	for _, k := range all {
+		if k.State != KeyRetired {
+			live = append(live, k)
+		}
+	}
+	return live, nil
+}
+
+// CurrentKey returns the current authority key, or an error saying how to make one.
+func (a *Authority) CurrentKey() (*AuthorityKey, error) {
+	keys, err := a.liveKeys()
+	if err != nil {
+		return nil, err
+	}
+	for _, k := range keys {
+		if k.State == KeyCurrent {
+			return k, nil
+		}
+	}
+	return nil, errors.New("the store has no authority key yet; create one with `p11escrow authority init`")
+}
+
+// keyByLabel finds a registered key by label.
+func (a *Authority) keyByLabel(label string) (*AuthorityKey, error) {
+	all, err := a.Store.AuthorityKeys()
+	if err != nil {
+		return nil, err
+	}
+	for _, k := range all {
+		if k.Label == label {
+			return k, nil
+		}
+	}
+	return nil, fmt.Errorf("no authority key labelled %q is registered in the store", label)
+}
+
+// CanInit refuses a second initial key: a store changes keys only by rotation, which re-wraps
+// every record.
+func (a *Authority) CanInit() error {
+	keys, err := a.Store.AuthorityKeys()
+	if err != nil {
+		return err
+	}
+	for _, k := range keys {
+		if k.State == KeyCurrent {
+			return fmt.Errorf("the store already has authority key %q; to change keys, use `p11escrow authority rotate`", k.Label)
+		}
+	}
+	return nil
+}
+
+// RegisterKey records a freshly made key pair as the current authority key. hash is the OAEP
+// hash its token decrypts (see the README on oaep-hash).
+func (a *Authority) RegisterKey(kp *token.KeyPair, hash crypto.Hash, action string) (*AuthorityKey, error) {
+	k, err := authorityKey(kp.Label, kp.Public, hash, a.Now())
+	if err != nil {
+		return nil, err
+	}
+	ev := a.event(action, map[string]any{"key": k.Fingerprint, "label": k.Label, "oaep_hash": k.OAEPHash})
+	if err := a.Store.AddAuthorityKey(k, ev); err != nil {
+		if errors.Is(err, ErrExists) {
+			return nil, fmt.Errorf("an authority key with label %q or the same public key is already registered", kp.Label)
+		}
+		return nil, err
+	}
+	a.keys[k.Fingerprint] = kp
+	return k, nil
+}
+
+func authorityKey(label string, pub *rsa.PublicKey, hash crypto.Hash, now time.Time) (*AuthorityKey, error) {
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return nil, err
+	}
+	fpr, err := escrow.FingerprintOf(pub)
+	if err != nil {
+		return nil, err
+	}
+	name, err := escrow.OAEPHash(hash)
+	if err != nil {
+		return nil, err
+	}
+	return &AuthorityKey{Fingerprint: fpr.String(), Label: label, Tag: fpr.Tag(), OAEPHash: name,
+		PublicKey: der, Created: now.UTC().Format(time.RFC3339)}, nil
+}
+
+// RSAPublic parses the registered public key and its OAEP hash.
+func (k *AuthorityKey) RSAPublic() (*rsa.PublicKey, crypto.Hash, error) {
+	p, err := x509.ParsePKIXPublicKey(k.PublicKey)
+	if err != nil {
+		return nil, 0, err
+	}
+	pub, ok := p.(*rsa.PublicKey)
+	if !ok {
+		return nil, 0, errors.New("the registered authority key is not RSA")
+	}
+	h, err := escrow.ParseOAEPHash(k.OAEPHash)
+	return pub, h, err
+}
+
+// OAEPHashOf returns SHA-256 if kp's token really decrypts OAEP-SHA256 (one round trip), else
+// SHA-1, the hash SoftHSM2 and most HSMs support.
+func OAEPHashOf(kp *token.KeyPair) (crypto.Hash, error) {
+	ok, err := kp.SupportsOAEPSHA256()
+	if err != nil || !ok {
+		return crypto.SHA1, err
+	}
+	return crypto.SHA256, nil
+}
+
+// Log appends an event that changes nothing else.
+func (a *Authority) Log(action string, details map[string]any) error {
+	return a.Store.Log(a.event(action, details))
+}
+
+// VerifyAudit checks the whole audit chain against the head and returns the entry count.
+func (a *Authority) VerifyAudit() (int64, []byte, error) {
+	entries, err := a.Store.Audit()
+	if err != nil {
+		return 0, nil, err
+	}
+	count, head, err := a.Store.AuditHead()
+	if err != nil {
+		return 0, nil, err
+	}
+	n, err := VerifyChain(entries, count, head)
+	return n, head, err
+}

@@ -1,0 +1,570 @@
+package authority
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/p11escrow/p11escrow/escrow"
+	"github.com/p11escrow/p11escrow/token"
+)
+
+func uniq(t *testing.T, label string) string {
+	t.Helper()
+	b := make([]byte, 4)
+	rand.Read(b)
+	return label + "-" + hex.EncodeToString(b)
+}
+
+// newAuthority makes a store with a fresh RSA-2048 authority key on the shared token.
+func newAuthority(t *testing.T) (*Authority, *token.KeyPair) {
+	t.Helper()
+	tok := testToken(t)
+	a := New(testStore(t), tok, "user=test token=authority")
+	kp, err := tok.GenerateRSA(uniq(t, "auth"), 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.RegisterKey(kp, crypto.SHA1, "init"); err != nil {
+		t.Fatal(err)
+	}
+	return a, kp
+}
+
+// encrypted is a file made by an owner on the token, as the CLI makes it.
+type encrypted struct {
+	file, record []byte
+	plain        []byte
+	key          []byte // the file key, read on the owner's side (not the authority's)
+}
+
+func encryptFor(t *testing.T, owner *token.KeyPair, authority *rsa.PublicKey, size int) *encrypted {
+	t.Helper()
+	tok := testToken(t)
+	plain := make([]byte, size)
+	rand.Read(plain)
+	id := escrow.NewFileID()
+	key, err := tok.NewFileKey(id[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer key.Destroy()
+	var out bytes.Buffer
+	w, err := escrow.Encrypt(&out, id, key,
+		&escrow.RSARecipient{Public: owner.Public, Hash: crypto.SHA1, Role: escrow.RoleOwner},
+		&escrow.RSARecipient{Public: authority, Hash: crypto.SHA1, Role: escrow.RoleAuthority})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write(plain)
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	fpr, _ := escrow.FingerprintOf(owner.Public)
+	rec, err := escrow.NewRecord(w.Header(), key, "test file", escrow.RecordOwner{Fingerprint: fpr.String(),
+		TokenLabel: "alice", TokenSerial: "0001"}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	value, err := key.Value()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &encrypted{file: out.Bytes(), record: rec.Marshal(), plain: plain, key: value}
+}
+
+// TestTokenComputesWhatTheHostComputes is FORMAT.md section 3's claim: a token holding the file
+// key as a sensitive, non-extractable object computes the same commitment, header MAC and
+// record binding as the host does with the key bytes.
+func TestTokenComputesWhatTheHostComputes(t *testing.T) {
+	a, authKP := newAuthority(t)
+	owner, err := a.Token.GenerateRSA(uniq(t, "alice"), 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := encryptFor(t, owner, authKP.Public, 1000)
+	rec, err := escrow.ParseRecord(f.record)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, st, err := rec.AuthorityStanza()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sk, err := authKP.UnwrapOAEPSealed(crypto.SHA1, st.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sk.Destroy()
+	if sk.RevealsValue() {
+		t.Fatal("the token revealed the unwrapped key")
+	}
+
+	commit, err := sk.DigestSHA256(escrow.CommitmentPrefix(h.ID), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	host := escrow.Commitment(h.ID, f.key)
+	if !bytes.Equal(commit, host[:]) || !bytes.Equal(commit, h.Commitment[:]) {
+		t.Errorf("commitment: token %x, host %x, header %x", commit, host, h.Commitment)
+	}
+	mac, err := sk.SealGCM(escrow.MACNonce(h.Nonce), h.MACInput(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(mac, h.MAC[:]) {
+		t.Errorf("header MAC: token %x, header %x", mac, h.MAC)
+	}
+	binding, err := sk.SealGCM(rec.BindingNonce(), rec.BindingInput(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(binding, rec.Binding.Tag) {
+		t.Errorf("binding: token %x, record %x", binding, rec.Binding.Tag)
+	}
+	if err := rec.VerifyOn(h, sk); err != nil {
+		t.Errorf("VerifyOn: %v", err)
+	}
+	// The token-side check fails where the host-side one does.
+	rec.Description += "!"
+	if err := rec.VerifyOn(h, sk); err == nil {
+		t.Error("VerifyOn accepted an edited description")
+	}
+}
+
+// officer makes a signing key on the token and registers it.
+func officer(t *testing.T, a *Authority, name string, typ token.SignKeyType) *token.Signer {
+	t.Helper()
+	s, err := a.Token.GenerateSigner(uniq(t, name), typ)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.AddOfficer(name, s.Public()); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// TestLostCard is the whole story at the library level: intake, a new key, a request with two
+// approvals, recovery on the HSM (whose unwrapped key the test inspects), reheader, decrypt;
+// and the decrypt-only recovery.
+func TestLostCard(t *testing.T) {
+	a, authKP := newAuthority(t)
+	alice, err := a.Token.GenerateRSA(uniq(t, "alice"), 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := encryptFor(t, alice, authKP.Public, 3*escrow.ChunkSize+7)
+	res, err := a.Intake("alice.json", f.record)
+	if err != nil || res.Outcome != Held {
+		t.Fatalf("intake: %+v %v", res, err)
+	}
+	if res, _ := a.Intake("again.json", f.record); res.Outcome != Duplicate {
+		t.Errorf("second intake: %v", res.Outcome)
+	}
+	o1 := officer(t, a, "olivia", token.SignECDSAP256)
+	o2 := officer(t, a, "oscar", token.SignRSAPSS2048)
+
+	alice2, err := a.Token.GenerateRSA(uniq(t, "alice2"), 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := a.NewRequest(res.FileID, alice2.Public, crypto.SHA1, "lost card", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	approve(t, a, req, o1)
+	approve(t, a, req, o2)
+	req = roundTrip(t, req)
+
+	var seen int
+	testHookUnwrapped = func(sk *token.SecretKey) {
+		seen++
+		attrs, err := sk.Attributes()
+		if err != nil || !attrs.Sensitive {
+			t.Errorf("the unwrapped key is not sensitive: %+v %v", attrs, err)
+		}
+		if sk.RevealsValue() {
+			t.Error("the token revealed the unwrapped session key")
+		}
+	}
+	defer func() { testHookUnwrapped = nil }()
+	var header []byte
+	err = a.Recover(req, func(h *escrow.Header) error { header = h.Marshal(); return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seen == 0 {
+		t.Fatal("recovery unwrapped no key through the inspected path")
+	}
+	old, payload, err := escrow.ParseHeader(bytes.NewReader(f.file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rest, _ := io.ReadAll(payload)
+	reheadered := append(append([]byte(nil), header...), rest...)
+	if !bytes.HasPrefix(f.file[len(old.Marshal()):], rest) {
+		t.Fatal("payload split wrong")
+	}
+	r, err := escrow.Decrypt(bytes.NewReader(reheadered), &escrow.RSAIdentity{Public: alice2.Public, Key: alice2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(r)
+	if err != nil || !bytes.Equal(got, f.plain) {
+		t.Fatalf("decrypt after reheader: %v, equal %v", err, bytes.Equal(got, f.plain))
+	}
+	// The request is used up.
+	if err := a.Recover(req, func(*escrow.Header) error { return nil }); err == nil || !strings.Contains(err.Error(), "already used") {
+		t.Errorf("second use of a request: %v", err)
+	}
+
+	// Decrypt-only recovery needs its own approved request, and produces the same plaintext.
+	req2, err := a.NewRequest(res.FileID, alice2.Public, crypto.SHA1, "plaintext only", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	approve(t, a, req2, o2)
+	approve(t, a, req2, o1)
+	var out bytes.Buffer
+	if err := a.RecoverDecrypt(req2, bytes.NewReader(f.file), &out); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(out.Bytes(), f.plain) {
+		t.Error("recover-decrypt differs from the original")
+	}
+	if n, _, err := a.VerifyAudit(); err != nil || n < 8 {
+		t.Errorf("audit: %d entries, %v", n, err)
+	}
+}
+
+func approve(t *testing.T, a *Authority, req *escrow.Request, s *token.Signer) {
+	t.Helper()
+	ap, _, err := a.Approve(req, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Approvals = append(req.Approvals, ap)
+}
+
+// roundTrip writes and parses a request, as the files between the commands do.
+func roundTrip(t *testing.T, req *escrow.Request) *escrow.Request {
+	t.Helper()
+	r, err := escrow.ParseRequest(req.Marshal())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func TestApprovalsRefused(t *testing.T) {
+	a, authKP := newAuthority(t)
+	alice, err := a.Token.GenerateRSA(uniq(t, "alice"), 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := encryptFor(t, alice, authKP.Public, 10)
+	res, err := a.Intake("r.json", f.record)
+	if err != nil || res.Outcome != Held {
+		t.Fatalf("intake: %+v %v", res, err)
+	}
+	o1 := officer(t, a, "o1", token.SignECDSAP256)
+	o2 := officer(t, a, "o2", token.SignECDSAP256)
+	stranger, err := a.Token.GenerateSigner(uniq(t, "stranger"), token.SignECDSAP256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newReq := func(ttl time.Duration) *escrow.Request {
+		req, err := a.NewRequest(res.FileID, alice.Public, crypto.SHA1, "test", ttl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return req
+	}
+	check := func(name string, req *escrow.Request, want string) {
+		t.Helper()
+		_, err := a.CheckApprovals(roundTrip(t, req))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: got %v, want %q", name, err, want)
+		}
+	}
+
+	one := newReq(time.Hour)
+	approve(t, a, one, o1)
+	check("one approval", one, "needs 2")
+	if _, _, err := a.Approve(one, o1); err == nil {
+		t.Error("an officer approved twice")
+	}
+	twice := newReq(time.Hour)
+	approve(t, a, twice, o1)
+	twice.Approvals = append(twice.Approvals, twice.Approvals[0])
+	check("same officer twice", twice, "needs 2")
+
+	if _, _, err := a.Approve(newReq(time.Hour), stranger); err == nil {
+		t.Error("an unregistered key approved")
+	}
+	foreign := newReq(time.Hour)
+	approve(t, a, foreign, o1)
+	ap, err := foreign.Approve(stranger) // signed outside the authority's checks
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreign.Approvals = append(foreign.Approvals, ap)
+	check("unregistered key", foreign, "not a registered officer")
+
+	forged := newReq(time.Hour)
+	approve(t, a, forged, o1)
+	approve(t, a, forged, o2)
+	forged.Approvals[1].Signature[10] ^= 1
+	check("forged signature", forged, "invalid")
+
+	altered := newReq(time.Hour)
+	approve(t, a, altered, o1)
+	approve(t, a, altered, o2)
+	altered.Reason = "something else"
+	check("altered request", altered, "altered")
+
+	expired := newReq(time.Hour)
+	approve(t, a, expired, o1)
+	approve(t, a, expired, o2)
+	a.Now = func() time.Time { return time.Now().Add(2 * time.Hour) }
+	check("expired", expired, "expired")
+	a.Now = time.Now
+
+	ok := newReq(time.Hour)
+	approve(t, a, ok, o1)
+	approve(t, a, ok, o2)
+	if names, err := a.CheckApprovals(roundTrip(t, ok)); err != nil || len(names) != 2 {
+		t.Errorf("valid request refused: %v %v", names, err)
+	}
+	if err := a.SetApprovals(1); err == nil {
+		t.Error("a policy of one approval was accepted")
+	}
+}
+
+func TestIntakeRejects(t *testing.T) {
+	a, authKP := newAuthority(t)
+	alice, err := a.Token.GenerateRSA(uniq(t, "alice"), 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := a.Token.GenerateRSA(uniq(t, "other-authority"), 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := encryptFor(t, alice, authKP.Public, 10)
+	g := encryptFor(t, alice, authKP.Public, 10)
+	foreign := encryptFor(t, alice, other.Public, 10)
+
+	edit := func(data []byte, f func(r map[string]any)) []byte {
+		var m map[string]any
+		json.Unmarshal(data, &m)
+		f(m)
+		out, _ := json.Marshal(m)
+		return out
+	}
+	swapped := edit(f.record, func(m map[string]any) {
+		var gm map[string]any
+		json.Unmarshal(g.record, &gm)
+		m["authority"] = gm["authority"] // another file's key: the header's stanza differs
+	})
+	cases := map[string][]byte{
+		"edited description": edit(f.record, func(m map[string]any) { m["description"] = "other" }),
+		"edited owner":       edit(f.record, func(m map[string]any) { m["owner"].(map[string]any)["token_label"] = "mallory" }),
+		"foreign authority":  foreign.record,
+		"swapped key":        swapped,
+		"not a record":       []byte("hello"),
+	}
+	for name, data := range cases {
+		res, err := a.Intake(name, data)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if res.Outcome != Rejected || res.Reason == nil {
+			t.Errorf("%s: %v", name, res.Outcome)
+		}
+	}
+	recs, err := a.Store.Records(Filter{})
+	if err != nil || len(recs) != 0 {
+		t.Errorf("rejected records were stored: %d %v", len(recs), err)
+	}
+	if _, _, err := a.VerifyAudit(); err != nil {
+		t.Error(err)
+	}
+}
+
+// TestRotation rotates halfway (as if killed), resumes, retires the old key and recovers a file
+// made before the rotation.
+func TestRotation(t *testing.T) {
+	a, authKP := newAuthority(t)
+	alice, err := a.Token.GenerateRSA(uniq(t, "alice"), 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var files []*encrypted
+	for i := 0; i < 4; i++ {
+		f := encryptFor(t, alice, authKP.Public, 100)
+		if res, err := a.Intake("r", f.record); err != nil || res.Outcome != Held {
+			t.Fatal(res, err)
+		}
+		files = append(files, f)
+	}
+	oldKey, _ := a.CurrentKey()
+	label := uniq(t, "auth2")
+	if _, created, err := a.RotateStart(label, 2048); err != nil || !created {
+		t.Fatal(created, err)
+	}
+	if _, err := a.RetireKey(oldKey.Label); err == nil {
+		t.Error("retired a key that records still need")
+	}
+	// Re-wrap two records, as a rotation that was killed after two would have.
+	pending, _ := a.Store.PendingRewrap(mustCurrent(t, a).Fingerprint)
+	for _, id := range pending[:2] {
+		if err := a.rewrap(id, mustCurrent(t, a)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, created, err := a.RotateStart(label, 2048); err != nil || created {
+		t.Fatalf("resume: created %v, %v", created, err)
+	}
+	n, err := a.Rotate(nil)
+	if err != nil || n != 2 {
+		t.Fatalf("resumed rotation re-wrapped %d: %v", n, err)
+	}
+	if n, err := a.Rotate(nil); err != nil || n != 0 {
+		t.Errorf("a finished rotation re-wrapped %d more: %v", n, err)
+	}
+	if _, err := a.RetireKey(oldKey.Label); err != nil {
+		t.Fatal(err)
+	}
+	// A record made before the rotation is recovered through the new key.
+	o1 := officer(t, a, "o1", token.SignECDSAP256)
+	o2 := officer(t, a, "o2", token.SignECDSAP256)
+	rec, _ := escrow.ParseRecord(files[0].record)
+	req, err := a.NewRequest(rec.FileID, alice.Public, crypto.SHA1, "after rotation", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	approve(t, a, req, o1)
+	approve(t, a, req, o2)
+	var h *escrow.Header
+	if err := a.Recover(req, func(nh *escrow.Header) error { h = nh; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	newFpr, _ := escrow.FingerprintOf(mustCurrentPub(t, a))
+	found := false
+	for _, s := range h.Stanzas {
+		if escrow.StanzaRole(s) == escrow.RoleAuthority && s.Args[1] == newFpr.Tag() {
+			found = true
+		}
+	}
+	if !found {
+		t.Error("the re-issued header's authority stanza is not for the new key")
+	}
+	// A record for the retired key is no longer taken in.
+	late := encryptFor(t, alice, authKP.Public, 10)
+	if res, err := a.Intake("late", late.record); err != nil || res.Outcome != Rejected {
+		t.Errorf("record for a retired key: %v %v", res.Outcome, err)
+	}
+}
+
+func mustCurrent(t *testing.T, a *Authority) *AuthorityKey {
+	t.Helper()
+	k, err := a.CurrentKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func mustCurrentPub(t *testing.T, a *Authority) *rsa.PublicKey {
+	t.Helper()
+	pub, _, err := mustCurrent(t, a).RSAPublic()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pub
+}
+
+// TestAuditTamper edits, deletes, inserts and reorders rows directly in SQLite.
+func TestAuditTamper(t *testing.T) {
+	fresh := func(t *testing.T) (*Authority, *sqliteStore) {
+		st := testStore(t)
+		a := New(st, nil, "tester")
+		for i := 0; i < 5; i++ {
+			if err := a.Log("note", map[string]any{"n": i}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if n, _, err := a.VerifyAudit(); err != nil || n != 5 {
+			t.Fatalf("untouched log: %d %v", n, err)
+		}
+		return a, st.(*sqliteStore)
+	}
+	cases := []struct {
+		name string
+		sql  []string
+		seq  int64
+	}{
+		{"edit", []string{`UPDATE audit SET details = '{"n":9}' WHERE seq = 3`}, 3},
+		{"edit actor", []string{`UPDATE audit SET actor = 'someone' WHERE seq = 2`}, 2},
+		{"delete middle", []string{`DELETE FROM audit WHERE seq = 3`}, 3},
+		{"delete last", []string{`DELETE FROM audit WHERE seq = 5`}, 5},
+		{"delete first", []string{`DELETE FROM audit WHERE seq = 1`}, 1},
+		{"reorder", []string{`UPDATE audit SET seq = 100 WHERE seq = 2`, `UPDATE audit SET seq = 2 WHERE seq = 3`, `UPDATE audit SET seq = 3 WHERE seq = 100`}, 2},
+		{"insert", []string{`UPDATE audit SET seq = seq + 100 WHERE seq >= 4`, `UPDATE audit SET seq = seq - 99 WHERE seq >= 100`,
+			`INSERT INTO audit(seq, time, actor, action, details, prev_hash, hash) SELECT 4, time, actor, action, details, hash, hash FROM audit WHERE seq = 3`}, 4},
+		{"append", []string{`INSERT INTO audit(seq, time, actor, action, details, prev_hash, hash) SELECT 6, time, actor, action, details, hash, hash FROM audit WHERE seq = 5`}, 6},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			a, st := fresh(t)
+			for _, q := range c.sql {
+				if _, err := st.db.Exec(q); err != nil {
+					t.Fatal(err)
+				}
+			}
+			_, _, err := a.VerifyAudit()
+			var ae *AuditError
+			if !errors.As(err, &ae) {
+				t.Fatalf("tampering not caught: %v", err)
+			}
+			if ae.Seq != c.seq {
+				t.Errorf("first bad entry %d, want %d (%v)", ae.Seq, c.seq, err)
+			}
+		})
+	}
+}
+
+func TestMigrationsAreIdempotent(t *testing.T) {
+	dir := t.TempDir()
+	st, err := OpenSQLite(dir + "/a.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id1, _ := st.InstanceID()
+	st.Close()
+	st, err = OpenSQLite(dir + "/a.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	id2, _ := st.InstanceID()
+	if id1 == "" || id1 != id2 {
+		t.Errorf("instance ID changed on reopen: %q %q", id1, id2)
+	}
+	if n, _ := st.Approvals(); n != 2 {
+		t.Errorf("default approvals %d, want 2", n)
+	}
+	if v, err := IntegrityCheck(st); err != nil || v != "ok" {
+		t.Errorf("integrity_check: %q %v", v, err)
+	}
+}

@@ -1,0 +1,329 @@
+package authority
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/rsa"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/p11escrow/p11escrow/escrow"
+	"github.com/p11escrow/p11escrow/token"
+)
+
+// NewRequest makes a recovery request for a held file and registers it in the store, so that
+// a request file altered later is refused. requester is a.Actor.
+func (a *Authority) NewRequest(fileID string, owner *rsa.PublicKey, hash crypto.Hash, reason string, ttl time.Duration) (*escrow.Request, error) {
+	id, err := escrow.ParseFileID(fileID)
+	if err != nil {
+		return nil, err
+	}
+	if reason == "" {
+		return nil, errors.New("give the reason for the recovery with --reason")
+	}
+	if _, err := a.Store.Record(fileID); errors.Is(err, ErrNotFound) {
+		return nil, fmt.Errorf("the authority holds no record for file %s", fileID)
+	} else if err != nil {
+		return nil, err
+	}
+	inst, err := a.Store.InstanceID()
+	if err != nil {
+		return nil, err
+	}
+	req, err := escrow.NewRequest(inst, id, owner, hash, reason, a.Actor, a.Now(), ttl)
+	if err != nil {
+		return nil, err
+	}
+	ev := a.event("request", map[string]any{"request": req.ID, "file_id": fileID,
+		"new_owner": req.NewOwner.Fingerprint, "reason": reason, "expires": req.Expires})
+	err = a.Store.AddRequest(&StoredRequest{ID: req.ID, FileID: fileID, Created: req.Created, Canonical: req.CanonicalBytes()}, ev)
+	return req, err
+}
+
+// checkOpen checks that req is this authority's, registered, unaltered, unused and unexpired.
+func (a *Authority) checkOpen(req *escrow.Request) error {
+	inst, err := a.Store.InstanceID()
+	if err != nil {
+		return err
+	}
+	if req.Authority != inst {
+		return fmt.Errorf("request %s was made for another authority (%s)", req.ID, req.Authority)
+	}
+	stored, err := a.Store.Request(req.ID)
+	if errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("request %s is not registered here; make requests with `p11escrow authority request`", req.ID)
+	} else if err != nil {
+		return err
+	}
+	switch {
+	case !bytes.Equal(stored.Canonical, req.CanonicalBytes()):
+		return fmt.Errorf("request %s was altered after it was made", req.ID)
+	case stored.State != "open":
+		return fmt.Errorf("request %s was already used for a recovery; make a new request", req.ID)
+	case req.Expired(a.Now()):
+		return fmt.Errorf("request %s expired at %s; make a new request", req.ID, req.Expires)
+	}
+	return nil
+}
+
+// officersByFingerprint maps registered officers by key fingerprint.
+func (a *Authority) officersByFingerprint() (map[string]*Officer, error) {
+	list, err := a.Store.Officers()
+	if err != nil {
+		return nil, err
+	}
+	m := map[string]*Officer{}
+	for _, o := range list {
+		m[o.Fingerprint] = o
+	}
+	return m, nil
+}
+
+// Approve signs req on an officer's token and records the approval in the audit log. It
+// refuses a key that is not a registered officer's and a second approval by the same officer.
+// The caller appends the approval to the request file.
+func (a *Authority) Approve(req *escrow.Request, signer crypto.Signer) (*escrow.Approval, *Officer, error) {
+	if err := a.checkOpen(req); err != nil {
+		return nil, nil, err
+	}
+	fpr, err := escrow.PublicFingerprint(signer.Public())
+	if err != nil {
+		return nil, nil, err
+	}
+	officers, err := a.officersByFingerprint()
+	if err != nil {
+		return nil, nil, err
+	}
+	off := officers[fpr]
+	if off == nil {
+		return nil, nil, fmt.Errorf("this signing key (%s) is not a registered officer's; register it with `authority officer add`", fpr)
+	}
+	for _, ap := range req.Approvals {
+		if ap.Officer == fpr {
+			return nil, nil, fmt.Errorf("officer %q already approved request %s", off.Name, req.ID)
+		}
+	}
+	ap, err := req.Approve(signer)
+	if err != nil {
+		return nil, nil, err
+	}
+	err = a.Log("approve", map[string]any{"request": req.ID, "file_id": req.FileID, "officer": off.Name, "officer_key": fpr})
+	return ap, off, err
+}
+
+// CheckApprovals refuses req unless it is open (see checkOpen) and carries at least the
+// policy's number of valid approvals from distinct registered officers. Any approval that is
+// forged, altered or from an unregistered key refuses the whole request: someone tampered with
+// it. It returns the approving officers' names.
+func (a *Authority) CheckApprovals(req *escrow.Request) ([]string, error) {
+	if err := a.checkOpen(req); err != nil {
+		return nil, err
+	}
+	officers, err := a.officersByFingerprint()
+	if err != nil {
+		return nil, err
+	}
+	need, err := a.Store.Approvals()
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	var names []string
+	for i, ap := range req.Approvals {
+		off := officers[ap.Officer]
+		if off == nil {
+			return nil, fmt.Errorf("approval %d is from key %s, which is not a registered officer", i+1, ap.Officer)
+		}
+		pub, err := x509.ParsePKIXPublicKey(off.PublicKey)
+		if err != nil {
+			return nil, err
+		}
+		if err := req.VerifyApproval(ap, pub); err != nil {
+			return nil, fmt.Errorf("approval %d, by officer %q, is invalid: %v", i+1, off.Name, err)
+		}
+		if !seen[ap.Officer] {
+			seen[ap.Officer] = true
+			names = append(names, off.Name)
+		}
+	}
+	if len(names) < need {
+		return nil, fmt.Errorf("request %s has %d valid approval(s) from distinct registered officers; the policy needs %d", req.ID, len(names), need)
+	}
+	return names, nil
+}
+
+// testHookUnwrapped, when set by a test, sees every key that recovery unwraps, so the test can
+// show that the key is sensitive and that the token will not reveal it.
+var testHookUnwrapped func(*token.SecretKey)
+
+// unwrapHeld unwraps a held record's key on the HSM, sensitive, preferring the current
+// authority key's wrap. extractable is needed only to re-wrap it.
+func (a *Authority) unwrapHeld(fileID string, extractable bool) (*token.SecretKey, *AuthorityKey, *Wrap, error) {
+	wraps, err := a.Store.Wraps(fileID)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	keys, err := a.liveKeys()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	for _, state := range []string{KeyCurrent, KeyPrevious} {
+		for _, k := range keys {
+			for _, w := range wraps {
+				if k.State == state && w.KeyFingerprint == k.Fingerprint {
+					sk, err := a.unwrapWith(k, w, extractable)
+					return sk, k, w, err
+				}
+			}
+		}
+	}
+	return nil, nil, nil, fmt.Errorf("file %s has no wrapped key under a live authority key", fileID)
+}
+
+func (a *Authority) unwrapWith(k *AuthorityKey, w *Wrap, extractable bool) (*token.SecretKey, error) {
+	kp, err := a.keyPair(k)
+	if err != nil {
+		return nil, err
+	}
+	hash, err := escrow.ParseOAEPHash(w.OAEPHash)
+	if err != nil {
+		return nil, err
+	}
+	var sk *token.SecretKey
+	if extractable {
+		sk, err = kp.UnwrapOAEP(hash, w.Wrapped)
+	} else {
+		sk, err = kp.UnwrapOAEPSealed(hash, w.Wrapped)
+	}
+	if err != nil {
+		return nil, err
+	}
+	attrs, err := sk.Attributes()
+	if err == nil && !attrs.Sensitive {
+		err = errors.New("the HSM made the unwrapped session key non-sensitive, against the template; refusing to use it")
+	}
+	if err != nil {
+		sk.Destroy()
+		return nil, err
+	}
+	if testHookUnwrapped != nil {
+		testHookUnwrapped(sk)
+	}
+	return sk, nil
+}
+
+// heldHeader returns the header of a held record (as received, so authenticated at intake).
+func (a *Authority) heldHeader(fileID string) (*escrow.Header, error) {
+	rec, err := a.Store.Record(fileID)
+	if err != nil {
+		return nil, err
+	}
+	r, err := escrow.ParseRecord(rec.Record)
+	if err != nil {
+		return nil, err
+	}
+	h, _, err := r.AuthorityStanza()
+	return h, err
+}
+
+// Recover re-issues the file's header for the request's new owner, entirely on the HSM: the
+// session key is unwrapped as a sensitive object, re-wrapped with C_WrapKey for the new owner's
+// public key, and the new header's MAC is computed with it on the token, after the token has
+// checked the held header. The new header keeps the authority stanza (for the current authority
+// key) and any extra recipients. deliver receives the header (to write it, not yet under its
+// final name); only if it succeeds is the request closed and the recovery audited.
+func (a *Authority) Recover(req *escrow.Request, deliver func(*escrow.Header) error) error {
+	names, err := a.CheckApprovals(req)
+	if err != nil {
+		return err
+	}
+	old, err := a.heldHeader(req.FileID)
+	if err != nil {
+		return err
+	}
+	sk, key, w, err := a.unwrapHeld(req.FileID, true)
+	if err != nil {
+		return err
+	}
+	defer sk.Destroy()
+	stanzas, err := a.newStanzas(sk, old, key, w, req)
+	if err != nil {
+		return err
+	}
+	h, err := old.ReissueOn(sk, stanzas)
+	if err != nil {
+		return err
+	}
+	if err := deliver(h); err != nil {
+		return err
+	}
+	return a.Store.Recovered(req.ID, a.event("recover", map[string]any{"request": req.ID, "file_id": req.FileID,
+		"new_owner": req.NewOwner.Fingerprint, "approved_by": names, "authority_key": key.Fingerprint}))
+}
+
+// newStanzas builds the re-issued header's stanzas: the new owner's (wrapped on the token),
+// the authority's, and the old header's extra recipients.
+func (a *Authority) newStanzas(sk *token.SecretKey, old *escrow.Header, key *AuthorityKey, w *Wrap, req *escrow.Request) ([]*escrow.Stanza, error) {
+	pub, hash := req.NewOwnerKey()
+	wrapped, err := sk.WrapOAEP(pub, hash)
+	if err != nil {
+		return nil, err
+	}
+	owner, err := escrow.NewRSAStanza(pub, hash, escrow.RoleOwner, wrapped)
+	if err != nil {
+		return nil, err
+	}
+	authPub, _, err := key.RSAPublic()
+	if err != nil {
+		return nil, err
+	}
+	authHash, err := escrow.ParseOAEPHash(w.OAEPHash)
+	if err != nil {
+		return nil, err
+	}
+	auth, err := escrow.NewRSAStanza(authPub, authHash, escrow.RoleAuthority, w.Wrapped)
+	if err != nil {
+		return nil, err
+	}
+	out := []*escrow.Stanza{owner, auth}
+	for _, s := range old.Stanzas {
+		if r := escrow.StanzaRole(s); r != escrow.RoleOwner && r != escrow.RoleAuthority {
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}
+
+// RecoverDecrypt decrypts a file for a request on the HSM, chunk by chunk with the sensitive
+// key (escrow.Header.DecryptOn), writing to out only verified plaintext. in must be the held
+// file (same file ID and commitment), with any valid header. The request is closed afterwards.
+func (a *Authority) RecoverDecrypt(req *escrow.Request, in io.Reader, out io.Writer) error {
+	names, err := a.CheckApprovals(req)
+	if err != nil {
+		return err
+	}
+	held, err := a.heldHeader(req.FileID)
+	if err != nil {
+		return err
+	}
+	h, payload, err := escrow.ParseHeader(in)
+	if err != nil {
+		return err
+	}
+	if h.ID != held.ID || h.Commitment != held.Commitment {
+		return fmt.Errorf("the input is file %s, but the request is for file %s", h.ID, req.FileID)
+	}
+	sk, key, _, err := a.unwrapHeld(req.FileID, false)
+	if err != nil {
+		return err
+	}
+	defer sk.Destroy()
+	if err := h.DecryptOn(sk, payload, out); err != nil {
+		return err
+	}
+	return a.Store.Recovered(req.ID, a.event("recover-decrypt", map[string]any{"request": req.ID, "file_id": req.FileID,
+		"approved_by": names, "authority_key": key.Fingerprint}))
+}

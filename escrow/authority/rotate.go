@@ -1,0 +1,115 @@
+package authority
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/p11escrow/p11escrow/token"
+)
+
+// RotateStart makes (or, when resuming, finds) the new authority key and makes it current.
+// created says whether the key pair was generated now. A key pair with the label that is on the
+// HSM but not yet in the store (a rotation killed between the two steps) is adopted.
+func (a *Authority) RotateStart(label string, bits int) (*AuthorityKey, bool, error) {
+	if err := a.needToken(); err != nil {
+		return nil, false, err
+	}
+	if k, err := a.keyByLabel(label); err == nil {
+		if k.State != KeyCurrent {
+			return nil, false, fmt.Errorf("authority key %q is %s; choose a new label", label, k.State)
+		}
+		return k, false, nil // resume
+	}
+	if _, err := a.CurrentKey(); err != nil {
+		return nil, false, err
+	}
+	kp, err := a.Token.FindKeyPair(label, nil)
+	created := false
+	if errors.Is(err, token.ErrKeyNotFound) {
+		kp, err = a.Token.GenerateRSA(label, bits)
+		created = true
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	hash, err := OAEPHashOf(kp)
+	if err != nil {
+		return nil, false, err
+	}
+	k, err := a.RegisterKey(kp, hash, "rotate-start")
+	return k, created, err
+}
+
+// RotateProgress is called after each record is re-wrapped.
+type RotateProgress func(fileID string, done, total int)
+
+// Rotate re-wraps every record that has no wrap under the current key, on the HSM: unwrap under
+// an older key (sensitive, extractable), check it against the record's header on the token,
+// C_WrapKey for the new key, and store the new wrap with its audit entry in one transaction. A
+// killed rotation resumes where it stopped, because finished records are skipped.
+func (a *Authority) Rotate(progress RotateProgress) (int, error) {
+	cur, err := a.CurrentKey()
+	if err != nil {
+		return 0, err
+	}
+	pending, err := a.Store.PendingRewrap(cur.Fingerprint)
+	if err != nil {
+		return 0, err
+	}
+	for i, id := range pending {
+		if err := a.rewrap(id, cur); err != nil {
+			return i, fmt.Errorf("re-wrapping file %s: %w", id, err)
+		}
+		if progress != nil {
+			progress(id, i+1, len(pending))
+		}
+	}
+	return len(pending), a.Log("rotate-done", map[string]any{"key": cur.Fingerprint, "rewrapped": len(pending)})
+}
+
+func (a *Authority) rewrap(fileID string, cur *AuthorityKey) error {
+	h, err := a.heldHeader(fileID)
+	if err != nil {
+		return err
+	}
+	sk, from, _, err := a.unwrapHeld(fileID, true)
+	if err != nil {
+		return err
+	}
+	defer sk.Destroy()
+	if err := h.VerifyOn(sk); err != nil {
+		return err
+	}
+	newPub, newHash, err := cur.RSAPublic()
+	if err != nil {
+		return err
+	}
+	wrapped, err := sk.WrapOAEP(newPub, newHash)
+	if err != nil {
+		return err
+	}
+	w := &Wrap{FileID: fileID, KeyFingerprint: cur.Fingerprint, OAEPHash: cur.OAEPHash, Wrapped: wrapped,
+		Added: a.Now().UTC().Format(time.RFC3339)}
+	return a.Store.AddWrap(w, a.event("rewrap", map[string]any{"file_id": fileID, "from": from.Fingerprint, "to": cur.Fingerprint}))
+}
+
+// RetireKey marks an authority key retired once no record depends on it alone. The current key
+// cannot be retired. The key pair stays on the HSM until the operator destroys it there.
+func (a *Authority) RetireKey(label string) (*AuthorityKey, error) {
+	k, err := a.keyByLabel(label)
+	if err != nil {
+		return nil, err
+	}
+	switch k.State {
+	case KeyCurrent:
+		return nil, fmt.Errorf("authority key %q is the current key; rotate to a new key first", label)
+	case KeyRetired:
+		return nil, fmt.Errorf("authority key %q is already retired", label)
+	}
+	err = a.Store.RetireKey(k.Fingerprint, a.event("retire-key", map[string]any{"key": k.Fingerprint, "label": label}))
+	if errors.Is(err, ErrInUse) {
+		return nil, fmt.Errorf("authority key %q still holds records that no other key wraps (%v); finish `authority rotate` first", label, err)
+	}
+	return k, err
+}

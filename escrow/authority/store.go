@@ -1,0 +1,143 @@
+package authority
+
+import (
+	"errors"
+	"time"
+)
+
+// Store is where the authority keeps its records, keys, officers, policy, requests and audit
+// log. Every method that changes something takes the Event that describes the change, and
+// appends it to the audit log in the same transaction as the change itself: a crash leaves
+// either both or neither. OpenSQLite is the implementation today; a PostgreSQL one needs only
+// this interface (and the same hash chain, see AuditEntry.ComputeHash).
+type Store interface {
+	// InstanceID is a random ID made when the store was created. Requests name it, so an
+	// approval given for one authority cannot be replayed at another.
+	InstanceID() (string, error)
+
+	// Intake stores a verified record and its first wrapped key. It returns ErrExists, and
+	// changes nothing, if the file ID is already held.
+	Intake(rec *HeldRecord, w *Wrap, ev Event) error
+	Record(fileID string) (*HeldRecord, error) // ErrNotFound if absent
+	Records(f Filter) ([]*HeldRecord, error)
+	Wraps(fileID string) ([]*Wrap, error)
+	// PendingRewrap lists the file IDs that have no wrap under key fingerprint to.
+	PendingRewrap(to string) ([]string, error)
+	// AddWrap stores a record's key wrapped under another authority key (rotation) and makes
+	// that key the record's authority key.
+	AddWrap(w *Wrap, ev Event) error
+
+	AuthorityKeys() ([]*AuthorityKey, error)
+	// AddAuthorityKey registers a key as current; the previous current key becomes previous.
+	AddAuthorityKey(k *AuthorityKey, ev Event) error
+	// RetireKey marks a key retired. It returns ErrInUse, and changes nothing, while a record
+	// has no wrap under any other key that is not retired.
+	RetireKey(fingerprint string, ev Event) error
+
+	AddOfficer(o *Officer, ev Event) error // ErrExists for a known key or name
+	Officers() ([]*Officer, error)
+	Approvals() (int, error)
+	SetApprovals(n int, ev Event) error
+
+	AddRequest(r *StoredRequest, ev Event) error
+	Request(id string) (*StoredRequest, error) // ErrNotFound if absent
+	// Recovered closes a request (it can be used once) and marks its record recovered.
+	Recovered(requestID string, ev Event) error
+
+	// Log appends an event that changes nothing else (a rejection, an approval).
+	Log(ev Event) error
+	Audit() ([]*AuditEntry, error)
+	// AuditHead is the number of entries and the last entry's hash, kept apart from the log so
+	// that deleting the last entries is caught.
+	AuditHead() (count int64, hash []byte, err error)
+
+	Close() error
+}
+
+// Store errors that callers branch on.
+var (
+	ErrNotFound = errors.New("not found")
+	ErrExists   = errors.New("already exists")
+	ErrInUse    = errors.New("still in use")
+)
+
+// Record statuses.
+const (
+	StatusHeld      = "held"
+	StatusRecovered = "recovered" // a new header was issued; the record is still held
+)
+
+// Authority key states.
+const (
+	KeyCurrent  = "current"  // new files should be encrypted to it
+	KeyPrevious = "previous" // still holds records; being rotated away from
+	KeyRetired  = "retired"  // no record depends on it; the tool no longer uses it
+)
+
+// HeldRecord is one escrow record in the store.
+type HeldRecord struct {
+	FileID           string `json:"file_id"`
+	OwnerFingerprint string `json:"owner_fingerprint"`
+	OwnerTokenLabel  string `json:"owner_token_label"`
+	OwnerTokenSerial string `json:"owner_token_serial"`
+	Description      string `json:"description"`
+	Created          string `json:"created"`       // when the owner made it (RFC 3339)
+	IntakeTime       string `json:"intake_time"`   // when the authority verified it
+	AuthorityKey     string `json:"authority_key"` // fingerprint of the key that wraps it now
+	Status           string `json:"status"`
+	Record           []byte `json:"-"` // the record as received
+}
+
+// Wrap is a record's file key wrapped under one authority key.
+type Wrap struct {
+	FileID         string
+	KeyFingerprint string
+	OAEPHash       string
+	Wrapped        []byte
+	Added          string
+}
+
+// AuthorityKey is a key pair on the authority's HSM.
+type AuthorityKey struct {
+	Fingerprint string `json:"fingerprint"`
+	Label       string `json:"label"`
+	Tag         string `json:"key_tag"`
+	OAEPHash    string `json:"oaep_hash"`
+	State       string `json:"state"`
+	Created     string `json:"created"`
+	PublicKey   []byte `json:"-"` // PKIX DER
+}
+
+// Officer is a person allowed to approve recoveries, known by their signing key.
+type Officer struct {
+	Fingerprint string `json:"fingerprint"`
+	Name        string `json:"name"`
+	Algorithm   string `json:"algorithm"`
+	Added       string `json:"added"`
+	PublicKey   []byte `json:"-"` // PKIX DER
+}
+
+// StoredRequest is a recovery request as registered: its canonical bytes, so that a request file
+// altered afterwards is refused.
+type StoredRequest struct {
+	ID        string
+	FileID    string
+	State     string // "open" until a recovery uses it, then "used"
+	Created   string
+	Canonical []byte
+}
+
+// Filter selects records for Records. Zero fields match everything.
+type Filter struct {
+	Owner       string
+	TokenSerial string
+	Since       time.Time
+}
+
+// Event is what one audit entry says happened.
+type Event struct {
+	Time    time.Time
+	Actor   string
+	Action  string
+	Details string
+}
