@@ -6,6 +6,7 @@ import (
 	"os"
 
 	"github.com/p11escrow/p11escrow/escrow"
+	"github.com/p11escrow/p11escrow/token"
 	"github.com/urfave/cli/v2"
 )
 
@@ -16,14 +17,14 @@ func authorityCommand() *cli.Command {
 		Subcommands: []*cli.Command{
 			{
 				Name:  "init",
-				Usage: "create the authority key pair on the authority's token and write its public key",
-				Flags: append(tokenFlags(),
+				Usage: "create the authority key pair on the authority's token, register it in the store, and write its public key",
+				Flags: hsmFlags(
 					&cli.StringFlag{Name: "label", Required: true, Usage: "key `LABEL` on the authority's token"},
 					&cli.StringFlag{Name: "type", Value: "rsa-3072", Usage: "rsa-2048, rsa-3072 or rsa-4096"},
 					&cli.StringFlag{Name: "out", Usage: "public key `FILE` to give to users (default: LABEL.pub)"},
 					&cli.BoolFlag{Name: "force", Usage: "replace an existing public key file"},
 				),
-				Action: func(c *cli.Context) error { return generateKey(c, "authority key") },
+				Action: authorityInit,
 			},
 			{
 				Name:      "decrypt",
@@ -46,13 +47,27 @@ func authorityCommand() *cli.Command {
 				),
 				Action: verifyRecord,
 			},
+			intakeCommand(),
+			listCommand(),
+			showCommand(),
+			officerCommand(),
+			policyCommand(),
+			requestCommand(),
+			approveCommand(),
+			recoverCommand(),
+			rotateCommand(),
+			retireCommand(),
+			auditCommand(),
+			backupCommand(),
 		},
 	}
 }
 
 func authorityStanza(s *escrow.Stanza) bool { return escrow.StanzaRole(s) == escrow.RoleAuthority }
 
-// verifyRecord unwraps the record's key on the authority's token and checks every binding.
+// verifyRecord unwraps the record's key on the authority's token, as a sensitive,
+// non-extractable session object, and lets the token check every binding: the key never
+// reaches this host's memory.
 func verifyRecord(c *cli.Context) error {
 	if c.NArg() != 1 {
 		return errors.New("verify takes one escrow record")
@@ -70,6 +85,10 @@ func verifyRecord(c *cli.Context) error {
 			return err
 		}
 	}
+	h, st, err := rec.AuthorityStanza()
+	if err != nil {
+		return err
+	}
 	return withSession(c, func(s *session) error {
 		ids := &identities{s: s, label: c.String("key"), filter: authorityStanza}
 		keys, err := ids.load()
@@ -77,11 +96,10 @@ func verifyRecord(c *cli.Context) error {
 			return err
 		}
 		for _, kp := range keys {
-			h, err := rec.Verify(&escrow.RSAIdentity{Public: kp.Public, Key: kp})
-			if errors.Is(err, escrow.ErrIncorrectIdentity) {
+			if fpr, _ := escrow.FingerprintOf(kp.Public); fpr.Tag() != st.Args[1] {
 				continue
 			}
-			if err != nil {
+			if err := verifyRecordWith(s, rec, h, st, kp); err != nil {
 				return err
 			}
 			fmt.Printf("escrow record for file %s verified: the authority key %q opens its header, and its fields are intact\n", h.ID, kp.Label)
@@ -89,6 +107,42 @@ func verifyRecord(c *cli.Context) error {
 		}
 		return &escrow.RecordError{Reason: fmt.Sprintf("it is wrapped for authority key %s, which is not on this token", rec.Authority.KeyTag)}
 	})
+}
+
+// verifyRecordWith checks on the token where it can. A token without AES-GCM or SHA-256
+// digests (a smart card standing in for an HSM) cannot, so the key is then checked on the host,
+// as before the authority's store existed, with a warning; intake and recovery refuse such a
+// token outright.
+func verifyRecordWith(s *session, rec *escrow.Record, h *escrow.Header, st *escrow.Stanza, kp *token.KeyPair) error {
+	c, err := s.token.Capabilities()
+	if err != nil {
+		return err
+	}
+	if c.AESGCM && c.SHA256Digest && c.UnwrapWithOAEP {
+		return verifyOnToken(rec, h, st, kp)
+	}
+	warn("token %q has no AES-GCM or SHA-256 digest, so the session key is checked in this host's memory", s.token.Info().Label)
+	_, err = rec.Verify(&escrow.RSAIdentity{Public: kp.Public, Key: kp})
+	return err
+}
+
+func verifyOnToken(rec *escrow.Record, h *escrow.Header, st *escrow.Stanza, kp *token.KeyPair) error {
+	hash, err := escrow.ParseOAEPHash(st.Args[0])
+	if err != nil {
+		return err
+	}
+	if len(st.Body) != kp.Public.Size() {
+		return &escrow.RecordError{Reason: "its wrapped key has the wrong length for the authority key"}
+	}
+	sk, err := kp.UnwrapOAEPSealed(hash, st.Body)
+	if errors.Is(err, token.ErrDecrypt) {
+		return &escrow.RecordError{Reason: "its wrapped key does not decrypt with the authority key"}
+	}
+	if err != nil {
+		return err
+	}
+	defer sk.Destroy()
+	return rec.VerifyOn(h, sk)
 }
 
 func recordMatchesFile(rec *escrow.Record, name string) error {

@@ -1,9 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"crypto"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"os"
+	"slices"
 	"text/tabwriter"
 
 	"github.com/p11escrow/p11escrow/escrow"
@@ -20,14 +24,23 @@ func keyCommand() *cli.Command {
 		Subcommands: []*cli.Command{
 			{
 				Name:  "generate",
-				Usage: "create an RSA exchange key pair on the token and write its public key",
+				Usage: "create a key pair on the token and write its public key: an RSA exchange key, or an officer's signing key",
 				Flags: append(tokenFlags(),
 					&cli.StringFlag{Name: "label", Required: true, Usage: "key `LABEL` on the token"},
-					&cli.StringFlag{Name: "type", Value: "rsa-3072", Usage: "rsa-2048, rsa-3072 or rsa-4096"},
+					&cli.StringFlag{Name: "usage", Value: "exchange", Usage: "exchange (encrypt files) or sign (approve recoveries, for authority officers)"},
+					&cli.StringFlag{Name: "type", Value: "rsa-3072", Usage: "exchange: rsa-2048, rsa-3072 or rsa-4096; sign: ecdsa-p256 (the default), rsa-pss-2048 or rsa-pss-3072"},
 					&cli.StringFlag{Name: "out", Usage: "public key `FILE` (default: LABEL.pub; - for stdout)"},
 					&cli.BoolFlag{Name: "force", Usage: "replace an existing public key file"},
 				),
-				Action: func(c *cli.Context) error { return generateKey(c, "exchange key") },
+				Action: func(c *cli.Context) error {
+					switch c.String("usage") {
+					case "exchange":
+						return generateKey(c, "exchange key")
+					case "sign":
+						return generateSigningKey(c)
+					}
+					return fmt.Errorf("unknown --usage %q; use exchange or sign", c.String("usage"))
+				},
 			},
 			{
 				Name:   "list",
@@ -148,5 +161,52 @@ func exportKey(c *cli.Context) error {
 			return err
 		}
 		return writePublicKey(o, kp)
+	})
+}
+
+// generateSigningKey creates an officer's signing key (sign only; never decrypt or unwrap) and
+// writes its public key as PEM, for `authority officer add`.
+func generateSigningKey(c *cli.Context) error {
+	typ := token.SignECDSAP256
+	if c.IsSet("type") {
+		typ = token.SignKeyType(c.String("type"))
+		if !slices.Contains(token.SignKeyTypes, typ) {
+			return fmt.Errorf("unknown signing key type %q; use one of %v", typ, token.SignKeyTypes)
+		}
+	}
+	label := c.String("label")
+	out := pubFileName(c.String("out"), label)
+	o, err := createOutput(out, c.Bool("force"))
+	if err != nil {
+		return err
+	}
+	defer o.abort()
+	return withSession(c, func(s *session) error {
+		if err := s.login(); err != nil {
+			return err
+		}
+		signer, err := s.token.GenerateSigner(label, typ)
+		if err != nil {
+			return err
+		}
+		der, err := x509.MarshalPKIXPublicKey(signer.Public())
+		if err != nil {
+			return err
+		}
+		fpr, err := escrow.PublicFingerprint(signer.Public())
+		if err != nil {
+			return err
+		}
+		var b bytes.Buffer
+		fmt.Fprintf(&b, "# p11escrow signing key %q (%s), fingerprint %s\n", label, typ, fpr)
+		pem.Encode(&b, &pem.Block{Type: "PUBLIC KEY", Bytes: der})
+		if _, err := o.Write(b.Bytes()); err != nil {
+			return err
+		}
+		if err := o.commit(); err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "created signing key %q (%s) on token %q; public key in %s\n", label, typ, s.token.Info().Label, out)
+		return nil
 	})
 }

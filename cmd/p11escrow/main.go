@@ -10,7 +10,8 @@ import (
 )
 
 func main() {
-	if err := newApp().Run(os.Args); err != nil {
+	app := newApp()
+	if err := app.Run(flagsFirst(app, os.Args)); err != nil {
 		fmt.Fprintf(os.Stderr, "p11escrow: %s\n", oneLine(err))
 		os.Exit(1)
 	}
@@ -33,6 +34,7 @@ func newApp() *cli.App {
 			decryptCommand(),
 			inspectCommand(),
 			authorityCommand(),
+			reheaderCommand(),
 		},
 		ExitErrHandler: func(*cli.Context, error) {}, // main prints the one line
 	}

@@ -18,11 +18,11 @@ func TestMain(m *testing.M) {
 	testscript.Main(m, map[string]func(){"p11escrow": main})
 }
 
-// TestScripts runs testdata/*.txt. Each script gets its own SoftHSM2 token directory with two
-// fresh tokens, "user" and "authority" (user PIN 1234 on both), and these variables:
-// SOFTHSM2_CONF, NOAES_CONF (the same tokens with every AES mechanism disabled),
-// P11ESCROW_MODULE, P11ESCROW_PIN, USER_SERIAL, AUTHORITY_SERIAL, and BYHAND, the path of the
-// by-hand decryption script of FORMAT.md section 7.
+// TestScripts runs testdata/*.txt. Each script gets its own SoftHSM2 token directory with four
+// fresh tokens, "user", "authority", "officer1" and "officer2" (user PIN 1234 on all), and these
+// variables: SOFTHSM2_CONF, NOAES_CONF (the same tokens with every AES mechanism disabled),
+// P11ESCROW_MODULE, P11ESCROW_PIN, USER_SERIAL, AUTHORITY_SERIAL, OFFICER1_SERIAL,
+// OFFICER2_SERIAL, and BYHAND, the path of the by-hand decryption script of FORMAT.md section 7.
 func TestScripts(t *testing.T) {
 	softhsmtest.Require(t)
 	testscript.Run(t, testscript.Params{
@@ -35,6 +35,11 @@ func TestScripts(t *testing.T) {
 			"splice":      splice,
 			"replace":     replace,
 			"appendbytes": appendBytes,
+			// Authority tests (authority_test.go).
+			"editrequest":  editRequest,
+			"splicerecord": spliceRecord,
+			"sqlexec":      sqlExec,
+			"fileid":       fileID,
 		},
 	})
 }
@@ -44,12 +49,14 @@ func setupTokens(env *testscript.Env) error {
 	if err != nil {
 		return err
 	}
-	for _, label := range []string{"user", "authority"} {
+	serials := map[string]string{"user": "USER_SERIAL", "authority": "AUTHORITY_SERIAL",
+		"officer1": "OFFICER1_SERIAL", "officer2": "OFFICER2_SERIAL"}
+	for _, label := range []string{"user", "authority", "officer1", "officer2"} {
 		serial, err := e.Init(label, "12345678", "1234")
 		if err != nil {
 			return err
 		}
-		env.Setenv(map[string]string{"user": "USER_SERIAL", "authority": "AUTHORITY_SERIAL"}[label], serial)
+		env.Setenv(serials[label], serial)
 	}
 	noAES, err := e.WriteConfNoAES()
 	if err != nil {

@@ -1,0 +1,195 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/p11escrow/p11escrow/escrow/authority"
+	"github.com/urfave/cli/v2"
+)
+
+func intakeCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "intake",
+		Usage:     "verify escrow records on the HSM and store them; one line per record, then a summary",
+		ArgsUsage: "RECORD...",
+		Flags:     hsmFlags(),
+		Action:    intakeAction,
+	}
+}
+
+func listCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "list",
+		Usage: "list the records the authority holds",
+		Flags: storeFlags(
+			&cli.StringFlag{Name: "owner", Usage: "only records of this owner key `FINGERPRINT`"},
+			&cli.StringFlag{Name: "token-serial", Usage: "only records from the token with this `SERIAL`"},
+			&cli.StringFlag{Name: "since", Usage: "only records taken in at or after `TIME` (RFC 3339, or a date 2026-01-31)"},
+			&cli.BoolFlag{Name: "json", Usage: "print JSON"},
+		),
+		Action: listAction,
+	}
+}
+
+func showCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "show",
+		Usage:     "show one held record and the authority keys that wrap it",
+		ArgsUsage: "FILEID",
+		Flags:     storeFlags(&cli.BoolFlag{Name: "json", Usage: "print JSON"}),
+		Action:    showAction,
+	}
+}
+
+// intakeAction takes in every record with one login. A record is acknowledged on stdout only
+// after its transaction committed.
+func intakeAction(c *cli.Context) error {
+	names := c.Args().Slice()
+	if len(names) == 0 {
+		return errors.New("no records; give one or more escrow record files")
+	}
+	return withAuthority(c, func(a *authority.Authority, _ *session) error {
+		count := map[authority.Outcome]int{}
+		for i, name := range names {
+			res, err := intakeOne(a, name)
+			if err != nil {
+				return fmt.Errorf("%s: %w (stopped after %d held; rerun to continue)", name, err, count[authority.Held])
+			}
+			count[res.Outcome]++
+			prefix := fmt.Sprintf("[%d/%d]", i+1, len(names))
+			if res.Outcome == authority.Rejected {
+				fmt.Printf("%s rejected %s: %s\n", prefix, name, oneLine(res.Reason))
+				continue
+			}
+			fmt.Printf("%s %s %s %s\n", prefix, res.Outcome, res.FileID, name)
+		}
+		fmt.Printf("intake: %d held, %d rejected, %d already held\n",
+			count[authority.Held], count[authority.Rejected], count[authority.Duplicate])
+		if n := count[authority.Rejected]; n > 0 {
+			return fmt.Errorf("%d record(s) rejected; nothing of them was stored", n)
+		}
+		return nil
+	})
+}
+
+// intakeOne reads one record file; an unreadable file is a rejection, not a stop.
+func intakeOne(a *authority.Authority, name string) (authority.IntakeResult, error) {
+	data, err := os.ReadFile(name)
+	if err != nil {
+		return authority.IntakeResult{Name: name, Outcome: authority.Rejected, Reason: unwrapPath(err)},
+			a.Log("reject", map[string]any{"source": name, "reason": unwrapPath(err).Error()})
+	}
+	return a.Intake(name, data)
+}
+
+func listAction(c *cli.Context) error {
+	f := authority.Filter{Owner: c.String("owner"), TokenSerial: c.String("token-serial")}
+	if s := c.String("since"); s != "" {
+		t, err := parseTime(s)
+		if err != nil {
+			return err
+		}
+		f.Since = t
+	}
+	return withStore(c, func(a *authority.Authority) error {
+		recs, err := a.Store.Records(f)
+		if err != nil {
+			return err
+		}
+		if c.Bool("json") {
+			if recs == nil {
+				recs = []*authority.HeldRecord{}
+			}
+			return printJSON(recs)
+		}
+		labels, err := keyLabels(a)
+		if err != nil {
+			return err
+		}
+		w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintf(w, "FILE ID\tOWNER\tTOKEN\tSERIAL\tINTAKE\tKEY\tSTATUS\tDESCRIPTION\n")
+		for _, r := range recs {
+			fmt.Fprintf(w, "%s\t%.8s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.FileID, r.OwnerFingerprint, r.OwnerTokenLabel,
+				r.OwnerTokenSerial, r.IntakeTime, labels[r.AuthorityKey], r.Status, r.Description)
+		}
+		return w.Flush()
+	})
+}
+
+func parseTime(s string) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339, s); err == nil {
+		return t, nil
+	}
+	if t, err := time.Parse("2006-01-02", s); err == nil {
+		return t, nil
+	}
+	return time.Time{}, fmt.Errorf("--since %q is not a time; use RFC 3339 (2026-01-31T12:00:00Z) or a date (2026-01-31)", s)
+}
+
+func keyLabels(a *authority.Authority) (map[string]string, error) {
+	keys, err := a.Store.AuthorityKeys()
+	if err != nil {
+		return nil, err
+	}
+	m := map[string]string{}
+	for _, k := range keys {
+		m[k.Fingerprint] = k.Label
+	}
+	return m, nil
+}
+
+// shownRecord is what `authority show --json` prints.
+type shownRecord struct {
+	*authority.HeldRecord
+	Wraps []shownWrap `json:"wrapped_under"`
+}
+
+type shownWrap struct {
+	Key   string `json:"key"`
+	Label string `json:"label"`
+	Hash  string `json:"oaep_hash"`
+	Added string `json:"added"`
+}
+
+func showAction(c *cli.Context) error {
+	if c.NArg() != 1 {
+		return errors.New("show takes one file ID (see `p11escrow inspect FILE`)")
+	}
+	return withStore(c, func(a *authority.Authority) error {
+		r, err := a.Store.Record(c.Args().First())
+		if errors.Is(err, authority.ErrNotFound) {
+			return fmt.Errorf("the authority holds no record for file %s", c.Args().First())
+		} else if err != nil {
+			return err
+		}
+		wraps, err := a.Store.Wraps(r.FileID)
+		if err != nil {
+			return err
+		}
+		labels, err := keyLabels(a)
+		if err != nil {
+			return err
+		}
+		out := shownRecord{HeldRecord: r}
+		for _, w := range wraps {
+			out.Wraps = append(out.Wraps, shownWrap{Key: w.KeyFingerprint, Label: labels[w.KeyFingerprint], Hash: w.OAEPHash, Added: w.Added})
+		}
+		if c.Bool("json") {
+			return printJSON(out)
+		}
+		fmt.Printf("file ID:       %s\n", r.FileID)
+		fmt.Printf("description:   %s\n", r.Description)
+		fmt.Printf("owner:         %s (token %q, serial %s)\n", r.OwnerFingerprint, r.OwnerTokenLabel, r.OwnerTokenSerial)
+		fmt.Printf("created:       %s\n", r.Created)
+		fmt.Printf("taken in:      %s\n", r.IntakeTime)
+		fmt.Printf("status:        %s\n", r.Status)
+		for _, w := range out.Wraps {
+			fmt.Printf("wrapped under: authority key %q (%s, oaep %s), since %s\n", w.Label, w.Key, w.Hash, w.Added)
+		}
+		return nil
+	})
+}

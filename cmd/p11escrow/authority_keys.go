@@ -1,0 +1,135 @@
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/p11escrow/p11escrow/escrow/authority"
+	"github.com/p11escrow/p11escrow/token"
+	"github.com/urfave/cli/v2"
+)
+
+func rotateCommand() *cli.Command {
+	return &cli.Command{
+		Name: "rotate",
+		Usage: "make a new authority key on the HSM and re-wrap every record for it there; " +
+			"rerun the same command to resume an interrupted rotation",
+		Flags: hsmFlags(
+			&cli.StringFlag{Name: "new-label", Required: true, Usage: "the new key's `LABEL`"},
+			&cli.StringFlag{Name: "type", Value: "rsa-3072", Usage: "rsa-2048, rsa-3072 or rsa-4096"},
+			&cli.StringFlag{Name: "out", Usage: "public key `FILE` for users (default: LABEL.pub)"},
+			&cli.BoolFlag{Name: "force", Usage: "replace an existing public key file"},
+		),
+		Action: rotateAction,
+	}
+}
+
+func retireCommand() *cli.Command {
+	return &cli.Command{
+		Name:   "retire-key",
+		Usage:  "retire an old authority key once every record is wrapped under another key",
+		Flags:  storeFlags(&cli.StringFlag{Name: "label", Required: true, Usage: "the old key's `LABEL`"}),
+		Action: retireAction,
+	}
+}
+
+// authorityInit makes the first authority key and registers it. The store is checked before
+// the key is made, so a refused init leaves nothing on the token.
+func authorityInit(c *cli.Context) error {
+	bits, ok := keyTypes[c.String("type")]
+	if !ok {
+		return fmt.Errorf("unknown key type %q; use rsa-2048, rsa-3072 or rsa-4096", c.String("type"))
+	}
+	out := pubFileName(c.String("out"), c.String("label"))
+	return withAuthority(c, func(a *authority.Authority, s *session) error {
+		if err := a.CanInit(); err != nil {
+			return err
+		}
+		o, err := createOutput(out, c.Bool("force"))
+		if err != nil {
+			return err
+		}
+		defer o.abort()
+		kp, err := s.token.GenerateRSA(c.String("label"), bits)
+		if err != nil {
+			return err
+		}
+		hash, err := authority.OAEPHashOf(kp)
+		if err != nil {
+			return err
+		}
+		k, err := a.RegisterKey(kp, hash, "init")
+		if err != nil {
+			return err
+		}
+		if err := writePublicKey(o, kp); err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "created authority key %q (RSA-%d, tag %s) on token %q and registered it in %s; public key in %s\n",
+			k.Label, bits, k.Tag, s.token.Info().Label, c.String("db"), out)
+		return nil
+	})
+}
+
+func pubFileName(out, label string) string {
+	if out == "" {
+		return label + ".pub"
+	}
+	return out
+}
+
+// rotateAction starts or resumes a rotation and re-wraps every record, one transaction each.
+func rotateAction(c *cli.Context) error {
+	bits, ok := keyTypes[c.String("type")]
+	if !ok {
+		return fmt.Errorf("unknown key type %q; use rsa-2048, rsa-3072 or rsa-4096", c.String("type"))
+	}
+	label := c.String("new-label")
+	out := pubFileName(c.String("out"), label)
+	return withAuthority(c, func(a *authority.Authority, s *session) error {
+		k, created, err := a.RotateStart(label, bits)
+		if err != nil {
+			return err
+		}
+		if created || c.IsSet("out") {
+			if err := writeAuthorityPub(s.token, label, out, c.Bool("force") || !created); err != nil {
+				return err
+			}
+			fmt.Printf("new authority key %q (tag %s) is current; give %s to users\n", k.Label, k.Tag, out)
+		} else {
+			fmt.Printf("resuming the rotation to authority key %q (tag %s)\n", k.Label, k.Tag)
+		}
+		n, err := a.Rotate(func(id string, done, total int) {
+			fmt.Printf("[%d/%d] re-wrapped %s\n", done, total, id)
+		})
+		if err != nil {
+			return err
+		}
+		fmt.Printf("rotation done: %d record(s) re-wrapped; every record is now wrapped for %q\n", n, k.Label)
+		return nil
+	})
+}
+
+func writeAuthorityPub(t *token.Token, label, out string, force bool) error {
+	kp, err := t.FindKeyPair(label, nil)
+	if err != nil {
+		return err
+	}
+	o, err := createOutput(out, force)
+	if err != nil {
+		return err
+	}
+	defer o.abort()
+	return writePublicKey(o, kp)
+}
+
+func retireAction(c *cli.Context) error {
+	return withStore(c, func(a *authority.Authority) error {
+		k, err := a.RetireKey(c.String("label"))
+		if err != nil {
+			return err
+		}
+		fmt.Printf("authority key %q (%s) is retired; no record needs it. Destroy it on the HSM with the HSM's own tools.\n", k.Label, k.Tag)
+		return nil
+	})
+}
