@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole p11escrow story on two throwaway SoftHSM2 tokens under ./.demo: a user's token and
-# the backup authority's HSM. Run it with `make demo`; it prints each command before it runs it.
+# The whole p11escrow story on throwaway SoftHSM2 tokens under ./.demo: a user's token, the
+# backup authority's HSM, two recovery officers' tokens, and the user's replacement card after she
+# loses the first. Run it with `make demo`; it prints each command before it runs it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=$PWD/bin/p11escrow
@@ -50,8 +51,45 @@ step "Alice decrypts with her token"
 run "$bin" decrypt --token user -o report-alice.pdf report.pdf.p11e
 run cmp report.pdf report-alice.pdf && echo "identical"
 
-step "Alice loses her card. The authority, once her identity is established, decrypts with its HSM"
-run "$bin" authority decrypt --token authority -o report-recovered.pdf report.pdf.p11e
+step "The authority takes the record in: verified on its HSM, then stored in authority.db"
+run "$bin" authority intake --token authority report.pdf.p11e.escrow.json
+run "$bin" authority list
+
+step "Two recovery officers, each with a signing key on their own token; two approvals are the rule"
+run softhsm2-util --init-token --free --label officer-olivia --so-pin 12345678 --pin 1234 >/dev/null
+run softhsm2-util --init-token --free --label officer-oscar --so-pin 12345678 --pin 1234 >/dev/null
+run "$bin" key generate --usage sign --token officer-olivia --label olivia
+run "$bin" key generate --usage sign --token officer-oscar --label oscar
+run "$bin" authority officer add --name olivia --pub olivia.pub
+run "$bin" authority officer add --name oscar --pub oscar.pub
+run "$bin" authority policy --approvals 2
+
+step "Alice loses her card: her token is gone, and with it her key"
+run softhsm2-util --delete-token --token user
+run "$bin" token list
+
+step "Alice gets a new card and a new key, and tells the authority which file she needs"
+run softhsm2-util --init-token --free --label alice-new --so-pin 12345678 --pin 1234 >/dev/null
+run "$bin" key generate --token alice-new --label alice-2
+id=$("$bin" inspect --json report.pdf.p11e | sed -n 's/.*"file_id": "\([0-9a-f]*\)".*/\1/p')
+echo "file ID: $id"
+
+step "Once her identity is established, a recovery request; one approval is not enough"
+run "$bin" authority request --id "$id" --to alice-2.pub --reason "lost card; identity checked in person (ticket 42)" -o request.json
+run "$bin" authority approve request.json --token officer-olivia --key olivia
+run "$bin" authority recover request.json --token authority -o report.header || echo "(refused, as it should be)"
+
+step "The second officer approves on her own token; the HSM re-issues the header"
+run "$bin" authority approve request.json --token officer-oscar --key oscar
+run "$bin" authority recover request.json --token authority -o report.header
+
+step "Alice swaps the header (the payload is untouched) and decrypts with her new card"
+run "$bin" reheader report.pdf.p11e --header report.header -o report-new.pdf.p11e
+run "$bin" decrypt --token alice-new -o report-recovered.pdf report-new.pdf.p11e
 run cmp report.pdf report-recovered.pdf && echo "identical"
+
+step "Every step is in the authority's hash-chained audit log"
+run "$bin" authority audit
+run "$bin" authority audit --verify
 
 step "Done. Everything is under $demo; 'make clean' removes it."
