@@ -6,6 +6,7 @@ import (
 	"os"
 
 	"github.com/p11escrow/p11escrow/escrow"
+	"github.com/p11escrow/p11escrow/escrow/authority"
 	"github.com/p11escrow/p11escrow/token"
 	"github.com/urfave/cli/v2"
 )
@@ -27,15 +28,16 @@ func authorityCommand() *cli.Command {
 				Action: authorityInit,
 			},
 			{
-				Name:      "decrypt",
-				Usage:     "decrypt files through their authority stanza",
+				Name:  "decrypt",
+				Usage: "decrypt files through their authority stanza, on the HSM, while no officers are registered",
+				Description: "Every use is audited. Once officers are registered, the two-person rule applies and\n" +
+					"this command refuses: use authority request, approve and recover --decrypt.",
 				ArgsUsage: "IN...",
-				Flags: append(tokenFlags(),
-					&cli.StringFlag{Name: "key", Usage: "the authority key's `LABEL` (default: every RSA key on the token)"},
-					&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "output `FILE` (default: IN without .p11e; - for stdout)"},
+				Flags: hsmFlags(
+					&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "output `FILE` (default: IN without .p11e; - for stdout); one input only"},
 					&cli.BoolFlag{Name: "force", Usage: "replace existing output files"},
 				),
-				Action: func(c *cli.Context) error { return decryptFiles(c, authorityStanza) },
+				Action: authorityDecrypt,
 			},
 			{
 				Name:      "verify",
@@ -156,4 +158,44 @@ func recordMatchesFile(rec *escrow.Record, name string) error {
 		return err
 	}
 	return rec.MatchesFile(h)
+}
+
+// authorityDecrypt decrypts each input on the HSM through its authority stanza.
+func authorityDecrypt(c *cli.Context) error {
+	ins := c.Args().Slice()
+	if len(ins) == 0 {
+		return errors.New("no input files; give one or more, or - for stdin")
+	}
+	if len(ins) > 1 && c.String("output") != "" {
+		return errors.New("-o names one file; with several inputs, outputs are IN without .p11e")
+	}
+	return withAuthority(c, func(a *authority.Authority, _ *session) error {
+		for _, in := range ins {
+			if err := directDecrypt(a, in, c.String("output"), c.Bool("force")); err != nil {
+				return fmt.Errorf("%s: %w", in, err)
+			}
+		}
+		return nil
+	})
+}
+
+func directDecrypt(a *authority.Authority, in, out string, force bool) error {
+	out, err := decryptOutputName(in, out)
+	if err != nil {
+		return err
+	}
+	src, err := openInput(in)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	o, err := createOutput(out, force)
+	if err != nil {
+		return err
+	}
+	defer o.abort()
+	if err := a.DirectDecrypt(src, o); err != nil {
+		return err
+	}
+	return o.commit()
 }

@@ -1,0 +1,57 @@
+package authority
+
+import (
+	"fmt"
+	"io"
+
+	"github.com/p11escrow/p11escrow/escrow"
+	"github.com/p11escrow/p11escrow/token"
+)
+
+// DirectDecrypt decrypts a file through its authority stanza without a recovery request. It is
+// the authority's path before it has officers: once any officer is registered, the two-person
+// rule is in force and DirectDecrypt refuses, so that no single insider can use the tool to
+// decrypt alone. Every use is written to the audit log before any plaintext is released. As in
+// RecoverDecrypt, the session key stays inside the HSM: it is unwrapped sensitive and not
+// extractable, and the token opens the chunks.
+func (a *Authority) DirectDecrypt(in io.Reader, out io.Writer) error {
+	if err := a.needToken(); err != nil {
+		return err
+	}
+	officers, err := a.Store.Officers()
+	if err != nil {
+		return err
+	}
+	if len(officers) > 0 {
+		return fmt.Errorf("%d officer(s) are registered, so recoveries need approvals: use authority request, approve and recover --decrypt", len(officers))
+	}
+	h, payload, err := escrow.ParseHeader(in)
+	if err != nil {
+		return err
+	}
+	sk, key, err := a.unwrapStanza(h)
+	if err != nil {
+		return err
+	}
+	defer sk.Destroy()
+	if err := a.Log("decrypt-direct", map[string]any{"file_id": h.ID.String(), "authority_key": key.Fingerprint}); err != nil {
+		return err
+	}
+	return h.DecryptOn(sk, payload, out)
+}
+
+// unwrapStanza unwraps h's authority stanza with the live authority key it names, sealed.
+func (a *Authority) unwrapStanza(h *escrow.Header) (*token.SecretKey, *AuthorityKey, error) {
+	for _, s := range h.Stanzas {
+		if escrow.StanzaRole(s) != escrow.RoleAuthority {
+			continue
+		}
+		key, err := a.keyForTag(s.Args[1])
+		if err != nil {
+			return nil, nil, err
+		}
+		sk, err := a.unwrapWith(key, &Wrap{KeyFingerprint: key.Fingerprint, OAEPHash: s.Args[0], Wrapped: s.Body}, false)
+		return sk, key, err
+	}
+	return nil, nil, &escrow.NoIdentityError{}
+}
