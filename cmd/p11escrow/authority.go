@@ -121,30 +121,11 @@ func verifyRecordWith(s *session, rec *escrow.Record, h *escrow.Header, st *escr
 		return err
 	}
 	if c.AESGCM && c.SHA256Digest && c.UnwrapWithOAEP {
-		return verifyOnToken(rec, h, st, kp)
+		return authority.VerifyOnToken(rec, h, st, kp)
 	}
 	warn("token %q has no AES-GCM or SHA-256 digest, so the session key is checked in this host's memory", s.token.Info().Label)
 	_, err = rec.Verify(&escrow.RSAIdentity{Public: kp.Public, Key: kp})
 	return err
-}
-
-func verifyOnToken(rec *escrow.Record, h *escrow.Header, st *escrow.Stanza, kp *token.KeyPair) error {
-	hash, err := escrow.ParseOAEPHash(st.Args[0])
-	if err != nil {
-		return err
-	}
-	if len(st.Body) != kp.Public.Size() {
-		return &escrow.RecordError{Reason: "its wrapped key has the wrong length for the authority key"}
-	}
-	sk, err := kp.UnwrapOAEPSealed(hash, st.Body)
-	if errors.Is(err, token.ErrDecrypt) {
-		return &escrow.RecordError{Reason: "its wrapped key does not decrypt with the authority key"}
-	}
-	if err != nil {
-		return err
-	}
-	defer sk.Destroy()
-	return rec.VerifyOn(h, sk)
 }
 
 func recordMatchesFile(rec *escrow.Record, name string) error {

@@ -85,6 +85,13 @@ func (a *Authority) verifyOnToken(rec *escrow.Record, h *escrow.Header, st *escr
 	if err != nil {
 		return err
 	}
+	return VerifyOnToken(rec, h, st, kp)
+}
+
+// VerifyOnToken unwraps the record's authority stanza st with kp as a sensitive, non-extractable
+// session key and lets the token check the commitment, the header MAC and the record binding:
+// the session key never reaches this host's memory.
+func VerifyOnToken(rec *escrow.Record, h *escrow.Header, st *escrow.Stanza, kp *token.KeyPair) error {
 	hash, err := escrow.ParseOAEPHash(st.Args[0])
 	if err != nil {
 		return &escrow.RecordError{Reason: err.Error()}
