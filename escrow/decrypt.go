@@ -8,7 +8,7 @@ import (
 )
 
 // Reader decrypts a payload. It returns only verified plaintext, and io.EOF only after the last
-// chunk verified.
+// chunk verified. Chunks are opened on all cores ahead of the reader, but released in order.
 type Reader struct {
 	header *Header
 	stream *stream.Reader
@@ -20,13 +20,26 @@ func (r *Reader) Header() *Header { return r.header }
 // Read returns verified plaintext.
 func (r *Reader) Read(p []byte) (int, error) {
 	n, err := r.stream.Read(p)
+	return n, payloadErr(err)
+}
+
+// WriteTo writes the verified plaintext to w, chunk by chunk, each only after its tag and every
+// earlier chunk's verified; io.Copy uses it. It returns nil after the last chunk.
+func (r *Reader) WriteTo(w io.Writer) (int64, error) {
+	n, err := r.stream.WriteTo(w)
+	return n, payloadErr(err)
+}
+
+// payloadErr turns the stream's sentinels into the package's error types. Errors from the
+// source or the destination pass through.
+func payloadErr(err error) error {
 	switch {
 	case errors.Is(err, stream.ErrTruncated):
-		err = &TruncatedError{What: "payload"}
+		return &TruncatedError{What: "payload"}
 	case errors.Is(err, stream.ErrTampered):
-		err = &TamperedError{Reason: err.Error()}
+		return &TamperedError{Reason: err.Error()}
 	}
-	return n, err
+	return err
 }
 
 // Chunks returns how many payload chunks have been verified so far.

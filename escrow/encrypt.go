@@ -7,7 +7,8 @@ import (
 	"github.com/p11escrow/p11escrow/escrow/internal/stream"
 )
 
-// Writer encrypts a payload. Close must be called to seal the last chunk.
+// Writer encrypts a payload. Close must be called to seal the last chunk. Chunks are sealed on
+// all cores and written in order.
 type Writer struct {
 	header *Header
 	stream *stream.Writer
@@ -18,6 +19,9 @@ func (w *Writer) Header() *Header { return w.header }
 
 // Write encrypts p.
 func (w *Writer) Write(p []byte) (int, error) { return w.stream.Write(p) }
+
+// ReadFrom encrypts src to its end, reading straight into the chunk buffers; io.Copy uses it.
+func (w *Writer) ReadFrom(src io.Reader) (int64, error) { return w.stream.ReadFrom(src) }
 
 // Close seals the last chunk. It does not close dst.
 func (w *Writer) Close() error { return w.stream.Close() }
