@@ -173,6 +173,20 @@ func (k *FileKey) Destroy() error {
 // importPublic creates (once per Token and key) a session public key
 // object usable by C_WrapKey.
 func (t *Token) importPublic(pub *rsa.PublicKey) (pkcs11.ObjectHandle, error) {
+	// A batch wraps every file for the same few *rsa.PublicKey values: finding them by pointer
+	// first saves a DER encoding per wrap.
+	if h, ok := t.pubPtrs[pub]; ok {
+		return h, nil
+	}
+	h, err := t.importPublicDER(pub)
+	if err == nil {
+		t.pubPtrs[pub] = h
+	}
+	return h, err
+}
+
+// importPublicDER finds pub's session object by its PKIX DER, or creates it.
+func (t *Token) importPublicDER(pub *rsa.PublicKey) (pkcs11.ObjectHandle, error) {
 	der, err := x509.MarshalPKIXPublicKey(pub)
 	if err != nil {
 		return 0, newErr("import public key", nil, "the public key cannot be encoded (%v); check the key file", err)

@@ -8,6 +8,7 @@
 package token
 
 import (
+	"crypto/rsa"
 	"errors"
 	"fmt"
 	"os"
@@ -224,7 +225,8 @@ func (m *Module) Open(sel Selector) (*Token, error) {
 	if err != nil {
 		return nil, tokenErr(fmt.Sprintf("open token %q", si.Label), ctxPlain, err)
 	}
-	t := &Token{m: m, ctx: m.ctx, sh: sh, info: si, pubs: map[string]pkcs11.ObjectHandle{}}
+	t := &Token{m: m, ctx: m.ctx, sh: sh, info: si, pubs: map[string]pkcs11.ObjectHandle{},
+		pubPtrs: map[*rsa.PublicKey]pkcs11.ObjectHandle{}}
 	m.track(t, true)
 	return t, nil
 }

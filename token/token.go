@@ -1,6 +1,7 @@
 package token
 
 import (
+	"crypto/rsa"
 	"fmt"
 
 	"github.com/miekg/pkcs11"
@@ -17,8 +18,9 @@ type Token struct {
 	caps *Capabilities
 	// pubs caches imported session public keys by PKIX DER, so wrapping
 	// many files to the same recipient imports its key once.
-	pubs   map[string]pkcs11.ObjectHandle
-	closed bool
+	pubs    map[string]pkcs11.ObjectHandle
+	pubPtrs map[*rsa.PublicKey]pkcs11.ObjectHandle // the same handles, by the caller's pointer
+	closed  bool
 }
 
 // Info returns the slot and token description read when the token was opened.
@@ -37,6 +39,7 @@ func (t *Token) Close() error {
 		_ = t.ctx.DestroyObject(t.sh, h) // best effort; CloseSession removes it anyway
 		delete(t.pubs, k)
 	}
+	clear(t.pubPtrs)
 	return tokenErr(fmt.Sprintf("close token %q", t.info.Label), ctxPlain, t.ctx.CloseSession(t.sh))
 }
 

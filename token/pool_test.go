@@ -1,0 +1,111 @@
+package token
+
+import (
+	"crypto"
+	"crypto/rand"
+	"crypto/rsa"
+	"errors"
+	"sync"
+	"testing"
+)
+
+// TestNewSessionSharesLogin checks that sessions opened after the login are logged in, work
+// from several goroutines at once, and are closed with the module's bookkeeping.
+func TestNewSessionSharesLogin(t *testing.T) {
+	tk := mainToken(t)
+	kp := sharedKey(t)
+	if _, err := tk.Capabilities(); err != nil {
+		t.Fatal(err)
+	}
+	const n = 4
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		s, err := tk.NewSession()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !s.LoggedIn() {
+			t.Fatal("a new session on a logged-in token is not logged in")
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer s.Close()
+			errs <- wrapAndUnwrap(s, kp)
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// wrapAndUnwrap makes a file key on s, wraps it on s for kp and unwraps it with kp's private key
+// (on kp's own session: object handles are valid in every session of the application).
+func wrapAndUnwrap(s *Token, kp *KeyPair) error {
+	for i := 0; i < 5; i++ {
+		id := []byte{byte(i), 1, 2, 3}
+		k, err := s.NewFileKey(id)
+		if err != nil {
+			return err
+		}
+		w, err := k.WrapOAEP(kp.Public, crypto.SHA1)
+		if err != nil {
+			return err
+		}
+		v, err := k.Value()
+		if err != nil {
+			return err
+		}
+		if err := k.Destroy(); err != nil {
+			return err
+		}
+		if len(w) != kp.Public.Size() || len(v) != FileKeySize {
+			return errors.New("wrong sizes")
+		}
+		clear(v)
+	}
+	return nil
+}
+
+func TestNewSessionAfterClose(t *testing.T) {
+	tk := mainToken(t)
+	s, err := tk.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if _, err := s.NewSession(); err == nil {
+		t.Fatal("NewSession on a closed session succeeded")
+	}
+}
+
+// TestOAEPSHA256AgreesWithRoundTrip checks the cheap probe against the full round trip, and that
+// the probe leaves no operation active on the session.
+func TestOAEPSHA256AgreesWithRoundTrip(t *testing.T) {
+	kp := sharedKey(t)
+	full, err := kp.SupportsOAEPSHA256()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cheap, err := kp.OAEPSHA256()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cheap != full {
+		t.Fatalf("OAEPSHA256 = %v, SupportsOAEPSHA256 = %v", cheap, full)
+	}
+	msg := []byte("0123456789abcdef0123456789abcdef")
+	ct, err := rsa.EncryptOAEP(crypto.SHA1.New(), rand.Reader, kp.Public, msg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pt, err := kp.DecryptOAEP(crypto.SHA1, ct)
+	if err != nil || string(pt) != string(msg) {
+		t.Fatalf("decrypting after the probe: %v", err)
+	}
+}

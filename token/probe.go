@@ -1,0 +1,53 @@
+package token
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"errors"
+)
+
+// OAEPSHA256 answers the question of SupportsOAEPSHA256, whether the token decrypts RSA-OAEP
+// with SHA-256 under k, at a fraction of the cost for tokens that do not. It first asks the
+// token to start the operation (C_DecryptInit with OAEP-SHA256 parameters): a token that
+// refuses there, as SoftHSM2 2.6.1 does with CKR_ARGUMENTS_BAD, has answered, and no RSA
+// operation runs on either side. Only a token that accepts gets the real round trip, on the
+// operation already started: the host encrypts 32 random bytes, the token decrypts them. That
+// saves a host RSA encryption (about 0.25 ms for RSA-3072) on every encrypt call, where the
+// probe runs once per call for the owner's key.
+func (k *KeyPair) OAEPSHA256() (bool, error) {
+	const op = "probe RSA-OAEP with SHA-256"
+	mech, err := oaepMech(crypto.SHA256)
+	if err != nil {
+		return false, err
+	}
+	if err := k.t.ctx.DecryptInit(k.t.sh, mech, k.priv); err != nil {
+		return false, fatalProbe(tokenErr(op, ctxDecrypt, err))
+	}
+	msg := make([]byte, 32)
+	defer clear(msg)
+	rand.Read(msg)
+	ct, err := rsa.EncryptOAEP(sha256.New(), rand.Reader, k.Public, msg, nil)
+	if err != nil {
+		// End the operation the token started: any failing C_Decrypt does.
+		_, _ = k.t.ctx.Decrypt(k.t.sh, make([]byte, k.Public.Size()))
+		return false, err
+	}
+	pt, err := k.t.ctx.Decrypt(k.t.sh, ct)
+	if err != nil {
+		return false, fatalProbe(tokenErr(op, ctxDecrypt, err))
+	}
+	defer clear(pt)
+	return bytes.Equal(pt, msg), nil
+}
+
+// fatalProbe keeps the errors that mean the token or the login is gone; every other refusal
+// just means "no SHA-256".
+func fatalProbe(err error) error {
+	if errors.Is(err, ErrNotLoggedIn) || errors.Is(err, ErrNoToken) || errors.Is(err, ErrPINLocked) {
+		return err
+	}
+	return nil
+}
