@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto"
 	"errors"
 	"fmt"
 	"io"
@@ -60,12 +61,12 @@ func encryptAction(c *cli.Context) error {
 			return err
 		}
 		plan.force = c.Bool("force")
-		for _, j := range jobs {
-			if err := plan.encrypt(j); err != nil {
-				return fmt.Errorf("%s: %w", j.in, err)
+		return s.forEachJob(len(jobs), func(t *token.Token, i int) error {
+			if err := plan.encrypt(t, jobs[i]); err != nil {
+				return fmt.Errorf("%s: %w", jobs[i].in, err)
 			}
-		}
-		return nil
+			return nil
+		})
 	})
 }
 
@@ -140,7 +141,7 @@ func newEncryptPlan(s *session, keyLabel string, others []escrow.Recipient) (*en
 	if err != nil {
 		return nil, err
 	}
-	hash, err := oaepHashFor(kp)
+	hash, err := ownerOAEPHash(kp)
 	if err != nil {
 		return nil, err
 	}
@@ -157,9 +158,20 @@ func newEncryptPlan(s *session, keyLabel string, others []escrow.Recipient) (*en
 	}, nil
 }
 
-// encrypt encrypts one file. The record is moved into place before the file, so that a file
+// ownerOAEPHash is oaepHashFor (keycmd.go) with the cheaper probe: a token that refuses OAEP
+// with SHA-256 at C_DecryptInit costs no host RSA encryption. It runs once per encrypt call.
+func ownerOAEPHash(kp *token.KeyPair) (crypto.Hash, error) {
+	ok, err := kp.OAEPSHA256()
+	if err != nil || !ok {
+		return crypto.SHA1, err
+	}
+	return crypto.SHA256, nil
+}
+
+// encrypt encrypts one file on the token session t. Several run at once, one per session; the
+// plan is shared and read-only. The record is moved into place before the file, so that a file
 // never exists without its escrow record.
-func (p *encryptPlan) encrypt(j encryptJob) error {
+func (p *encryptPlan) encrypt(t *token.Token, j encryptJob) error {
 	in, err := openInput(j.in)
 	if err != nil {
 		return err
@@ -171,7 +183,7 @@ func (p *encryptPlan) encrypt(j encryptJob) error {
 	}
 	defer out.abort()
 	id := escrow.NewFileID()
-	key, err := p.s.token.NewFileKey(id[:])
+	key, err := t.NewFileKey(id[:])
 	if err != nil {
 		return err
 	}
