@@ -2,7 +2,7 @@
 export PATH := /usr/local/go/bin:$(PATH)
 GO ?= go
 
-.PHONY: all build test deps vet demo clean
+.PHONY: all build test deps vet demo bench clean
 
 all: build
 
@@ -24,5 +24,10 @@ test: deps vet
 demo: deps build
 	./softhsm-test/demo.sh
 
+# Benchmarks against age and openssl on throwaway SoftHSM2 tokens, ending with a markdown table
+# (bench/out/table.md). Installs age, hyperfine and time if missing. See BENCHMARKS.md.
+bench: deps
+	./bench/run.sh
+
 clean:
-	rm -rf bin .demo
+	rm -rf bin .demo bench/out
