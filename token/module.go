@@ -14,6 +14,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/miekg/pkcs11"
 )
@@ -54,6 +55,11 @@ type Module struct {
 
 	mu   sync.Mutex
 	open map[*Token]struct{} // Tokens not yet closed
+
+	// noUnwrapValueLen remembers that the module refused CKA_VALUE_LEN in an
+	// unwrap template. SoftHSM2 refuses it only after the RSA private
+	// operation, so asking every time would double the cost of each unwrap.
+	noUnwrapValueLen atomic.Bool
 }
 
 // Load dlopens the module and calls C_Initialize. A module that someone

@@ -28,7 +28,8 @@ type SecretKey struct {
 // UnwrapOAEP decrypts a wrapped AES key on the token into a sensitive,
 // extractable (so it can be re-wrapped) session key. It first asks for
 // CKA_VALUE_LEN=32, which some HSMs require, then retries without it,
-// because SoftHSM2 rejects CKA_VALUE_LEN in unwrap templates. A key whose
+// because SoftHSM2 rejects CKA_VALUE_LEN in unwrap templates; the module
+// remembers the refusal, so later unwraps make one call. A key whose
 // CKA_VALUE_LEN reads back other than 32 is refused; SoftHSM2 reports 0
 // after an unwrap, which is accepted since the length is then unknown.
 func (k *KeyPair) UnwrapOAEP(hash crypto.Hash, wrapped []byte) (*SecretKey, error) {
@@ -46,9 +47,13 @@ func (k *KeyPair) unwrapOAEP(hash crypto.Hash, wrapped []byte, extractable bool)
 	if len(wrapped) == 0 { // miekg's UnwrapKey indexes wrapped[0]
 		return nil, newErr(op, ErrDecrypt, msgNotForKey)
 	}
-	h, err := k.t.ctx.UnwrapKey(k.t.sh, mech, k.priv, wrapped, unwrapTemplate(true, extractable))
-	if isCode(err, pkcs11.CKR_ATTRIBUTE_READ_ONLY, pkcs11.CKR_TEMPLATE_INCONSISTENT) {
+	withLen := !k.t.m.noUnwrapValueLen.Load()
+	h, err := k.t.ctx.UnwrapKey(k.t.sh, mech, k.priv, wrapped, unwrapTemplate(withLen, extractable))
+	if withLen && isCode(err, pkcs11.CKR_ATTRIBUTE_READ_ONLY, pkcs11.CKR_TEMPLATE_INCONSISTENT) {
 		h, err = k.t.ctx.UnwrapKey(k.t.sh, mech, k.priv, wrapped, unwrapTemplate(false, extractable))
+		if err == nil {
+			k.t.m.noUnwrapValueLen.Store(true)
+		}
 	}
 	if err != nil {
 		return nil, tokenErr(op, ctxDecrypt, err)

@@ -283,6 +283,11 @@ func TestTokenSideOperations(t *testing.T) {
 	if s, err := sk.Sensitive(); err != nil || !s {
 		t.Errorf("Sensitive() = %v, %v", s, err)
 	}
+	// SoftHSM2 refuses CKA_VALUE_LEN in unwrap templates; the module must remember it, so that
+	// later unwraps cost one RSA operation and not two.
+	if !tk.m.noUnwrapValueLen.Load() {
+		t.Error("after an unwrap on SoftHSM2, the module does not remember that CKA_VALUE_LEN is refused")
+	}
 	prefix, suffix := []byte("p11escrow commit"), []byte("header-hash")
 	want := sha256.Sum256(append(append(append([]byte{}, prefix...), v...), suffix...))
 	for name, k := range map[string]*SecretKey{"unwrapped": sk, "file key": fk.Secret()} {
