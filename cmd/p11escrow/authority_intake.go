@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"text/tabwriter"
 	"time"
 
@@ -45,8 +46,8 @@ func showCommand() *cli.Command {
 	}
 }
 
-// intakeAction takes in every record with one login. A record is acknowledged on stdout only
-// after its transaction committed.
+// intakeAction takes in every record with one login, checking records on one token session per
+// core. A record is acknowledged on stdout only after its transaction committed.
 func intakeAction(c *cli.Context) error {
 	names := c.Args().Slice()
 	if len(names) == 0 {
@@ -54,18 +55,17 @@ func intakeAction(c *cli.Context) error {
 	}
 	return withAuthority(c, func(a *authority.Authority, _ *session) error {
 		count := map[authority.Outcome]int{}
-		for i, name := range names {
-			res, err := intakeOne(a, name)
-			if err != nil {
-				return fmt.Errorf("%s: %w (stopped after %d held; rerun to continue)", name, err, count[authority.Held])
-			}
+		report := func(i int, res authority.IntakeResult) {
 			count[res.Outcome]++
 			prefix := fmt.Sprintf("[%d/%d]", i+1, len(names))
 			if res.Outcome == authority.Rejected {
-				fmt.Printf("%s rejected %s: %s\n", prefix, name, oneLine(res.Reason))
-				continue
+				fmt.Printf("%s rejected %s: %s\n", prefix, res.Name, oneLine(res.Reason))
+				return
 			}
-			fmt.Printf("%s %s %s %s\n", prefix, res.Outcome, res.FileID, name)
+			fmt.Printf("%s %s %s %s\n", prefix, res.Outcome, res.FileID, res.Name)
+		}
+		if err := a.IntakeAll(names, readRecord, runtime.NumCPU(), report); err != nil {
+			return fmt.Errorf("%w (stopped after %d held; rerun to continue)", err, count[authority.Held])
 		}
 		fmt.Printf("intake: %d held, %d rejected, %d already held\n",
 			count[authority.Held], count[authority.Rejected], count[authority.Duplicate])
@@ -76,14 +76,10 @@ func intakeAction(c *cli.Context) error {
 	})
 }
 
-// intakeOne reads one record file; an unreadable file is a rejection, not a stop.
-func intakeOne(a *authority.Authority, name string) (authority.IntakeResult, error) {
+// readRecord reads one record file; its error, without the "open" prefix, rejects the record.
+func readRecord(name string) ([]byte, error) {
 	data, err := os.ReadFile(name)
-	if err != nil {
-		return authority.IntakeResult{Name: name, Outcome: authority.Rejected, Reason: unwrapPath(err)},
-			a.Log("reject", map[string]any{"source": name, "reason": unwrapPath(err).Error()})
-	}
-	return a.Intake(name, data)
+	return data, unwrapPath(err)
 }
 
 func listAction(c *cli.Context) error {

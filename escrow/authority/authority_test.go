@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -566,5 +567,56 @@ func TestMigrationsAreIdempotent(t *testing.T) {
 	}
 	if v, err := IntegrityCheck(st); err != nil || v != "ok" {
 		t.Errorf("integrity_check: %q %v", v, err)
+	}
+}
+
+// TestIntakeAllInOrder takes in good, bad and duplicate records on several sessions at once and
+// checks that every outcome is right and reported in input order, as the committer stores them.
+func TestIntakeAllInOrder(t *testing.T) {
+	a, authKP := newAuthority(t)
+	alice, err := a.Token.GenerateRSA(uniq(t, "alice"), 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := map[string][]byte{}
+	var names []string
+	want := map[string]Outcome{}
+	add := func(name string, rec []byte, o Outcome) {
+		names = append(names, name)
+		data[name], want[name] = rec, o
+	}
+	first := encryptFor(t, alice, authKP.Public, 10)
+	add("r00", first.record, Held)
+	for i := 1; i < 12; i++ {
+		add(fmt.Sprintf("r%02d", i), encryptFor(t, alice, authKP.Public, 10).record, Held)
+	}
+	add("dup", first.record, Duplicate)
+	add("junk", []byte("{}"), Rejected)
+	add("missing", nil, Rejected)
+	read := func(name string) ([]byte, error) {
+		if name == "missing" {
+			return nil, errors.New("missing: no such file")
+		}
+		return data[name], nil
+	}
+	var got []string
+	err = a.IntakeAll(names, read, 3, func(i int, res IntakeResult) {
+		if res.Name != names[i] || res.Outcome != want[res.Name] {
+			t.Errorf("record %d: %s %s, want %s %s", i, res.Name, res.Outcome, names[i], want[names[i]])
+		}
+		got = append(got, res.Name)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(got, ",") != strings.Join(names, ",") {
+		t.Errorf("reported %v, want %v", got, names)
+	}
+	recs, err := a.Store.Records(Filter{})
+	if err != nil || len(recs) != 12 {
+		t.Errorf("the store holds %d records, want 12 (%v)", len(recs), err)
+	}
+	if _, _, err := a.VerifyAudit(); err != nil {
+		t.Error(err)
 	}
 }

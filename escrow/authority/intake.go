@@ -3,6 +3,7 @@ package authority
 import (
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/p11escrow/p11escrow/escrow"
@@ -39,30 +40,193 @@ type IntakeResult struct {
 // of it is stored. A valid record whose file ID is already held is reported as a duplicate. The
 // returned error is for failures of the token or the store, after which intake should stop.
 func (a *Authority) Intake(name string, data []byte) (IntakeResult, error) {
-	res := IntakeResult{Name: name}
+	return a.commit(a.check(name, data, nil, a.Token, a.keyPair))
+}
+
+// checked is a record after the token's checks, ready to be stored or rejected.
+type checked struct {
+	res IntakeResult
+	rec *escrow.Record
+	st  *escrow.Stanza
+	key *AuthorityKey
+	bad error // why the record is rejected; nil if it verified
+	err error // a token or store failure, after which intake stops
+}
+
+// check parses and verifies one record on session on, with the key pairs keyPair finds. It
+// writes nothing, so it can run on several sessions at once.
+func (a *Authority) check(name string, data []byte, readErr error, on *token.Token,
+	keyPair func(*AuthorityKey) (*token.KeyPair, error)) checked {
+	c := checked{res: IntakeResult{Name: name}}
+	if readErr != nil {
+		c.bad = readErr
+		return c
+	}
 	rec, err := escrow.ParseRecord(data)
 	if err != nil {
-		return a.reject(res, err)
+		c.bad = err
+		return c
 	}
-	res.FileID = rec.FileID
+	c.rec, c.res.FileID = rec, rec.FileID
 	// Verify before looking for a duplicate, so that an altered copy of a held record is
 	// reported as the forgery it is, not as "already held".
 	h, st, err := rec.AuthorityStanza()
 	if err != nil {
-		return a.reject(res, err)
+		c.bad = err
+		return c
 	}
-	key, err := a.keyForTag(st.Args[1])
+	c.st = st
+	if c.key, err = a.keyForTag(st.Args[1]); err != nil {
+		c.bad = err
+		return c
+	}
+	kp, err := keyPair(c.key)
 	if err != nil {
-		return a.reject(res, err)
+		c.err = err
+		return c
 	}
-	if err := a.verifyOnToken(rec, h, st, key); err != nil {
-		var re *escrow.RecordError
-		if errors.As(err, &re) {
-			return a.reject(res, err)
+	err = VerifyOnToken(rec, h, st, kp.On(on))
+	var re *escrow.RecordError
+	if errors.As(err, &re) {
+		c.bad = err
+	} else {
+		c.err = err
+	}
+	return c
+}
+
+// commit stores a checked record, or audits its rejection.
+func (a *Authority) commit(c checked) (IntakeResult, error) {
+	switch {
+	case c.err != nil:
+		return c.res, c.err
+	case c.bad != nil:
+		return a.reject(c.res, c.bad)
+	}
+	return a.store(c.res, c.rec, c.st, c.key)
+}
+
+// IntakeAll takes in many records. The token checks run on up to sessions sessions of the
+// authority's token at once, because the RSA private operation of each unwrap is the limit;
+// the store writes run one at a time, in the order of names, so that acknowledgements stay in
+// order and the audit chain has a single writer. read loads a record; its error rejects that
+// record. report is called after each record is committed. It stops at the first token or
+// store failure.
+func (a *Authority) IntakeAll(names []string, read func(string) ([]byte, error), sessions int, report func(int, IntakeResult)) error {
+	if err := a.checkHSM(); err != nil {
+		return err
+	}
+	p, err := a.startChecks(names, read, sessions)
+	if err != nil {
+		return err
+	}
+	defer p.stop()
+	for i := range names {
+		c := <-p.results[i]
+		p.window <- struct{}{}
+		res, err := a.commit(c)
+		if err != nil {
+			return fmt.Errorf("%s: %w", names[i], err)
 		}
-		return res, err
+		report(i, res)
 	}
-	return a.store(res, rec, st, key)
+	return nil
+}
+
+// checkPool runs check on several sessions, ahead of the committer by at most a window.
+type checkPool struct {
+	results []chan checked
+	window  chan struct{} // one value per record the committer has taken
+	done    chan struct{}
+	wg      sync.WaitGroup
+	keys    map[string]*token.KeyPair // found before the workers start, read-only after
+}
+
+// keyPair returns a key pair found before the workers started: looking one up would use the
+// first session while a worker may be running an operation on it.
+func (p *checkPool) keyPair(k *AuthorityKey) (*token.KeyPair, error) {
+	if kp, ok := p.keys[k.Fingerprint]; ok {
+		return kp, nil
+	}
+	return nil, fmt.Errorf("authority key %q (%s) is not usable on this token", k.Label, k.Tag)
+}
+
+// findKeys finds every live authority key that is on the token; the others stay missing, so
+// only records wrapped for them fail.
+func (a *Authority) findKeys() (map[string]*token.KeyPair, error) {
+	live, err := a.liveKeys()
+	if err != nil {
+		return nil, err
+	}
+	found := map[string]*token.KeyPair{}
+	for _, k := range live {
+		if kp, err := a.keyPair(k); err == nil {
+			found[k.Fingerprint] = kp
+		}
+	}
+	return found, nil
+}
+
+func (a *Authority) startChecks(names []string, read func(string) ([]byte, error), sessions int) (*checkPool, error) {
+	keys, err := a.findKeys()
+	if err != nil {
+		return nil, err
+	}
+	sessions = max(1, min(sessions, len(names)))
+	p := &checkPool{results: make([]chan checked, len(names)), window: make(chan struct{}, len(names)),
+		done: make(chan struct{}), keys: keys}
+	for i := range p.results {
+		p.results[i] = make(chan checked, 1)
+	}
+	jobs := make(chan int)
+	go p.feed(jobs, len(names), 4*sessions)
+	for w := 0; w < sessions; w++ {
+		on := a.Token
+		if w > 0 {
+			s, err := a.Token.NewSession()
+			if err != nil {
+				break // the token allows fewer sessions: use those it gave
+			}
+			on = s
+		}
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			if on != a.Token {
+				defer on.Close()
+			}
+			for i := range jobs {
+				data, err := read(names[i])
+				p.results[i] <- a.check(names[i], data, err, on, p.keyPair)
+			}
+		}()
+	}
+	return p, nil
+}
+
+// feed hands out record indexes, never more than ahead records past the committer.
+func (p *checkPool) feed(jobs chan<- int, n, ahead int) {
+	defer close(jobs)
+	for i := 0; i < n; i++ {
+		if i >= ahead {
+			select {
+			case <-p.window:
+			case <-p.done:
+				return
+			}
+		}
+		select {
+		case jobs <- i:
+		case <-p.done:
+			return
+		}
+	}
+}
+
+// stop ends the feeder and waits for the workers, so that no session is used after return.
+func (p *checkPool) stop() {
+	close(p.done)
+	p.wg.Wait()
 }
 
 // keyForTag finds the live authority key a stanza's key tag names.
