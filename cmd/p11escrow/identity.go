@@ -15,8 +15,12 @@ type identities struct {
 
 // forHeader returns an identity for each token key that some stanza of h is addressed to.
 func (ids *identities) forHeader(h *escrow.Header) ([]escrow.Identity, error) {
-	if len(ids.filter.apply(h.Stanzas)) == 0 {
+	stanzas := ids.filter.apply(h.Stanzas)
+	if len(stanzas) == 0 {
 		return nil, &escrow.NoIdentityError{Tags: tags(h.Stanzas)}
+	}
+	if ids.keys == nil && !ids.named() && !ids.s.token.LoggedIn() && !ids.publicKeyMatches(stanzas) {
+		return nil, &escrow.NoIdentityError{Tags: tags(stanzas)}
 	}
 	keys, err := ids.load()
 	if err != nil {
@@ -29,6 +33,31 @@ func (ids *identities) forHeader(h *escrow.Header) ([]escrow.Identity, error) {
 	return list, nil
 }
 
+// publicKeyMatches reports whether a stanza's tag is that of a public key on the token, or
+// whether the token shows no public keys at all (then only a login can tell). It lets decrypt
+// refuse a file that is not for this token without asking for the PIN.
+func (ids *identities) publicKeyMatches(stanzas []*escrow.Stanza) bool {
+	pubs, err := ids.s.token.PublicKeys()
+	if err != nil || len(pubs) == 0 {
+		return true
+	}
+	want := map[string]bool{}
+	for _, t := range tags(stanzas) {
+		want[t] = true
+	}
+	for _, pub := range pubs {
+		if fpr, err := escrow.FingerprintOf(pub); err == nil && want[fpr.Tag()] {
+			return true
+		}
+	}
+	return false
+}
+
+// named reports whether the command names one key, by --key or by the URI.
+func (ids *identities) named() bool {
+	return ids.label != "" || ids.s.key.label != "" || ids.s.key.id != nil
+}
+
 func (ids *identities) load() ([]*token.KeyPair, error) {
 	if ids.keys != nil {
 		return ids.keys, nil
@@ -36,7 +65,7 @@ func (ids *identities) load() ([]*token.KeyPair, error) {
 	if err := ids.s.login(); err != nil {
 		return nil, err
 	}
-	if ids.label != "" || ids.s.key.label != "" || ids.s.key.id != nil {
+	if ids.named() {
 		kp, err := ids.s.findKey(ids.label)
 		if err != nil {
 			return nil, err
