@@ -1,7 +1,6 @@
 package token
 
 import (
-	"bytes"
 	"crypto"
 	"crypto/rand"
 	"crypto/rsa"
@@ -335,30 +334,4 @@ func (k *KeyPair) PrivateAttributes() (KeyAttributes, error) {
 		NeverExtractable: boolAttr(a[pkcs11.CKA_NEVER_EXTRACTABLE]),
 		Token:            boolAttr(a[pkcs11.CKA_TOKEN]),
 	}, nil
-}
-
-// SupportsOAEPSHA256 tests, with one real round trip, whether the token can
-// decrypt OAEP with SHA-256: the host encrypts 32 random bytes to k.Public,
-// the token decrypts. Mechanism rejections and wrong results give false,
-// nil; a lost login or token is returned as an error. SoftHSM2 2.6.1 says
-// false (CKR_ARGUMENTS_BAD).
-func (k *KeyPair) SupportsOAEPSHA256() (bool, error) {
-	msg := make([]byte, 32)
-	if _, err := rand.Read(msg); err != nil {
-		return false, err
-	}
-	ct, err := rsa.EncryptOAEP(sha256.New(), rand.Reader, k.Public, msg, nil)
-	if err != nil {
-		return false, err
-	}
-	pt, err := k.DecryptOAEP(crypto.SHA256, ct)
-	switch {
-	case errors.Is(err, ErrNotLoggedIn), errors.Is(err, ErrNoToken), errors.Is(err, ErrPINLocked):
-		return false, err
-	case err != nil:
-		return false, nil
-	}
-	defer clear(pt)
-	defer clear(msg)
-	return bytes.Equal(pt, msg), nil
 }

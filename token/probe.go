@@ -9,15 +9,26 @@ import (
 	"errors"
 )
 
-// OAEPSHA256 answers the question of SupportsOAEPSHA256, whether the token decrypts RSA-OAEP
-// with SHA-256 under k, at a fraction of the cost for tokens that do not. It first asks the
+// OAEPHash returns the OAEP hash to wrap for k: SHA-256 if k's token really decrypts RSA-OAEP
+// with SHA-256 (and MGF1-SHA256, empty label), else SHA-1, the one hash SoftHSM2 2.6.1 and most
+// HSMs accept. A lost login or token is an error; any other refusal means SHA-1.
+func (k *KeyPair) OAEPHash() (crypto.Hash, error) {
+	ok, err := k.SupportsOAEPSHA256()
+	if err != nil || !ok {
+		return crypto.SHA1, err
+	}
+	return crypto.SHA256, nil
+}
+
+// SupportsOAEPSHA256 reports whether the token decrypts RSA-OAEP with SHA-256 under k, at a
+// fraction of the cost of a round trip for tokens that do not. It first asks the
 // token to start the operation (C_DecryptInit with OAEP-SHA256 parameters): a token that
 // refuses there, as SoftHSM2 2.6.1 does with CKR_ARGUMENTS_BAD, has answered, and no RSA
 // operation runs on either side. Only a token that accepts gets the real round trip, on the
 // operation already started: the host encrypts 32 random bytes, the token decrypts them. That
 // saves a host RSA encryption (about 0.25 ms for RSA-3072) on every encrypt call, where the
 // probe runs once per call for the owner's key.
-func (k *KeyPair) OAEPSHA256() (bool, error) {
+func (k *KeyPair) SupportsOAEPSHA256() (bool, error) {
 	const op = "probe RSA-OAEP with SHA-256"
 	mech, err := oaepMech(crypto.SHA256)
 	if err != nil {

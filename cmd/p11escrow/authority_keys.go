@@ -54,7 +54,7 @@ func authorityInit(c *cli.Context) error {
 		if err != nil {
 			return err
 		}
-		hash, err := authority.OAEPHashOf(kp)
+		hash, err := kp.OAEPHash()
 		if err != nil {
 			return err
 		}

@@ -2,8 +2,6 @@ package main
 
 import (
 	"crypto"
-	"crypto/x509"
-	"encoding/pem"
 	"fmt"
 	"os"
 	"os/user"
@@ -68,17 +66,9 @@ func withAuthority(c *cli.Context, f func(a *authority.Authority, s *session) er
 
 // readSigningPublicKey reads an officer's public key: a PEM "PUBLIC KEY" (ECDSA P-256 or RSA).
 func readSigningPublicKey(name string) (crypto.PublicKey, error) {
-	data, err := os.ReadFile(name)
+	pub, _, err := readPKIXFile(name)
 	if err != nil {
-		return nil, unwrapPath(err)
-	}
-	block, _ := pem.Decode(data)
-	if block == nil || block.Type != "PUBLIC KEY" {
-		return nil, fmt.Errorf("%s: not a PEM public key (want a \"PUBLIC KEY\" block)", name)
-	}
-	pub, err := x509.ParsePKIXPublicKey(block.Bytes)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %v", name, err)
+		return nil, err
 	}
 	if _, err := escrow.SignatureAlgorithm(pub); err != nil {
 		return nil, fmt.Errorf("%s: %v", name, err)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"crypto"
 	"errors"
 	"fmt"
 	"io"
@@ -141,7 +140,7 @@ func newEncryptPlan(s *session, keyLabel string, others []escrow.Recipient) (*en
 	if err != nil {
 		return nil, err
 	}
-	hash, err := ownerOAEPHash(kp)
+	hash, err := kp.OAEPHash()
 	if err != nil {
 		return nil, err
 	}
@@ -156,16 +155,6 @@ func newEncryptPlan(s *session, keyLabel string, others []escrow.Recipient) (*en
 		recipients: append([]escrow.Recipient{owner}, others...),
 		owner:      escrow.RecordOwner{Fingerprint: fpr.String(), TokenLabel: info.Label, TokenSerial: info.Serial},
 	}, nil
-}
-
-// ownerOAEPHash is oaepHashFor (keycmd.go) with the cheaper probe: a token that refuses OAEP
-// with SHA-256 at C_DecryptInit costs no host RSA encryption. It runs once per encrypt call.
-func ownerOAEPHash(kp *token.KeyPair) (crypto.Hash, error) {
-	ok, err := kp.OAEPSHA256()
-	if err != nil || !ok {
-		return crypto.SHA1, err
-	}
-	return crypto.SHA256, nil
 }
 
 // encrypt encrypts one file on the token session t. Several run at once, one per session; the

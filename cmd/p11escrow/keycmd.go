@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"crypto"
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
@@ -99,7 +98,7 @@ func generateKey(c *cli.Context, what string) error {
 
 // writePublicKey probes the key's OAEP hash with one round trip and writes the PEM file.
 func writePublicKey(o *output, kp *token.KeyPair) error {
-	hash, err := oaepHashFor(kp)
+	hash, err := kp.OAEPHash()
 	if err != nil {
 		return err
 	}
@@ -111,15 +110,6 @@ func writePublicKey(o *output, kp *token.KeyPair) error {
 		return err
 	}
 	return o.commit()
-}
-
-// oaepHashFor returns SHA-256 if the key's token really decrypts OAEP-SHA256, else SHA-1.
-func oaepHashFor(kp *token.KeyPair) (crypto.Hash, error) {
-	ok, err := kp.SupportsOAEPSHA256()
-	if err != nil || !ok {
-		return crypto.SHA1, err
-	}
-	return crypto.SHA256, nil
 }
 
 func listKeys(c *cli.Context) error {

@@ -27,17 +27,9 @@ type publicKeyFile struct {
 }
 
 func readPublicKey(name string) (*publicKeyFile, error) {
-	data, err := os.ReadFile(name)
+	k, data, err := readPKIXFile(name)
 	if err != nil {
-		return nil, unwrapPath(err)
-	}
-	block, _ := pem.Decode(data)
-	if block == nil || block.Type != "PUBLIC KEY" {
-		return nil, fmt.Errorf("%s: not a PEM public key (want a \"PUBLIC KEY\" block)", name)
-	}
-	k, err := x509.ParsePKIXPublicKey(block.Bytes)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %v", name, err)
+		return nil, err
 	}
 	pub, ok := k.(*rsa.PublicKey)
 	if !ok {
@@ -48,6 +40,23 @@ func readPublicKey(name string) (*publicKeyFile, error) {
 		return nil, fmt.Errorf("%s: %v", name, err)
 	}
 	return &publicKeyFile{pub: pub, hash: hash}, nil
+}
+
+// readPKIXFile reads a PEM "PUBLIC KEY" file: the key, and the file's bytes for its comments.
+func readPKIXFile(name string) (crypto.PublicKey, []byte, error) {
+	data, err := os.ReadFile(name)
+	if err != nil {
+		return nil, nil, unwrapPath(err)
+	}
+	block, _ := pem.Decode(data)
+	if block == nil || block.Type != "PUBLIC KEY" {
+		return nil, nil, fmt.Errorf("%s: not a PEM public key (want a \"PUBLIC KEY\" block)", name)
+	}
+	k, err := x509.ParsePKIXPublicKey(block.Bytes)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %v", name, err)
+	}
+	return k, data, nil
 }
 
 // oaepHashOf reads the oaep-hash comment before the PEM block.

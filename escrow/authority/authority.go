@@ -199,16 +199,6 @@ func (k *AuthorityKey) RSAPublic() (*rsa.PublicKey, crypto.Hash, error) {
 	return pub, h, err
 }
 
-// OAEPHashOf returns SHA-256 if kp's token really decrypts OAEP-SHA256 (one round trip), else
-// SHA-1, the hash SoftHSM2 and most HSMs support.
-func OAEPHashOf(kp *token.KeyPair) (crypto.Hash, error) {
-	ok, err := kp.SupportsOAEPSHA256()
-	if err != nil || !ok {
-		return crypto.SHA1, err
-	}
-	return crypto.SHA256, nil
-}
-
 // Log appends an event that changes nothing else.
 func (a *Authority) Log(action string, details map[string]any) error {
 	return a.Store.Log(a.event(action, details))

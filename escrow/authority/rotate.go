@@ -33,7 +33,7 @@ func (a *Authority) RotateStart(label string, bits int) (*AuthorityKey, bool, er
 	if err != nil {
 		return nil, false, err
 	}
-	hash, err := OAEPHashOf(kp)
+	hash, err := kp.OAEPHash()
 	if err != nil {
 		return nil, false, err
 	}
