@@ -71,13 +71,13 @@ func NewRequest(authority string, id FileID, owner *rsa.PublicKey, hash crypto.H
 	if ttl <= 0 {
 		return nil, errors.New("a request must expire in the future")
 	}
-	var rid [16]byte
-	if _, err := rand.Read(rid[:]); err != nil {
+	rid, err := newRequestID()
+	if err != nil {
 		return nil, err
 	}
 	sum := sha256.Sum256(der)
 	return &Request{
-		Format: requestFormat, ID: hex.EncodeToString(rid[:]), Authority: authority, FileID: id.String(),
+		Format: requestFormat, ID: rid, Authority: authority, FileID: id.String(),
 		NewOwner: RequestKey{PublicKey: der, OAEPHash: hashName, Fingerprint: hex.EncodeToString(sum[:])},
 		Reason:   reason, Requester: requester,
 		Created: now.UTC().Format(time.RFC3339), Expires: now.Add(ttl).UTC().Format(time.RFC3339),
@@ -88,16 +88,39 @@ func NewRequest(authority string, id FileID, owner *rsa.PublicKey, hash crypto.H
 // CanonicalBytes returns request-bytes, what approvals sign (FORMAT.md section 10.1). Approvals
 // are not part of it, so each officer signs the same bytes.
 func (r *Request) CanonicalBytes() []byte {
-	var b bytes.Buffer
-	b.WriteString(requestFormat + "\n")
-	for _, f := range [][]byte{
+	return canonical(requestFormat,
 		[]byte(r.ID), []byte(r.Authority), []byte(r.FileID), r.NewOwner.PublicKey,
-		[]byte(r.NewOwner.OAEPHash), []byte(r.Reason), []byte(r.Requester), []byte(r.Created), []byte(r.Expires),
-	} {
+		[]byte(r.NewOwner.OAEPHash), []byte(r.Reason), []byte(r.Requester), []byte(r.Created), []byte(r.Expires))
+}
+
+// canonical is the versioned, length-prefixed encoding that approvals sign (section 10.1, and
+// section 13.1 for change requests): the format line, then each field as uint32(len) || bytes,
+// so no two different requests share it.
+func canonical(format string, fields ...[]byte) []byte {
+	var b bytes.Buffer
+	b.WriteString(format + "\n")
+	for _, f := range fields {
 		binary.Write(&b, binary.BigEndian, uint32(len(f)))
 		b.Write(f)
 	}
 	return b.Bytes()
+}
+
+// newRequestID is 16 random bytes in hex: a request's ID.
+func newRequestID() (string, error) {
+	var rid [16]byte
+	if _, err := rand.Read(rid[:]); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(rid[:]), nil
+}
+
+// checkIDs checks the syntax of a request's ID and authority ID.
+func checkIDs(id, authority string) error {
+	if len(id) != 32 || !isLowerHex(id) || len(authority) != 32 || !isLowerHex(authority) {
+		return errors.New("the request ID and authority ID are 32 lower-case hex digits")
+	}
+	return nil
 }
 
 // Digest is SHA-256 of the canonical bytes: the value officers' tokens sign.
@@ -105,6 +128,14 @@ func (r *Request) Digest() []byte {
 	d := sha256.Sum256(r.CanonicalBytes())
 	return d[:]
 }
+
+// Info returns what the authority's approval checks need, the same for every kind of request.
+func (r *Request) Info() RequestInfo {
+	return RequestInfo{Kind: "request", ID: r.ID, Authority: r.Authority, Expires: r.Expires, Approvals: r.Approvals}
+}
+
+// AddApproval appends an approval made with Approve.
+func (r *Request) AddApproval(a *Approval) { r.Approvals = append(r.Approvals, a) }
 
 // Marshal encodes the request, with its approvals, as indented JSON.
 func (r *Request) Marshal() []byte {
@@ -130,8 +161,8 @@ func ParseRequest(data []byte) (*Request, error) {
 	if r.Format != requestFormat {
 		return bad("unknown format %q", r.Format)
 	}
-	if len(r.ID) != 32 || !isLowerHex(r.ID) || len(r.Authority) != 32 || !isLowerHex(r.Authority) {
-		return bad("the request ID and authority ID are 32 lower-case hex digits")
+	if err := checkIDs(r.ID, r.Authority); err != nil {
+		return bad("%v", err)
 	}
 	if _, err := ParseFileID(r.FileID); err != nil {
 		return bad("%v", err)
@@ -179,12 +210,15 @@ func (r *Request) NewOwnerKey() (*rsa.PublicKey, crypto.Hash) {
 type RequestTimes struct{ Created, Expires time.Time }
 
 // Times parses Created and Expires (RFC 3339, UTC).
-func (r *Request) Times() (RequestTimes, error) {
-	c, err := time.Parse(time.RFC3339, r.Created)
+func (r *Request) Times() (RequestTimes, error) { return parseTimes(r.Created, r.Expires) }
+
+// parseTimes parses a request's created and expires fields and checks their order.
+func parseTimes(created, expires string) (RequestTimes, error) {
+	c, err := time.Parse(time.RFC3339, created)
 	if err != nil {
 		return RequestTimes{}, fmt.Errorf("created: %v", err)
 	}
-	e, err := time.Parse(time.RFC3339, r.Expires)
+	e, err := time.Parse(time.RFC3339, expires)
 	if err != nil {
 		return RequestTimes{}, fmt.Errorf("expires: %v", err)
 	}
@@ -195,8 +229,11 @@ func (r *Request) Times() (RequestTimes, error) {
 }
 
 // Expired reports whether the request has expired at now.
-func (r *Request) Expired(now time.Time) bool {
-	t, err := r.Times()
+func (r *Request) Expired(now time.Time) bool { return expired(r.Created, r.Expires, now) }
+
+// expired is true at or after expires, and for times that do not parse.
+func expired(created, expires string, now time.Time) bool {
+	t, err := parseTimes(created, expires)
 	return err != nil || !now.Before(t.Expires)
 }
 
@@ -230,6 +267,12 @@ var pssOptions = &rsa.PSSOptions{SaltLength: sha256.Size, Hash: crypto.SHA256}
 // Approve signs the request's digest with signer (an officer's key on their token) and returns
 // the approval; the caller appends it.
 func (r *Request) Approve(signer crypto.Signer) (*Approval, error) {
+	return signApproval(r.Digest(), signer)
+}
+
+// signApproval signs digest, a request's Digest, with an officer's signer and checks the
+// result, so that a token that signs wrongly is caught when approving, not at recovery.
+func signApproval(digest []byte, signer crypto.Signer) (*Approval, error) {
 	alg, err := SignatureAlgorithm(signer.Public())
 	if err != nil {
 		return nil, err
@@ -242,12 +285,12 @@ func (r *Request) Approve(signer crypto.Signer) (*Approval, error) {
 	if alg == AlgRSAPSS {
 		opts = pssOptions
 	}
-	sig, err := signer.Sign(rand.Reader, r.Digest(), opts)
+	sig, err := signer.Sign(rand.Reader, digest, opts)
 	if err != nil {
 		return nil, err
 	}
 	a := &Approval{Officer: fpr, Algorithm: alg, Signature: sig}
-	if err := r.VerifyApproval(a, signer.Public()); err != nil {
+	if err := verifyApproval(digest, a, signer.Public()); err != nil {
 		return nil, fmt.Errorf("the token's signature does not verify: %v", err)
 	}
 	return a, nil
@@ -256,6 +299,11 @@ func (r *Request) Approve(signer crypto.Signer) (*Approval, error) {
 // VerifyApproval checks that a was made by pub over exactly this request's canonical bytes, with
 // the algorithm that belongs to pub.
 func (r *Request) VerifyApproval(a *Approval, pub crypto.PublicKey) error {
+	return verifyApproval(r.Digest(), a, pub)
+}
+
+// verifyApproval checks a against digest, a request's Digest (section 10.2).
+func verifyApproval(digest []byte, a *Approval, pub crypto.PublicKey) error {
 	alg, err := SignatureAlgorithm(pub)
 	if err != nil {
 		return err
@@ -265,11 +313,11 @@ func (r *Request) VerifyApproval(a *Approval, pub crypto.PublicKey) error {
 	}
 	switch k := pub.(type) {
 	case *ecdsa.PublicKey:
-		if !ecdsa.VerifyASN1(k, r.Digest(), a.Signature) {
+		if !ecdsa.VerifyASN1(k, digest, a.Signature) {
 			return errors.New("the signature does not verify over this request")
 		}
 	case *rsa.PublicKey:
-		if rsa.VerifyPSS(k, crypto.SHA256, r.Digest(), a.Signature, pssOptions) != nil {
+		if rsa.VerifyPSS(k, crypto.SHA256, digest, a.Signature, pssOptions) != nil {
 			return errors.New("the signature does not verify over this request")
 		}
 	}
