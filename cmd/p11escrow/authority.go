@@ -56,6 +56,7 @@ func authorityCommand() *cli.Command {
 			policyCommand(),
 			requestCommand(),
 			approveCommand(),
+			applyCommand(),
 			recoverCommand(),
 			rotateCommand(),
 			retireCommand(),

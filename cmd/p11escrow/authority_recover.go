@@ -20,10 +20,13 @@ func officerCommand() *cli.Command {
 			{
 				Name:  "add",
 				Usage: "register an officer by the public key of the signing key on their own token",
-				Flags: storeFlags(
+				Description: "While fewer officers are registered than the policy needs, the officer is registered\n" +
+					"directly. After that, this writes a change request that the officers approve\n" +
+					"(`authority approve`) and `authority apply` carries out.",
+				Flags: storeFlags(append([]cli.Flag{
 					&cli.StringFlag{Name: "name", Required: true, Usage: "the officer's `NAME`"},
 					&cli.StringFlag{Name: "pub", Required: true, Usage: "the officer's signing public key `FILE` (from `key generate --usage sign`)"},
-				),
+				}, changeFlags()...)...),
 				Action: officerAdd,
 			},
 			{Name: "list", Usage: "list the registered officers", Flags: storeFlags(), Action: officerList},
@@ -33,9 +36,14 @@ func officerCommand() *cli.Command {
 
 func policyCommand() *cli.Command {
 	return &cli.Command{
-		Name:   "policy",
-		Usage:  "show or set how many distinct officers must approve a recovery (default 2, at least 2)",
-		Flags:  storeFlags(&cli.IntFlag{Name: "approvals", Usage: "approvals `N` a recovery needs"}),
+		Name:  "policy",
+		Usage: "show or set how many distinct officers must approve a recovery or a change (default 2, at least 2)",
+		Description: "While fewer officers are registered than the policy needs, --approvals sets it\n" +
+			"directly. After that, it writes a change request that the officers approve under the\n" +
+			"current policy (`authority approve`) and `authority apply` carries out.",
+		Flags: storeFlags(append([]cli.Flag{
+			&cli.IntFlag{Name: "approvals", Usage: "approvals `N` a recovery or a change needs"},
+		}, changeFlags()...)...),
 		Action: policyAction,
 	}
 }
@@ -59,7 +67,7 @@ func requestCommand() *cli.Command {
 func approveCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "approve",
-		Usage:     "sign a recovery request on an officer's own token and append the approval to it",
+		Usage:     "sign a recovery or change request on an officer's own token and append the approval to it",
 		ArgsUsage: "REQUEST",
 		Flags:     hsmFlags(&cli.StringFlag{Name: "key", Required: true, Usage: "the officer's signing key `LABEL`"}),
 		Action:    approveAction,
@@ -81,21 +89,6 @@ func recoverCommand() *cli.Command {
 	}
 }
 
-func officerAdd(c *cli.Context) error {
-	pub, err := readSigningPublicKey(c.String("pub"))
-	if err != nil {
-		return err
-	}
-	return withStore(c, func(a *authority.Authority) error {
-		o, err := a.AddOfficer(c.String("name"), pub)
-		if err != nil {
-			return err
-		}
-		fmt.Printf("officer %q registered (%s, key %s)\n", o.Name, o.Algorithm, o.Fingerprint)
-		return nil
-	})
-}
-
 func officerList(c *cli.Context) error {
 	return withStore(c, func(a *authority.Authority) error {
 		list, err := a.Store.Officers()
@@ -108,29 +101,6 @@ func officerList(c *cli.Context) error {
 			fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", o.Name, o.Algorithm, o.Added, o.Fingerprint)
 		}
 		return w.Flush()
-	})
-}
-
-func policyAction(c *cli.Context) error {
-	return withStore(c, func(a *authority.Authority) error {
-		if c.IsSet("approvals") {
-			if err := a.SetApprovals(c.Int("approvals")); err != nil {
-				return err
-			}
-		}
-		n, err := a.Store.Approvals()
-		if err != nil {
-			return err
-		}
-		officers, err := a.Store.Officers()
-		if err != nil {
-			return err
-		}
-		fmt.Printf("a recovery needs %d approval(s) from distinct registered officers (%d registered)\n", n, len(officers))
-		if len(officers) < n {
-			warn("fewer officers are registered than a recovery needs; register more with `authority officer add`")
-		}
-		return nil
 	})
 }
 
@@ -165,14 +135,19 @@ func requestAction(c *cli.Context) error {
 	})
 }
 
+// approveAction approves either kind of request, told apart by its format field.
 func approveAction(c *cli.Context) error {
 	if c.NArg() != 1 {
 		return errors.New("approve takes one request file")
 	}
 	name := c.Args().First()
-	req, err := readRequest(name)
+	data, err := os.ReadFile(name)
 	if err != nil {
-		return err
+		return unwrapPath(err)
+	}
+	req, err := escrow.ParseApprovable(data)
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
 	}
 	return withAuthority(c, func(a *authority.Authority, s *session) error {
 		signer, err := s.token.FindSigner(c.String("key"))
@@ -183,12 +158,13 @@ func approveAction(c *cli.Context) error {
 		if err != nil {
 			return err
 		}
-		req.Approvals = append(req.Approvals, ap)
+		req.AddApproval(ap)
 		if err := writeFile(name, req.Marshal(), true); err != nil {
 			return err
 		}
 		need, _ := a.Store.Approvals()
-		fmt.Printf("officer %q approved request %s (%d approval(s) on it; the policy needs %d)\n", off.Name, req.ID, len(req.Approvals), need)
+		info := req.Info()
+		fmt.Printf("officer %q approved %s %s (%d approval(s) on it; the policy needs %d)\n", off.Name, info.Kind, info.ID, len(info.Approvals), need)
 		return nil
 	})
 }

@@ -15,7 +15,21 @@ const MinApprovals = 2
 
 // AddOfficer registers a person allowed to approve recoveries, by the public half of the
 // signing key on their own token (ECDSA P-256 or RSA, made with `key generate --usage sign`).
+// It works only while the authority is bootstrapping (see Governed): after that, registering an
+// officer takes a change request (NewChangeRequest) approved by the officers.
 func (a *Authority) AddOfficer(name string, pub crypto.PublicKey) (*Officer, error) {
+	if err := a.refuseIfGoverned("registering an officer"); err != nil {
+		return nil, err
+	}
+	o, err := a.newOfficer(name, pub)
+	if err != nil {
+		return nil, err
+	}
+	return o, a.officerExists(a.Store.AddOfficer(o, a.event("officer-add", officerDetails(o))), o)
+}
+
+// newOfficer builds the Officer row for a signing public key.
+func (a *Authority) newOfficer(name string, pub crypto.PublicKey) (*Officer, error) {
 	if name == "" {
 		return nil, errors.New("give the officer's name with --name")
 	}
@@ -31,22 +45,34 @@ func (a *Authority) AddOfficer(name string, pub crypto.PublicKey) (*Officer, err
 	if err != nil {
 		return nil, err
 	}
-	o := &Officer{Fingerprint: fpr, Name: name, Algorithm: alg, PublicKey: der, Added: a.Now().UTC().Format(time.RFC3339)}
-	err = a.Store.AddOfficer(o, a.event("officer-add", map[string]any{"name": name, "key": fpr, "algorithm": alg}))
-	if errors.Is(err, ErrExists) {
-		return nil, fmt.Errorf("an officer named %q or with this key is already registered", name)
-	}
-	return o, err
+	return &Officer{Fingerprint: fpr, Name: name, Algorithm: alg, PublicKey: der, Added: a.Now().UTC().Format(time.RFC3339)}, nil
 }
 
-// SetApprovals sets how many distinct officers must approve a recovery. Fewer than
-// MinApprovals is refused.
+func officerDetails(o *Officer) map[string]any {
+	return map[string]any{"name": o.Name, "key": o.Fingerprint, "algorithm": o.Algorithm}
+}
+
+// officerExists turns the store's ErrExists into a sentence about o.
+func (a *Authority) officerExists(err error, o *Officer) error {
+	if errors.Is(err, ErrExists) {
+		return fmt.Errorf("an officer named %q or with this key is already registered", o.Name)
+	}
+	return err
+}
+
+// SetApprovals sets how many distinct officers must approve a recovery or a change. Fewer than
+// MinApprovals is refused. Setting the value in force changes nothing and is not audited. Any
+// other value is set directly only while the authority is bootstrapping (see Governed): after
+// that, it takes a change request approved by the officers.
 func (a *Authority) SetApprovals(n int) error {
 	if n < MinApprovals {
 		return fmt.Errorf("a recovery needs at least %d approvals, so that no single person can recover a key alone", MinApprovals)
 	}
 	old, err := a.Store.Approvals()
-	if err != nil {
+	if err != nil || n == old {
+		return err
+	}
+	if err := a.refuseIfGoverned("changing the policy"); err != nil {
 		return err
 	}
 	return a.Store.SetApprovals(n, a.event("policy", map[string]any{"approvals": n, "was": old}))

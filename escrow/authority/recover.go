@@ -44,29 +44,58 @@ func (a *Authority) NewRequest(fileID string, owner *rsa.PublicKey, hash crypto.
 }
 
 // checkOpen checks that req is this authority's, registered, unaltered, unused and unexpired.
-func (a *Authority) checkOpen(req *escrow.Request) error {
+func (a *Authority) checkOpen(req escrow.Approvable) error {
+	info := req.Info()
 	inst, err := a.Store.InstanceID()
 	if err != nil {
 		return err
 	}
-	if req.Authority != inst {
-		return fmt.Errorf("request %s was made for another authority (%s)", req.ID, req.Authority)
+	if info.Authority != inst {
+		return fmt.Errorf("%s %s was made for another authority (%s)", info.Kind, info.ID, info.Authority)
 	}
-	stored, err := a.Store.Request(req.ID)
-	if errors.Is(err, ErrNotFound) {
-		return fmt.Errorf("request %s is not registered here; make requests with `p11escrow authority request`", req.ID)
-	} else if err != nil {
+	stored, err := a.registered(req)
+	if err != nil {
 		return err
 	}
 	switch {
 	case !bytes.Equal(stored.Canonical, req.CanonicalBytes()):
-		return fmt.Errorf("request %s was altered after it was made", req.ID)
+		return fmt.Errorf("%s %s was altered after it was made", info.Kind, info.ID)
 	case stored.State != "open":
-		return fmt.Errorf("request %s was already used for a recovery; make a new request", req.ID)
+		return fmt.Errorf("%s %s was already used; make a new request", info.Kind, info.ID)
 	case req.Expired(a.Now()):
-		return fmt.Errorf("request %s expired at %s; make a new request", req.ID, req.Expires)
+		return fmt.Errorf("%s %s expired at %s; make a new request", info.Kind, info.ID, info.Expires)
 	}
 	return nil
+}
+
+// registered returns the request as the store registered it, from the table of its kind.
+func (a *Authority) registered(req escrow.Approvable) (*StoredRequest, error) {
+	id := req.Info().ID
+	var stored *StoredRequest
+	var err error
+	hint := "make requests with `p11escrow authority request`"
+	if _, ok := req.(*escrow.ChangeRequest); ok {
+		stored, err = a.Store.ChangeRequest(id)
+		hint = "change requests are made by `authority officer add` and `authority policy`"
+	} else {
+		stored, err = a.Store.Request(id)
+	}
+	if errors.Is(err, ErrNotFound) {
+		return nil, fmt.Errorf("%s %s is not registered here; %s", req.Info().Kind, id, hint)
+	}
+	return stored, err
+}
+
+// requestDetails names a request in audit entries: recovery requests by their file, change
+// requests by their kind of change.
+func requestDetails(req escrow.Approvable) map[string]any {
+	switch r := req.(type) {
+	case *escrow.Request:
+		return map[string]any{"request": r.ID, "file_id": r.FileID}
+	case *escrow.ChangeRequest:
+		return map[string]any{"request": r.ID, "change": r.Change.Kind}
+	}
+	return map[string]any{"request": req.Info().ID}
 }
 
 // officersByFingerprint maps registered officers by key fingerprint.
@@ -82,10 +111,10 @@ func (a *Authority) officersByFingerprint() (map[string]*Officer, error) {
 	return m, nil
 }
 
-// Approve signs req on an officer's token and records the approval in the audit log. It
-// refuses a key that is not a registered officer's and a second approval by the same officer.
-// The caller appends the approval to the request file.
-func (a *Authority) Approve(req *escrow.Request, signer crypto.Signer) (*escrow.Approval, *Officer, error) {
+// Approve signs req, a recovery or change request, on an officer's token and records the
+// approval in the audit log. It refuses a key that is not a registered officer's and a second
+// approval by the same officer. The caller appends the approval to the request file.
+func (a *Authority) Approve(req escrow.Approvable, signer crypto.Signer) (*escrow.Approval, *Officer, error) {
 	if err := a.checkOpen(req); err != nil {
 		return nil, nil, err
 	}
@@ -101,24 +130,26 @@ func (a *Authority) Approve(req *escrow.Request, signer crypto.Signer) (*escrow.
 	if off == nil {
 		return nil, nil, fmt.Errorf("this signing key (%s) is not a registered officer's; register it with `authority officer add`", fpr)
 	}
-	for _, ap := range req.Approvals {
+	for _, ap := range req.Info().Approvals {
 		if ap.Officer == fpr {
-			return nil, nil, fmt.Errorf("officer %q already approved request %s", off.Name, req.ID)
+			return nil, nil, fmt.Errorf("officer %q already approved %s %s", off.Name, req.Info().Kind, req.Info().ID)
 		}
 	}
 	ap, err := req.Approve(signer)
 	if err != nil {
 		return nil, nil, err
 	}
-	err = a.Log("approve", map[string]any{"request": req.ID, "file_id": req.FileID, "officer": off.Name, "officer_key": fpr})
-	return ap, off, err
+	details := requestDetails(req)
+	details["officer"], details["officer_key"] = off.Name, fpr
+	return ap, off, a.Log("approve", details)
 }
 
 // CheckApprovals refuses req unless it is open (see checkOpen) and carries at least the
 // policy's number of valid approvals from distinct registered officers. Any approval that is
 // forged, altered or from an unregistered key refuses the whole request: someone tampered with
-// it. It returns the approving officers' names.
-func (a *Authority) CheckApprovals(req *escrow.Request) ([]string, error) {
+// it. It returns the approving officers' names. Recovery and change requests are checked alike,
+// under the policy in force now.
+func (a *Authority) CheckApprovals(req escrow.Approvable) ([]string, error) {
 	if err := a.checkOpen(req); err != nil {
 		return nil, err
 	}
@@ -130,9 +161,10 @@ func (a *Authority) CheckApprovals(req *escrow.Request) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	info := req.Info()
 	seen := map[string]bool{}
 	var names []string
-	for i, ap := range req.Approvals {
+	for i, ap := range info.Approvals {
 		off := officers[ap.Officer]
 		if off == nil {
 			return nil, fmt.Errorf("approval %d is from key %s, which is not a registered officer", i+1, ap.Officer)
@@ -150,7 +182,7 @@ func (a *Authority) CheckApprovals(req *escrow.Request) ([]string, error) {
 		}
 	}
 	if len(names) < need {
-		return nil, fmt.Errorf("request %s has %d valid approval(s) from distinct registered officers; the policy needs %d", req.ID, len(names), need)
+		return nil, fmt.Errorf("%s %s has %d valid approval(s) from distinct registered officers; the policy needs %d", info.Kind, info.ID, len(names), need)
 	}
 	return names, nil
 }

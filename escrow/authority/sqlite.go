@@ -49,6 +49,16 @@ func OpenSQLite(path string) (Store, error) {
 // table. Never edit one that has shipped: add the next.
 var migrations = []func(tx *sql.Tx) error{
 	migrate1,
+	migrate2,
+}
+
+// migrate2 adds governance change requests (FORMAT.md section 13), kept apart from recovery
+// requests, which always name a held record.
+func migrate2(tx *sql.Tx) error {
+	_, err := tx.Exec(`CREATE TABLE change_requests (
+		id TEXT PRIMARY KEY, state TEXT NOT NULL CHECK (state IN ('open', 'used')),
+		created TEXT NOT NULL, canonical BLOB NOT NULL)`)
+	return err
 }
 
 func migrate1(tx *sql.Tx) error {
@@ -366,18 +376,20 @@ func (s *sqliteStore) RetireKey(fingerprint string, ev Event) error {
 }
 
 func (s *sqliteStore) AddOfficer(o *Officer, ev Event) error {
-	return s.update(ev, func(tx *sql.Tx) error {
-		var n int
-		if err := tx.QueryRow(`SELECT COUNT(*) FROM officers WHERE fingerprint = ? OR name = ?`, o.Fingerprint, o.Name).Scan(&n); err != nil {
-			return err
-		}
-		if n > 0 {
-			return ErrExists
-		}
-		_, err := tx.Exec(`INSERT INTO officers(fingerprint, name, algorithm, public_key, added) VALUES (?, ?, ?, ?, ?)`,
-			o.Fingerprint, o.Name, o.Algorithm, o.PublicKey, o.Added)
+	return s.update(ev, func(tx *sql.Tx) error { return insertOfficer(tx, o) })
+}
+
+func insertOfficer(tx *sql.Tx, o *Officer) error {
+	var n int
+	if err := tx.QueryRow(`SELECT COUNT(*) FROM officers WHERE fingerprint = ? OR name = ?`, o.Fingerprint, o.Name).Scan(&n); err != nil {
 		return err
-	})
+	}
+	if n > 0 {
+		return ErrExists
+	}
+	_, err := tx.Exec(`INSERT INTO officers(fingerprint, name, algorithm, public_key, added) VALUES (?, ?, ?, ?, ?)`,
+		o.Fingerprint, o.Name, o.Algorithm, o.PublicKey, o.Added)
+	return err
 }
 
 func (s *sqliteStore) Officers() ([]*Officer, error) {
@@ -406,9 +418,45 @@ func (s *sqliteStore) Approvals() (int, error) {
 }
 
 func (s *sqliteStore) SetApprovals(n int, ev Event) error {
+	return s.update(ev, func(tx *sql.Tx) error { return setApprovals(tx, n) })
+}
+
+func setApprovals(tx *sql.Tx, n int) error {
+	_, err := tx.Exec(`UPDATE meta SET value = ? WHERE key = 'approvals'`, strconv.Itoa(n))
+	return err
+}
+
+func (s *sqliteStore) AddChangeRequest(r *StoredRequest, ev Event) error {
 	return s.update(ev, func(tx *sql.Tx) error {
-		_, err := tx.Exec(`UPDATE meta SET value = ? WHERE key = 'approvals'`, strconv.Itoa(n))
+		_, err := tx.Exec(`INSERT INTO change_requests(id, state, created, canonical) VALUES (?, 'open', ?, ?)`,
+			r.ID, r.Created, r.Canonical)
 		return err
+	})
+}
+
+func (s *sqliteStore) ChangeRequest(id string) (*StoredRequest, error) {
+	r := &StoredRequest{}
+	err := s.db.QueryRow(`SELECT id, state, created, canonical FROM change_requests WHERE id = ?`, id).
+		Scan(&r.ID, &r.State, &r.Created, &r.Canonical)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	return r, err
+}
+
+func (s *sqliteStore) ApplyChange(requestID string, g Governance, ev Event) error {
+	return s.update(ev, func(tx *sql.Tx) error {
+		res, err := tx.Exec(`UPDATE change_requests SET state = 'used' WHERE id = ? AND state = 'open'`, requestID)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n != 1 {
+			return fmt.Errorf("change request %s was already applied", requestID)
+		}
+		if g.Officer != nil {
+			return insertOfficer(tx, g.Officer)
+		}
+		return setApprovals(tx, g.Approvals)
 	})
 }
 

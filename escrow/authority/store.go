@@ -44,6 +44,12 @@ type Store interface {
 	// Recovered closes a request (it can be used once) and marks its record recovered.
 	Recovered(requestID string, ev Event) error
 
+	AddChangeRequest(r *StoredRequest, ev Event) error
+	ChangeRequest(id string) (*StoredRequest, error) // ErrNotFound if absent
+	// ApplyChange closes a change request (it can be used once) and makes its change, in one
+	// transaction. It returns ErrExists, and changes nothing, for an officer already known.
+	ApplyChange(requestID string, g Governance, ev Event) error
+
 	// Log appends an event that changes nothing else (a rejection, an approval).
 	Log(ev Event) error
 	Audit() ([]*AuditEntry, error)
@@ -117,14 +123,20 @@ type Officer struct {
 	PublicKey   []byte `json:"-"` // PKIX DER
 }
 
-// StoredRequest is a recovery request as registered: its canonical bytes, so that a request file
-// altered afterwards is refused.
+// StoredRequest is a recovery or change request as registered: its canonical bytes, so that a
+// request file altered afterwards is refused.
 type StoredRequest struct {
 	ID        string
-	FileID    string
-	State     string // "open" until a recovery uses it, then "used"
+	FileID    string // recovery requests only
+	State     string // "open" until a recovery or an apply uses it, then "used"
 	Created   string
 	Canonical []byte
+}
+
+// Governance is one change to who approves, or how many must: exactly one field is set.
+type Governance struct {
+	Officer   *Officer // register this officer
+	Approvals int      // set the policy to this many approvals
 }
 
 // Filter selects records for Records. Zero fields match everything.
