@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"github.com/miekg/pkcs11"
-	softhsmtest "github.com/p11escrow/p11escrow/softhsm-test"
 )
 
 // Each token benchmark comes with its limit: a bare loop of the same PKCS#11 call through
@@ -24,23 +23,7 @@ var benchFixture struct {
 // benchToken returns the shared, logged-in main token and an RSA-3072 key pair on it.
 func benchToken(b *testing.B) (*Token, *KeyPair) {
 	b.Helper()
-	softhsmtest.Require(b)
-	if fixture.setupErr != nil {
-		b.Fatalf("SoftHSM2 setup: %v", fixture.setupErr)
-	}
-	fixture.once.Do(func() {
-		fixture.mod, fixture.loadErr = Load(fixture.env.ModulePath)
-		if fixture.loadErr != nil {
-			return
-		}
-		fixture.main, fixture.loadErr = fixture.mod.Open(Selector{Label: mainLabel})
-		if fixture.loadErr == nil {
-			fixture.loadErr = fixture.main.Login(userPIN)
-		}
-	})
-	if fixture.loadErr != nil {
-		b.Fatal(fixture.loadErr)
-	}
+	loadFixture(b)
 	tk := fixture.main
 	benchFixture.once.Do(func() { benchFixture.kp, benchFixture.err = tk.GenerateRSA("bench-3072", 3072) })
 	if benchFixture.err != nil {

@@ -84,9 +84,17 @@ func setup(dir string) error {
 // module returns the shared module, skipping the test if SoftHSM2 is absent.
 func module(t *testing.T) *Module {
 	t.Helper()
-	softhsmtest.Require(t)
+	loadFixture(t)
+	return fixture.mod
+}
+
+// loadFixture loads the module and logs in to the main token, once per test process, for tests
+// and benchmarks alike.
+func loadFixture(tb testing.TB) {
+	tb.Helper()
+	softhsmtest.Require(tb)
 	if fixture.setupErr != nil {
-		t.Fatalf("SoftHSM2 setup: %v", fixture.setupErr)
+		tb.Fatalf("SoftHSM2 setup: %v", fixture.setupErr)
 	}
 	fixture.once.Do(func() {
 		fixture.mod, fixture.loadErr = Load(fixture.env.ModulePath)
@@ -99,9 +107,8 @@ func module(t *testing.T) *Module {
 		}
 	})
 	if fixture.loadErr != nil {
-		t.Fatal(fixture.loadErr)
+		tb.Fatal(fixture.loadErr)
 	}
-	return fixture.mod
 }
 
 // mainToken is the shared, logged-in session on the main token.

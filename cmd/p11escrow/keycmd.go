@@ -69,10 +69,7 @@ func generateKey(c *cli.Context, what string) error {
 		return fmt.Errorf("unknown key type %q; use rsa-2048, rsa-3072 or rsa-4096", c.String("type"))
 	}
 	label := c.String("label")
-	out := c.String("out")
-	if out == "" {
-		out = label + ".pub"
-	}
+	out := pubFileName(c.String("out"), label)
 	o, err := createOutput(out, c.Bool("force"))
 	if err != nil {
 		return err
