@@ -81,8 +81,8 @@ func NewRecord(h *Header, key FileKey, description string, owner RecordOwner, cr
 		return nil, fmt.Errorf("the file key is not 32 bytes")
 	}
 	r.Binding.Tag = r.bind(value)
-	if _, err := ParseRecord(r.Marshal()); err != nil {
-		return nil, err
+	if _, err := parseRecord(r.Marshal()); err != nil {
+		return nil, fmt.Errorf("cannot make the escrow record: %v", err)
 	}
 	return r, nil
 }
@@ -132,12 +132,20 @@ func (r *Record) Marshal() []byte {
 // unknown, duplicate or missing member, valid text, canonical base64 and times, and a header
 // with nothing after it. It does not authenticate anything; see Verify.
 func ParseRecord(data []byte) (*Record, error) {
-	r := &Record{}
-	if err := strictjson.Unmarshal(data, r); err != nil {
+	r, err := parseRecord(data)
+	if err != nil {
 		return nil, &RecordError{Reason: "it is not a valid escrow record: " + err.Error()}
 	}
+	return r, nil
+}
+
+func parseRecord(data []byte) (*Record, error) {
+	r := &Record{}
+	if err := strictjson.Unmarshal(data, r); err != nil {
+		return nil, err
+	}
 	if err := r.check(); err != nil {
-		return nil, &RecordError{Reason: "it is not a valid escrow record: " + err.Error()}
+		return nil, err
 	}
 	return r, nil
 }

@@ -32,6 +32,7 @@ const (
 	DefaultMaxBytes  = 1 << 16 // decoded bytes of a base64 field
 	DefaultMaxItems  = 64      // elements of an array
 	maxDepth         = 8       // nesting of objects and arrays
+	maxMembers       = 32      // members of an object; no document has more
 	maxInt           = 9       // digits of an integer
 )
 
@@ -157,6 +158,7 @@ func (p *parser) value(depth int) (*value, error) {
 	case c == '{':
 		p.i++
 		v := &value{kind: kindObject}
+		seen := map[string]bool{}
 		p.space()
 		if p.peek() == '}' {
 			p.i++
@@ -171,10 +173,11 @@ func (p *parser) value(depth int) (*value, error) {
 			if err != nil {
 				return nil, err
 			}
-			for _, m := range v.members {
-				if m.key == key {
-					return nil, p.errf("duplicate member %s", safetext.Quote(key))
-				}
+			if seen[key] {
+				return nil, p.errf("duplicate member %s", safetext.Quote(key))
+			}
+			if seen[key] = true; len(seen) > maxMembers {
+				return nil, p.errf("an object with more than %d members", maxMembers)
 			}
 			if err := p.expect(':'); err != nil {
 				return nil, err

@@ -43,6 +43,19 @@ func TestUnmarshal(t *testing.T) {
 	}
 }
 
+func TestMembers(t *testing.T) {
+	var b strings.Builder
+	b.WriteString(`{"s":"x","in":{"b":""},"items":[]`)
+	for i := 0; i < 40; i++ {
+		b.WriteString(`,"u` + strings.Repeat("x", i) + `":0`)
+	}
+	b.WriteString("}")
+	var d doc
+	if err := Unmarshal([]byte(b.String()), &d); err == nil || !strings.Contains(err.Error(), "more than 32 members") {
+		t.Fatalf("many members: %v", err)
+	}
+}
+
 func TestDepth(t *testing.T) {
 	deep := `{"s":` + strings.Repeat("[", 100000) + strings.Repeat("]", 100000) + `}`
 	var d doc
