@@ -56,16 +56,17 @@ func escapeRune(r rune, raw string) string {
 }
 
 // Check returns an error if s is not valid UTF-8 or holds a hidden character (see Hidden).
-// The error names the first offending byte or character in escaped form.
+// The error names the first offending byte or character in escaped form, and reads as the
+// predicate of a sentence whose subject is the field: "description holds ...".
 func Check(s string) error {
 	for i, r := range s {
 		if r == utf8.RuneError {
 			if _, n := utf8.DecodeRuneInString(s[i:]); n == 1 {
-				return fmt.Errorf("it is not valid UTF-8 (byte \\x%02x at offset %d)", s[i], i)
+				return fmt.Errorf("is not valid UTF-8 (byte \\x%02x at offset %d)", s[i], i)
 			}
 		}
 		if Hidden(r) {
-			return fmt.Errorf("it holds the control or bidi character %s at offset %d", escapeRune(r, ""), i)
+			return fmt.Errorf("holds the control or bidi character %s at offset %d", escapeRune(r, ""), i)
 		}
 	}
 	return nil

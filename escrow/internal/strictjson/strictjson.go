@@ -379,7 +379,7 @@ member:
 				if err := decodeValue(m.val, dst.Field(f.index), f, join(path, f.name)); err != nil {
 					return err
 				}
-				if f.optional && dst.Field(f.index).IsZero() {
+				if fv := dst.Field(f.index); f.optional && (fv.IsZero() || fv.Kind() == reflect.Slice && fv.Len() == 0) {
 					return pathErr(join(path, f.name), "is empty; a writer leaves it out")
 				}
 				continue member

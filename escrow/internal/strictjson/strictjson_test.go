@@ -11,6 +11,7 @@ type inner struct {
 
 type doc struct {
 	S     string   `json:"s" max:"8"`
+	B     []byte   `json:"b,omitempty"`
 	N     int      `json:"n,omitempty"`
 	In    inner    `json:"in"`
 	Items []*inner `json:"items" max:"2"`
@@ -26,6 +27,8 @@ func TestUnmarshal(t *testing.T) {
 		{`{"s":"x","in":{"b":"AA=="},"items":[{"b":"AA=="},{"b":"AA=="},{"b":"AA=="}]}`, false}, // max items
 		{`{"s":"123456789","in":{"b":"AA=="},"items":[]}`, false},                               // max bytes
 		{`{"s":"x","n":0,"in":{"b":"AA=="},"items":[]}`, false},                                 // optional but empty
+		{`{"s":"x","b":"","in":{"b":"AA=="},"items":[]}`, false},                                // optional bytes but empty
+		{`{"s":"x","b":"AA==","in":{"b":"AA=="},"items":[]}`, true},
 		{`{"s":"x","n":-1,"in":{"b":"AA=="},"items":[]}`, false},
 		{`{"s":"x","in":{"b":"AB=="},"items":[]}`, false}, // non-zero padding bits
 		{`{"s":"x","in":{"b":"AA=="},"items":[],}`, false},
