@@ -1,7 +1,6 @@
 package escrow
 
 import (
-	"bytes"
 	"crypto"
 	"crypto/sha256"
 	"crypto/x509"
@@ -10,6 +9,9 @@ import (
 	"fmt"
 	"strconv"
 	"time"
+
+	"github.com/p11escrow/p11escrow/escrow/internal/strictjson"
+	"github.com/p11escrow/p11escrow/internal/safetext"
 )
 
 const changeFormat = "p11escrow-change-request/v1"
@@ -24,25 +26,26 @@ const (
 // to register an officer or to change its approval policy. Once a quorum of officers exists,
 // such changes need the same approvals as a recovery, so that nobody can add puppet officers
 // alone. Officers approve it exactly as they approve a recovery Request.
+// Its struct tags are its field table for strictjson, as for Record.
 type ChangeRequest struct {
 	Format    string      `json:"format"`
 	ID        string      `json:"id"`
 	Authority string      `json:"authority"`
 	Change    Change      `json:"change"`
-	Reason    string      `json:"reason"`
-	Requester string      `json:"requester"`
+	Reason    string      `json:"reason" max:"1024"`
+	Requester string      `json:"requester" max:"512"`
 	Created   string      `json:"created"`
 	Expires   string      `json:"expires"`
-	Approvals []*Approval `json:"approvals"`
+	Approvals []*Approval `json:"approvals" max:"64"`
 }
 
 // Change is what a ChangeRequest changes. Kind says which other fields are set: Name,
 // PublicKey and Algorithm for ChangeOfficerAdd; Approvals for ChangePolicy.
 type Change struct {
 	Kind      string `json:"kind"`
-	Name      string `json:"name,omitempty"`
-	PublicKey []byte `json:"public_key,omitempty"` // the officer's signing key, PKIX DER
-	Algorithm string `json:"algorithm,omitempty"`  // the approval algorithm of that key
+	Name      string `json:"name,omitempty" max:"128"`
+	PublicKey []byte `json:"public_key,omitempty" max:"1024"` // the officer's signing key, PKIX DER
+	Algorithm string `json:"algorithm,omitempty"`             // the approval algorithm of that key
 	Approvals int    `json:"approvals,omitempty"`
 }
 
@@ -68,7 +71,8 @@ type Approvable interface {
 	Marshal() []byte
 }
 
-// OfficerAddChange is the change that registers an officer by their signing public key.
+// OfficerAddChange is the change that registers an officer by their signing public key. The
+// name is made valid text with safetext.Clean (FORMAT.md section 5.1).
 func OfficerAddChange(name string, pub crypto.PublicKey) (Change, error) {
 	alg, err := SignatureAlgorithm(pub)
 	if err != nil {
@@ -78,7 +82,7 @@ func OfficerAddChange(name string, pub crypto.PublicKey) (Change, error) {
 	if err != nil {
 		return Change{}, err
 	}
-	return Change{Kind: ChangeOfficerAdd, Name: name, PublicKey: der, Algorithm: alg}, nil
+	return Change{Kind: ChangeOfficerAdd, Name: safetext.Clean(name), PublicKey: der, Algorithm: alg}, nil
 }
 
 // PolicyChange is the change that sets the number of approvals to n.
@@ -126,7 +130,9 @@ func (c *Change) OfficerKey() (crypto.PublicKey, error) {
 	return pub, nil
 }
 
-// NewChangeRequest builds an unapproved change request, valid from now until now+ttl.
+// NewChangeRequest builds an unapproved change request, valid from now until now+ttl. The
+// reason and requester are made valid text with safetext.Clean (FORMAT.md section 5.1), and the
+// request is checked with ParseChangeRequest, so that readers accept every request it returns.
 func NewChangeRequest(authority string, ch Change, reason, requester string, now time.Time, ttl time.Duration) (*ChangeRequest, error) {
 	if err := ch.check(); err != nil {
 		return nil, err
@@ -138,11 +144,16 @@ func NewChangeRequest(authority string, ch Change, reason, requester string, now
 	if err != nil {
 		return nil, err
 	}
-	return &ChangeRequest{
-		Format: changeFormat, ID: id, Authority: authority, Change: ch, Reason: reason, Requester: requester,
-		Created: now.UTC().Format(time.RFC3339), Expires: now.Add(ttl).UTC().Format(time.RFC3339),
+	r := &ChangeRequest{
+		Format: changeFormat, ID: id, Authority: authority, Change: ch,
+		Reason: safetext.Clean(reason), Requester: safetext.Clean(requester),
+		Created: formatTime(now), Expires: formatTime(now.Add(ttl)),
 		Approvals: []*Approval{},
-	}, nil
+	}
+	if _, err := ParseChangeRequest(r.Marshal()); err != nil {
+		return nil, err
+	}
+	return r, nil
 }
 
 // CanonicalBytes returns change-bytes, what approvals sign (FORMAT.md section 13.1). Every
@@ -187,27 +198,20 @@ func (r *ChangeRequest) Marshal() []byte {
 	return append(b, '\n')
 }
 
-// ParseChangeRequest decodes a change request strictly and checks its fields' syntax. It
-// verifies no approval.
+// ParseChangeRequest decodes a change request by the rules of FORMAT.md section 5.1 and checks
+// its fields' syntax. It verifies no approval.
 func ParseChangeRequest(data []byte) (*ChangeRequest, error) {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
 	r := &ChangeRequest{}
-	err := dec.Decode(r)
+	err := strictjson.Unmarshal(data, r)
 	switch {
 	case err != nil:
-	case dec.More():
-		err = errors.New("trailing data")
 	case r.Format != changeFormat:
-		err = fmt.Errorf("unknown format %q", r.Format)
+		err = fmt.Errorf("unknown format %s", safetext.Quote(r.Format))
 	default:
 		err = r.checkFields()
 	}
 	if err != nil {
 		return nil, fmt.Errorf("not a valid change request: %v", err)
-	}
-	if r.Approvals == nil {
-		r.Approvals = []*Approval{}
 	}
 	return r, nil
 }
@@ -225,13 +229,9 @@ func (r *ChangeRequest) checkFields() error {
 // ParseApprovable decodes either kind of request, by its format field. Anything that is not a
 // change request is parsed, and refused, as a recovery request.
 func ParseApprovable(data []byte) (Approvable, error) {
-	var peek struct {
-		Format string `json:"format"`
-	}
-	_ = json.Unmarshal(data, &peek) // the strict parsers below report malformed input
 	var r Approvable
 	var err error
-	if peek.Format == changeFormat {
+	if strictjson.String(data, "format") == changeFormat { // the strict parsers report malformed input
 		r, err = ParseChangeRequest(data)
 	} else {
 		r, err = ParseRequest(data)

@@ -6,36 +6,43 @@ import (
 	"crypto/subtle"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
+
+	"github.com/p11escrow/p11escrow/escrow/internal/strictjson"
+	"github.com/p11escrow/p11escrow/internal/safetext"
 )
 
 const recordFormat = "p11escrow-record/v1"
 
 // Record is the escrow record sent to the backup authority (FORMAT.md section 5).
+//
+// The struct tags are the document's field table: strictjson reads them (FORMAT.md section 5.1).
+// A field tagged `json:"name"` is required; `max` bounds its length in bytes.
 type Record struct {
 	Format      string          `json:"format"`
 	FileID      string          `json:"file_id"`
-	Description string          `json:"description"`
+	Description string          `json:"description" max:"1024"`
 	Created     string          `json:"created"`
 	Owner       RecordOwner     `json:"owner"`
 	Authority   RecordAuthority `json:"authority"`
-	Header      []byte          `json:"header"` // encoding/json writes []byte as padded base64
+	Header      []byte          `json:"header" max:"65536"` // encoding/json writes []byte as padded base64
 	Binding     RecordBinding   `json:"binding"`
 }
 
 // RecordOwner says who claims the file. Proving it is the authority's policy.
 type RecordOwner struct {
 	Fingerprint string `json:"fingerprint"`
-	TokenLabel  string `json:"token_label"`
-	TokenSerial string `json:"token_serial"`
+	TokenLabel  string `json:"token_label" max:"128"`
+	TokenSerial string `json:"token_serial" max:"128"`
 }
 
 // RecordAuthority repeats the header's authority stanza.
 type RecordAuthority struct {
 	KeyTag     string `json:"key_tag"`
 	Hash       string `json:"hash"`
-	WrappedKey []byte `json:"wrapped_key"`
+	WrappedKey []byte `json:"wrapped_key" max:"512"`
 }
 
 // RecordBinding is the GCM tag that ties the record's fields to the file key.
@@ -44,7 +51,10 @@ type RecordBinding struct {
 	Tag   []byte `json:"tag"`
 }
 
-// NewRecord builds and binds the escrow record for a header written with key.
+// NewRecord builds and binds the escrow record for a header written with key. The description
+// and the owner's token label and serial are made valid text with safetext.Clean first
+// (FORMAT.md section 5.1), so that the bytes bound are exactly the bytes written, and the record
+// is checked with ParseRecord, so that every record it returns is one that readers accept.
 func NewRecord(h *Header, key FileKey, description string, owner RecordOwner, created time.Time) (*Record, error) {
 	auth := h.stanza(RoleAuthority)
 	if auth == nil {
@@ -53,12 +63,13 @@ func NewRecord(h *Header, key FileKey, description string, owner RecordOwner, cr
 	r := &Record{
 		Format:      recordFormat,
 		FileID:      h.ID.String(),
-		Description: description,
-		Created:     created.UTC().Format(time.RFC3339),
-		Owner:       owner,
-		Authority:   RecordAuthority{KeyTag: auth.Args[1], Hash: auth.Args[0], WrappedKey: auth.Body},
-		Header:      h.Marshal(),
-		Binding:     RecordBinding{Nonce: make([]byte, 11)},
+		Description: safetext.Clean(description),
+		Created:     formatTime(created),
+		Owner: RecordOwner{Fingerprint: owner.Fingerprint,
+			TokenLabel: safetext.Clean(owner.TokenLabel), TokenSerial: safetext.Clean(owner.TokenSerial)},
+		Authority: RecordAuthority{KeyTag: auth.Args[1], Hash: auth.Args[0], WrappedKey: auth.Body},
+		Header:    h.Marshal(),
+		Binding:   RecordBinding{Nonce: make([]byte, 11)},
 	}
 	rand.Read(r.Binding.Nonce)
 	value, err := key.Value()
@@ -70,6 +81,9 @@ func NewRecord(h *Header, key FileKey, description string, owner RecordOwner, cr
 		return nil, fmt.Errorf("the file key is not 32 bytes")
 	}
 	r.Binding.Tag = r.bind(value)
+	if _, err := parseRecord(r.Marshal()); err != nil {
+		return nil, fmt.Errorf("cannot make the escrow record: %v", err)
+	}
 	return r, nil
 }
 
@@ -114,25 +128,54 @@ func (r *Record) Marshal() []byte {
 	return append(b, '\n')
 }
 
-// ParseRecord decodes a record strictly: unknown fields, trailing data and wrong sizes are errors.
-// It does not authenticate anything; see Verify.
+// ParseRecord decodes a record by the rules of FORMAT.md section 5.1: exact member names, no
+// unknown, duplicate or missing member, valid text, canonical base64 and times, and a header
+// with nothing after it. It does not authenticate anything; see Verify.
 func ParseRecord(data []byte) (*Record, error) {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	r := &Record{}
-	if err := dec.Decode(r); err != nil {
+	r, err := parseRecord(data)
+	if err != nil {
 		return nil, &RecordError{Reason: "it is not a valid escrow record: " + err.Error()}
 	}
-	if dec.More() {
-		return nil, &RecordError{Reason: "trailing data after the record"}
+	return r, nil
+}
+
+func parseRecord(data []byte) (*Record, error) {
+	r := &Record{}
+	if err := strictjson.Unmarshal(data, r); err != nil {
+		return nil, err
 	}
-	if r.Format != recordFormat {
-		return nil, &RecordError{Reason: fmt.Sprintf("unknown record format %q", r.Format)}
-	}
-	if len(r.Binding.Nonce) != 11 || len(r.Binding.Tag) != 16 {
-		return nil, &RecordError{Reason: "the binding has the wrong size"}
+	if err := r.check(); err != nil {
+		return nil, err
 	}
 	return r, nil
+}
+
+// check checks the syntax of the fields that strictjson leaves to the document.
+func (r *Record) check() error {
+	if r.Format != recordFormat {
+		return fmt.Errorf("unknown record format %s", safetext.Quote(r.Format))
+	}
+	if _, err := ParseFileID(r.FileID); err != nil {
+		return fmt.Errorf("file_id: %v", err)
+	}
+	if _, err := parseTime(r.Created); err != nil {
+		return fmt.Errorf("created: %v", err)
+	}
+	if len(r.Owner.Fingerprint) != 64 || !isLowerHex(r.Owner.Fingerprint) {
+		return errors.New("owner.fingerprint is not 64 lower-case hex digits")
+	}
+	if len(r.Binding.Nonce) != 11 || len(r.Binding.Tag) != 16 {
+		return errors.New("the binding has the wrong size")
+	}
+	br := bytes.NewReader(r.Header)
+	_, rest, err := ParseHeader(br)
+	if err != nil {
+		return fmt.Errorf("header: %v", err)
+	}
+	if n, _ := rest.Read(make([]byte, 1)); n != 0 {
+		return errors.New("header: bytes after the mac-line")
+	}
+	return nil
 }
 
 // Verify unwraps the file key through the record's authority stanza with id, and checks that the

@@ -15,6 +15,9 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/p11escrow/p11escrow/escrow/internal/strictjson"
+	"github.com/p11escrow/p11escrow/internal/safetext"
 )
 
 const requestFormat = "p11escrow-recovery-request/v1"
@@ -27,23 +30,24 @@ const (
 
 // Request is a recovery request (FORMAT.md section 10): the authority is asked to re-issue the
 // header of file FileID for NewOwner. Officers approve it by signing its canonical bytes.
+// Its struct tags are its field table for strictjson, as for Record.
 type Request struct {
 	Format    string      `json:"format"`
 	ID        string      `json:"id"`
 	Authority string      `json:"authority"`
 	FileID    string      `json:"file_id"`
 	NewOwner  RequestKey  `json:"new_owner"`
-	Reason    string      `json:"reason"`
-	Requester string      `json:"requester"`
+	Reason    string      `json:"reason" max:"1024"`
+	Requester string      `json:"requester" max:"512"`
 	Created   string      `json:"created"`
 	Expires   string      `json:"expires"`
-	Approvals []*Approval `json:"approvals"`
+	Approvals []*Approval `json:"approvals" max:"64"`
 	newOwner  *rsa.PublicKey
 }
 
 // RequestKey is the new owner's RSA public key (PKIX DER) and the OAEP hash their token decrypts.
 type RequestKey struct {
-	PublicKey   []byte `json:"public_key"`
+	PublicKey   []byte `json:"public_key" max:"1024"`
 	OAEPHash    string `json:"oaep_hash"`
 	Fingerprint string `json:"fingerprint"`
 }
@@ -52,10 +56,12 @@ type RequestKey struct {
 type Approval struct {
 	Officer   string `json:"officer"` // fingerprint: SHA-256 of the officer's PKIX public key, hex
 	Algorithm string `json:"algorithm"`
-	Signature []byte `json:"signature"`
+	Signature []byte `json:"signature" max:"1024"`
 }
 
-// NewRequest builds an unapproved request, valid from now until now+ttl.
+// NewRequest builds an unapproved request, valid from now until now+ttl. The reason and the
+// requester are made valid text with safetext.Clean (FORMAT.md section 5.1), so that the bytes
+// officers sign are exactly the bytes written, and the request is checked with ParseRequest.
 func NewRequest(authority string, id FileID, owner *rsa.PublicKey, hash crypto.Hash, reason, requester string, now time.Time, ttl time.Duration) (*Request, error) {
 	der, err := x509.MarshalPKIXPublicKey(owner)
 	if err != nil {
@@ -76,13 +82,17 @@ func NewRequest(authority string, id FileID, owner *rsa.PublicKey, hash crypto.H
 		return nil, err
 	}
 	sum := sha256.Sum256(der)
-	return &Request{
+	r := &Request{
 		Format: requestFormat, ID: rid, Authority: authority, FileID: id.String(),
 		NewOwner: RequestKey{PublicKey: der, OAEPHash: hashName, Fingerprint: hex.EncodeToString(sum[:])},
-		Reason:   reason, Requester: requester,
-		Created: now.UTC().Format(time.RFC3339), Expires: now.Add(ttl).UTC().Format(time.RFC3339),
+		Reason:   safetext.Clean(reason), Requester: safetext.Clean(requester),
+		Created: formatTime(now), Expires: formatTime(now.Add(ttl)),
 		Approvals: []*Approval{}, newOwner: owner,
-	}, nil
+	}
+	if _, err := ParseRequest(r.Marshal()); err != nil {
+		return nil, err
+	}
+	return r, nil
 }
 
 // CanonicalBytes returns request-bytes, what approvals sign (FORMAT.md section 10.1). Approvals
@@ -143,23 +153,18 @@ func (r *Request) Marshal() []byte {
 	return append(b, '\n')
 }
 
-// ParseRequest decodes a request strictly and checks its fields' syntax. It verifies no approval;
-// see VerifyApproval.
+// ParseRequest decodes a request by the rules of FORMAT.md section 5.1 and checks its fields'
+// syntax. It verifies no approval; see VerifyApproval.
 func ParseRequest(data []byte) (*Request, error) {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
 	r := &Request{}
 	bad := func(format string, args ...any) (*Request, error) {
 		return nil, fmt.Errorf("not a valid recovery request: "+format, args...)
 	}
-	if err := dec.Decode(r); err != nil {
+	if err := strictjson.Unmarshal(data, r); err != nil {
 		return bad("%v", err)
 	}
-	if dec.More() {
-		return bad("trailing data")
-	}
 	if r.Format != requestFormat {
-		return bad("unknown format %q", r.Format)
+		return bad("unknown format %s", safetext.Quote(r.Format))
 	}
 	if err := checkIDs(r.ID, r.Authority); err != nil {
 		return bad("%v", err)
@@ -175,9 +180,6 @@ func ParseRequest(data []byte) (*Request, error) {
 		return bad("%v", err)
 	}
 	r.newOwner = pub
-	if r.Approvals == nil {
-		r.Approvals = []*Approval{}
-	}
 	return r, nil
 }
 
@@ -212,13 +214,28 @@ type RequestTimes struct{ Created, Expires time.Time }
 // Times parses Created and Expires (RFC 3339, UTC).
 func (r *Request) Times() (RequestTimes, error) { return parseTimes(r.Created, r.Expires) }
 
+// timeLayout is the one form of created and expires: RFC 3339 in UTC, to the second.
+const timeLayout = "2006-01-02T15:04:05Z"
+
+// formatTime writes t in timeLayout.
+func formatTime(t time.Time) string { return t.UTC().Format(timeLayout) }
+
+// parseTime accepts exactly what formatTime writes, so that every time has one spelling.
+func parseTime(s string) (time.Time, error) {
+	t, err := time.Parse(timeLayout, s)
+	if err != nil || t.Format(timeLayout) != s {
+		return time.Time{}, fmt.Errorf("%s is not an RFC 3339 UTC time to the second, like 2026-11-27T10:31:05Z", safetext.Quote(s))
+	}
+	return t, nil
+}
+
 // parseTimes parses a request's created and expires fields and checks their order.
 func parseTimes(created, expires string) (RequestTimes, error) {
-	c, err := time.Parse(time.RFC3339, created)
+	c, err := parseTime(created)
 	if err != nil {
 		return RequestTimes{}, fmt.Errorf("created: %v", err)
 	}
-	e, err := time.Parse(time.RFC3339, expires)
+	e, err := parseTime(expires)
 	if err != nil {
 		return RequestTimes{}, fmt.Errorf("expires: %v", err)
 	}

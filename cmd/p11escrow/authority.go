@@ -7,6 +7,7 @@ import (
 
 	"github.com/p11escrow/p11escrow/escrow"
 	"github.com/p11escrow/p11escrow/escrow/authority"
+	"github.com/p11escrow/p11escrow/internal/safetext"
 	"github.com/p11escrow/p11escrow/token"
 	"github.com/urfave/cli/v2"
 )
@@ -105,7 +106,7 @@ func verifyRecord(c *cli.Context) error {
 			if err := verifyRecordWith(s, rec, h, st, kp); err != nil {
 				return err
 			}
-			fmt.Printf("escrow record for file %s verified: the authority key %q opens its header, and its fields are intact\n", h.ID, kp.Label)
+			fmt.Printf("escrow record for file %s verified: the authority key %s opens its header, and its fields are intact\n", h.ID, safetext.Quote(kp.Label))
 			return nil
 		}
 		return &escrow.RecordError{Reason: fmt.Sprintf("it is wrapped for authority key %s, which is not on this token", rec.Authority.KeyTag)}

@@ -11,6 +11,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/p11escrow/p11escrow/escrow/authority"
+	"github.com/p11escrow/p11escrow/internal/safetext"
 	"github.com/urfave/cli/v2"
 )
 
@@ -80,7 +81,8 @@ func auditAction(c *cli.Context) error {
 		w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintf(w, "SEQ\tTIME\tACTOR\tACTION\tDETAILS\n")
 		for _, e := range entries {
-			fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\n", e.Seq, e.Time, e.Actor, e.Action, e.Details)
+			fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\n", e.Seq, safetext.Clean(e.Time), safetext.Clean(e.Actor),
+				safetext.Clean(e.Action), safetext.Clean(e.Details))
 		}
 		return w.Flush()
 	})

@@ -8,6 +8,7 @@ import (
 
 	"github.com/p11escrow/p11escrow/escrow"
 	"github.com/p11escrow/p11escrow/escrow/authority"
+	"github.com/p11escrow/p11escrow/internal/safetext"
 	"github.com/urfave/cli/v2"
 )
 
@@ -52,7 +53,7 @@ func officerAdd(c *cli.Context) error {
 		if err != nil {
 			return err
 		}
-		fmt.Printf("officer %q registered (%s, key %s)\n", o.Name, o.Algorithm, o.Fingerprint)
+		fmt.Printf("officer %s registered (%s, key %s)\n", safetext.Quote(o.Name), o.Algorithm, o.Fingerprint)
 		fmt.Println("registered directly: fewer officers than the policy needs were registered, so no quorum existed to approve it")
 		return nil
 	})
@@ -142,7 +143,7 @@ func applyAction(c *cli.Context) error {
 		case escrow.ChangePolicy:
 			fmt.Printf("change request %s applied: a recovery or a change now needs %d approvals\n", req.ID, ch.Approvals)
 		default:
-			fmt.Printf("change request %s applied: officer %q registered\n", req.ID, ch.Name)
+			fmt.Printf("change request %s applied: officer %s registered\n", req.ID, safetext.Quote(ch.Name))
 		}
 		return nil
 	})

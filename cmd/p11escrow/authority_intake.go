@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/p11escrow/p11escrow/escrow/authority"
+	"github.com/p11escrow/p11escrow/internal/safetext"
 	"github.com/urfave/cli/v2"
 )
 
@@ -59,10 +60,10 @@ func intakeAction(c *cli.Context) error {
 			count[res.Outcome]++
 			prefix := fmt.Sprintf("[%d/%d]", i+1, len(names))
 			if res.Outcome == authority.Rejected {
-				fmt.Printf("%s rejected %s: %s\n", prefix, res.Name, oneLine(res.Reason))
+				fmt.Printf("%s rejected %s: %s\n", prefix, safetext.Clean(res.Name), safetext.Clean(oneLine(res.Reason)))
 				return
 			}
-			fmt.Printf("%s %s %s %s\n", prefix, res.Outcome, res.FileID, res.Name)
+			fmt.Printf("%s %s %s %s\n", prefix, res.Outcome, res.FileID, safetext.Clean(res.Name))
 		}
 		if err := a.IntakeAll(names, readRecord, runtime.NumCPU(), report); err != nil {
 			return fmt.Errorf("%w (stopped after %d held; rerun to continue)", err, count[authority.Held])
@@ -109,8 +110,9 @@ func listAction(c *cli.Context) error {
 		w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintf(w, "FILE ID\tOWNER\tTOKEN\tSERIAL\tINTAKE\tKEY\tSTATUS\tDESCRIPTION\n")
 		for _, r := range recs {
-			fmt.Fprintf(w, "%s\t%.8s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.FileID, r.OwnerFingerprint, r.OwnerTokenLabel,
-				r.OwnerTokenSerial, r.IntakeTime, labels[r.AuthorityKey], r.Status, r.Description)
+			fmt.Fprintf(w, "%s\t%.8s\t%s\t%s\t%s\t%s\t%s\t%s\n", safetext.Clean(r.FileID), safetext.Clean(r.OwnerFingerprint),
+				safetext.Clean(r.OwnerTokenLabel), safetext.Clean(r.OwnerTokenSerial), safetext.Clean(r.IntakeTime),
+				safetext.Clean(labels[r.AuthorityKey]), safetext.Clean(string(r.Status)), safetext.Clean(r.Description))
 		}
 		return w.Flush()
 	})
@@ -177,14 +179,17 @@ func showAction(c *cli.Context) error {
 		if c.Bool("json") {
 			return printJSON(out)
 		}
-		fmt.Printf("file ID:       %s\n", r.FileID)
-		fmt.Printf("description:   %s\n", r.Description)
-		fmt.Printf("owner:         %s (token %q, serial %s)\n", r.OwnerFingerprint, r.OwnerTokenLabel, r.OwnerTokenSerial)
-		fmt.Printf("created:       %s\n", r.Created)
-		fmt.Printf("taken in:      %s\n", r.IntakeTime)
-		fmt.Printf("status:        %s\n", r.Status)
+		// Every field may be outside text, or an old row written before the strict reader.
+		fmt.Printf("file ID:       %s\n", safetext.Clean(r.FileID))
+		fmt.Printf("description:   %s\n", safetext.Clean(r.Description))
+		fmt.Printf("owner:         %s (token %s, serial %s)\n", safetext.Clean(r.OwnerFingerprint),
+			safetext.Quote(r.OwnerTokenLabel), safetext.Clean(r.OwnerTokenSerial))
+		fmt.Printf("created:       %s\n", safetext.Clean(r.Created))
+		fmt.Printf("taken in:      %s\n", safetext.Clean(r.IntakeTime))
+		fmt.Printf("status:        %s\n", safetext.Clean(string(r.Status)))
 		for _, w := range out.Wraps {
-			fmt.Printf("wrapped under: authority key %q (%s, oaep %s), since %s\n", w.Label, w.Key, w.Hash, w.Added)
+			fmt.Printf("wrapped under: authority key %s (%s, oaep %s), since %s\n", safetext.Quote(w.Label),
+				safetext.Clean(w.Key), safetext.Clean(w.Hash), safetext.Clean(w.Added))
 		}
 		return nil
 	})

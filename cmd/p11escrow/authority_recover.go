@@ -9,6 +9,7 @@ import (
 
 	"github.com/p11escrow/p11escrow/escrow"
 	"github.com/p11escrow/p11escrow/escrow/authority"
+	"github.com/p11escrow/p11escrow/internal/safetext"
 	"github.com/urfave/cli/v2"
 )
 
@@ -98,7 +99,7 @@ func officerList(c *cli.Context) error {
 		w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintf(w, "NAME\tALGORITHM\tADDED\tKEY\n")
 		for _, o := range list {
-			fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", o.Name, o.Algorithm, o.Added, o.Fingerprint)
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", safetext.Clean(o.Name), safetext.Clean(o.Algorithm), safetext.Clean(o.Added), safetext.Clean(o.Fingerprint))
 		}
 		return w.Flush()
 	})
@@ -164,7 +165,7 @@ func approveAction(c *cli.Context) error {
 		}
 		need, _ := a.Store.Approvals()
 		info := req.Info()
-		fmt.Printf("officer %q approved %s %s (%d approval(s) on it; the policy needs %d)\n", off.Name, info.Kind, info.ID, len(info.Approvals), need)
+		fmt.Printf("officer %s approved %s %s (%d approval(s) on it; the policy needs %d)\n", safetext.Quote(off.Name), info.Kind, info.ID, len(info.Approvals), need)
 		return nil
 	})
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/p11escrow/p11escrow/escrow"
+	"github.com/p11escrow/p11escrow/internal/safetext"
 	"github.com/p11escrow/p11escrow/token"
 	"github.com/urfave/cli/v2"
 )
@@ -205,7 +206,7 @@ func (p *encryptPlan) report(j encryptJob, h *escrow.Header) {
 	if j.record != "" {
 		msg += "; escrow record " + j.record + " (send it to the backup authority)"
 	}
-	fmt.Fprintln(os.Stderr, msg)
+	fmt.Fprintln(os.Stderr, safetext.Clean(msg))
 }
 
 func (p *encryptPlan) writeRecord(j encryptJob, h *escrow.Header, key *token.FileKey) error {

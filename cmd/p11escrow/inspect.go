@@ -9,6 +9,7 @@ import (
 	"os"
 
 	"github.com/p11escrow/p11escrow/escrow"
+	"github.com/p11escrow/p11escrow/internal/safetext"
 	"github.com/urfave/cli/v2"
 )
 
@@ -88,7 +89,7 @@ func inspectFile(r io.Reader, asJSON bool) error {
 	fmt.Printf("stanzas:\n")
 	for _, s := range sum.Stanzas {
 		if s.Role == "" {
-			fmt.Printf("  %-9s (unknown type %q, %d bytes)\n", "?", s.Type, s.Size)
+			fmt.Printf("  %-9s (unknown type %s, %d bytes)\n", "?", safetext.Quote(s.Type), s.Size)
 			continue
 		}
 		fmt.Printf("  %-9s  key tag %s  %s-oaep-%s  %d-byte wrap\n", s.Role, s.Tag, "rsa", s.Hash, s.Size)
@@ -111,9 +112,9 @@ func inspectRecord(r io.Reader, asJSON bool) error {
 	}
 	fmt.Printf("p11escrow escrow record, format v1\n")
 	fmt.Printf("file ID:      %s\n", rec.FileID)
-	fmt.Printf("description:  %s\n", rec.Description)
+	fmt.Printf("description:  %s\n", safetext.Clean(rec.Description))
 	fmt.Printf("created:      %s\n", rec.Created)
-	fmt.Printf("owner:        %s (token %q, serial %s)\n", rec.Owner.Fingerprint, rec.Owner.TokenLabel, rec.Owner.TokenSerial)
+	fmt.Printf("owner:        %s (token %s, serial %s)\n", rec.Owner.Fingerprint, safetext.Quote(rec.Owner.TokenLabel), safetext.Clean(rec.Owner.TokenSerial))
 	fmt.Printf("authority:    key tag %s, rsa-oaep-%s, %d-byte wrap\n", rec.Authority.KeyTag, rec.Authority.Hash, len(rec.Authority.WrappedKey))
 	fmt.Printf("(the authority verifies the record with `p11escrow authority verify`)\n")
 	return nil

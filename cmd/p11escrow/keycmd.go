@@ -10,6 +10,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/p11escrow/p11escrow/escrow"
+	"github.com/p11escrow/p11escrow/internal/safetext"
 	"github.com/p11escrow/p11escrow/token"
 	"github.com/urfave/cli/v2"
 )
@@ -126,7 +127,7 @@ func listKeys(c *cli.Context) error {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(w, "%s\t%x\tRSA-%d\t%s\t%v\t%v\t%s\n", kp.Label, kp.ID, kp.Public.N.BitLen(),
+			fmt.Fprintf(w, "%s\t%x\tRSA-%d\t%s\t%v\t%v\t%s\n", safetext.Clean(kp.Label), kp.ID, kp.Public.N.BitLen(),
 				fpr.Tag(), attrs.Sensitive, attrs.Extractable, fpr)
 		}
 		return w.Flush()

@@ -6,13 +6,14 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/p11escrow/p11escrow/internal/safetext"
 	"github.com/urfave/cli/v2"
 )
 
 func main() {
 	app := newApp()
 	if err := app.Run(flagsFirst(app, os.Args)); err != nil {
-		fmt.Fprintf(os.Stderr, "p11escrow: %s\n", oneLine(err))
+		fmt.Fprintf(os.Stderr, "p11escrow: %s\n", safetext.Clean(oneLine(err)))
 		os.Exit(1)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 
 	"github.com/p11escrow/p11escrow/escrow"
+	"github.com/p11escrow/p11escrow/internal/safetext"
 	"github.com/urfave/cli/v2"
 )
 
@@ -68,7 +69,7 @@ func reheaderAction(c *cli.Context) error {
 	if err := o.commit(); err != nil {
 		return err
 	}
-	fmt.Fprintf(os.Stderr, "%s: header replaced (file %s); written to %s\n", in, old.ID, out)
+	fmt.Fprintf(os.Stderr, "%s: header replaced (file %s); written to %s\n", safetext.Clean(in), old.ID, safetext.Clean(out))
 	return nil
 }
 

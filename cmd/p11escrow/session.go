@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/p11escrow/p11escrow/internal/safetext"
 	"github.com/p11escrow/p11escrow/token"
 	"github.com/urfave/cli/v2"
 )
@@ -127,5 +128,5 @@ func withSession(c *cli.Context, f func(s *session) error) error {
 
 // warn prints a warning line on stderr.
 func warn(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "p11escrow: warning: "+format+"\n", args...)
+	fmt.Fprintf(os.Stderr, "p11escrow: warning: %s\n", safetext.Clean(fmt.Sprintf(format, args...)))
 }

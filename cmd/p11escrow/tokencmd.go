@@ -5,6 +5,7 @@ import (
 	"os"
 	"text/tabwriter"
 
+	"github.com/p11escrow/p11escrow/internal/safetext"
 	"github.com/urfave/cli/v2"
 )
 
@@ -43,14 +44,14 @@ func tokenList(c *cli.Context) error {
 	fmt.Fprintf(w, "SLOT\tLABEL\tSERIAL\tMODEL\tMANUFACTURER\n")
 	for _, s := range slots {
 		if !s.TokenPresent {
-			fmt.Fprintf(w, "%d\t(no token)\t\t\t%s\n", s.SlotID, s.Description)
+			fmt.Fprintf(w, "%d\t(no token)\t\t\t%s\n", s.SlotID, safetext.Clean(s.Description))
 			continue
 		}
 		if !s.Initialized {
-			fmt.Fprintf(w, "%d\t(not initialized)\t%s\t%s\t%s\n", s.SlotID, s.Serial, s.Model, s.Manufacturer)
+			fmt.Fprintf(w, "%d\t(not initialized)\t%s\t%s\t%s\n", s.SlotID, safetext.Clean(s.Serial), safetext.Clean(s.Model), safetext.Clean(s.Manufacturer))
 			continue
 		}
-		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\n", s.SlotID, s.Label, s.Serial, s.Model, s.Manufacturer)
+		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\n", s.SlotID, safetext.Clean(s.Label), safetext.Clean(s.Serial), safetext.Clean(s.Model), safetext.Clean(s.Manufacturer))
 	}
 	return w.Flush()
 }
@@ -65,7 +66,7 @@ func tokenInfo(c *cli.Context) error {
 		path, reason := caps.Plan()
 		yes := map[bool]string{true: "yes", false: "no"}
 		w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintf(w, "token\t%s (serial %s, %s %s)\n", info.Label, info.Serial, info.Manufacturer, info.Model)
+		fmt.Fprintf(w, "token\t%s (serial %s, %s %s)\n", safetext.Clean(info.Label), safetext.Clean(info.Serial), safetext.Clean(info.Manufacturer), safetext.Clean(info.Model))
 		fmt.Fprintf(w, "module\t%s\n", s.module.Path())
 		for _, row := range []struct {
 			what string

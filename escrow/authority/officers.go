@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/p11escrow/p11escrow/escrow"
+	"github.com/p11escrow/p11escrow/internal/safetext"
 )
 
 // MinApprovals is the smallest approval policy: no single person may recover a key alone.
@@ -28,7 +29,9 @@ func (a *Authority) AddOfficer(name string, pub crypto.PublicKey) (*Officer, err
 	return o, a.officerExists(a.Store.AddOfficer(o, a.event("officer-add", officerDetails(o))), o)
 }
 
-// newOfficer builds the Officer row for a signing public key.
+// newOfficer builds the Officer row for a signing public key. The name is made valid text by
+// the rule of FORMAT.md section 5.1, as a change request's is, so both ways of registering an
+// officer store the same name.
 func (a *Authority) newOfficer(name string, pub crypto.PublicKey) (*Officer, error) {
 	if name == "" {
 		return nil, errors.New("give the officer's name with --name")
@@ -45,7 +48,7 @@ func (a *Authority) newOfficer(name string, pub crypto.PublicKey) (*Officer, err
 	if err != nil {
 		return nil, err
 	}
-	return &Officer{Fingerprint: fpr, Name: name, Algorithm: alg, PublicKey: der, Added: a.Now().UTC().Format(time.RFC3339)}, nil
+	return &Officer{Fingerprint: fpr, Name: safetext.Clean(name), Algorithm: alg, PublicKey: der, Added: a.Now().UTC().Format(time.RFC3339)}, nil
 }
 
 func officerDetails(o *Officer) map[string]any {
