@@ -264,7 +264,19 @@ func TestReissueKeepsPayload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, err := h.Reissue(key, []*Stanza{s, h.Stanzas[1]})
+	// The host re-issues through the same ReissueOn, with the same checks, as the token does.
+	k, err := newMemKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.ReissueOn(k, []*Stanza{s, h.Stanzas[0], h.Stanzas[1]}); err == nil {
+		t.Fatal("ReissueOn accepted two owner stanzas")
+	}
+	wrong, _ := newMemKey(newHostKey())
+	if _, err := h.ReissueOn(wrong, []*Stanza{s, h.Stanzas[1]}); outcome(err) != "tampered" {
+		t.Fatalf("ReissueOn with another key: %v, want tampered", err)
+	}
+	n, err := h.ReissueOn(k, []*Stanza{s, h.Stanzas[1]})
 	if err != nil {
 		t.Fatal(err)
 	}

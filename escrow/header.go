@@ -9,12 +9,14 @@ import (
 	"io"
 	"strconv"
 	"strings"
+
+	"github.com/p11escrow/p11escrow/escrow/internal/stream"
 )
 
 // Format limits, from FORMAT.md section 2.
 const (
 	versionLine   = "p11escrow/v1"
-	chunkSize     = 65536
+	chunkSize     = stream.ChunkSize
 	maxHeaderSize = 65536
 	maxStanzas    = 32
 	bodyColumns   = 64
@@ -285,20 +287,11 @@ func headerErr(line int, format string, args ...any) error {
 }
 
 // ChunkSize is the plaintext size of every payload chunk but the last.
-const ChunkSize = chunkSize
+const ChunkSize = stream.ChunkSize
 
-// ChunkCount returns how many chunks a payload of n bytes holds, or an error if no valid payload
-// has that length. It needs no key.
+// ChunkCount returns how many chunks a payload of n bytes holds, or a *TruncatedError if no valid
+// payload has that length. It needs no key. The rule lives in internal/stream.
 func ChunkCount(n int64) (int64, error) {
-	const sealed = chunkSize + 16
-	full, rest := n/sealed, n%sealed
-	switch {
-	case n == 0:
-		return 0, &TruncatedError{What: "payload"}
-	case rest == 0:
-		return full, nil
-	case rest < 16:
-		return 0, &TruncatedError{What: "payload"}
-	}
-	return full + 1, nil
+	c, err := stream.ChunkCount(n)
+	return c, payloadErr(err)
 }
