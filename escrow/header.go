@@ -16,6 +16,7 @@ import (
 // Format limits, from FORMAT.md section 2.
 const (
 	versionLine   = "p11escrow/v1"
+	magicPrefix   = "p11escrow/" // what every version's first line starts with
 	chunkSize     = stream.ChunkSize
 	maxHeaderSize = 65536
 	maxStanzas    = 32
@@ -148,12 +149,20 @@ func (p *headerParser) next() (string, error) {
 }
 
 func (p *headerParser) parse() (*Header, error) {
+	// The error classes of FORMAT.md section 8: input that does not start with "p11escrow/" is
+	// not a p11escrow file; input that ends inside "p11escrow/v1" LF is truncated; any other
+	// first line is a version this reader does not know.
 	first, err := p.r.Peek(len(versionLine) + 1)
-	if err != nil || string(first) != versionLine+"\n" {
-		if bytes.HasPrefix(first, []byte("p11escrow/")) {
-			return nil, &HeaderError{Line: 1, Reason: "unsupported format version; this tool reads " + versionLine}
-		}
+	switch {
+	case err != nil && err != io.EOF:
+		return nil, err
+	case !bytes.HasPrefix(first, []byte(magicPrefix)):
 		return nil, ErrNotP11e
+	case err == nil && string(first) == versionLine+"\n":
+	case len(first) < len(versionLine)+1 && strings.HasPrefix(versionLine+"\n", string(first)):
+		return nil, &TruncatedError{What: "header"}
+	default:
+		return nil, &HeaderError{Line: 1, Reason: "unsupported format version; this tool reads " + versionLine}
 	}
 	p.next()
 	h := &Header{}
