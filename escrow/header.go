@@ -112,9 +112,10 @@ func ParseHeader(r io.Reader) (*Header, io.Reader, error) {
 }
 
 type headerParser struct {
-	r    *bufio.Reader
-	read int
-	line int
+	stanzas []*Stanza // parsed so far
+	r       *bufio.Reader
+	read    int
+	line    int
 }
 
 // next returns the next line without its LF, enforcing the size limit and ASCII.
@@ -186,15 +187,13 @@ func (p *headerParser) parse() (*Header, error) {
 			return nil, err
 		}
 		h.Stanzas = append(h.Stanzas, s)
+		p.stanzas = h.Stanzas
 		line = after
 	}
 	if len(h.Stanzas) == 0 {
 		return nil, headerErr(p.line, "the header has no stanzas")
 	}
 	if err := p.parseMAC(h, line); err != nil {
-		return nil, err
-	}
-	if err := checkRoles(h.Stanzas); err != nil {
 		return nil, err
 	}
 	return h, nil
@@ -229,6 +228,14 @@ func (p *headerParser) parseStanza(line string) (*Stanza, string, error) {
 	}
 	s := &Stanza{Type: f[1], Args: f[2:]}
 	start := p.line // errors about the whole stanza name its first line
+	// The stanza line is checked before its body is read (FORMAT.md section 8.1): a bad
+	// argument or a second owner is a malformed header even if the input ends in the body.
+	if err := checkStanzaArgs(s); err != nil {
+		return nil, "", headerErr(start, "%v", err)
+	}
+	if err := checkRoles(append(p.stanzas, s)); err != nil {
+		return nil, "", err
+	}
 	var body strings.Builder
 	for {
 		l, err := p.next()
