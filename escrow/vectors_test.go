@@ -3,6 +3,10 @@ package escrow
 import (
 	"bytes"
 	"crypto"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"crypto/rsa"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
@@ -129,6 +133,7 @@ func TestVectorsWithKey(t *testing.T) {
 // cannot call it tampered, nor accept it.
 func writeVectors(t *testing.T) {
 	owner, other := loadKey(t, "owner.pem"), loadKey(t, "other.pem")
+	shortKey := newHostKey()[:16]
 	var vs []vector
 	dir := "testdata/vectors"
 	os.RemoveAll(dir)
@@ -275,6 +280,7 @@ func writeVectors(t *testing.T) {
 		f = append(f, aead.Seal(nil, last[:], nil, h.Core())...)
 		add("tampered-empty-last-chunk-after-full.p11e", "tampered", key, f, nil)
 	}
+	add("tampered-16-byte-key.p11e", "tampered", shortKey, shortKeyFile(t, shortKey, owner, other), nil)
 	_ = plain
 	otherKey, otherFile, _, _ := make1(11, recipient(other, RoleOwner))
 	add("no-identity.p11e", "no-identity", otherKey, otherFile, nil)
@@ -370,7 +376,7 @@ func TestHeaderVectorsHaveValidMACs(t *testing.T) {
 // TestEveryVectorHasAFileKey checks that every vector with a header publishes its file key.
 func TestEveryVectorHasAFileKey(t *testing.T) {
 	for _, v := range loadVectors(t) {
-		if v.Expect != "not-p11e" && len(v.FileKey) != 64 {
+		if k, err := hex.DecodeString(v.FileKey); v.Expect != "not-p11e" && (err != nil || len(k) == 0) {
 			t.Errorf("%s: no file key", v.File)
 		}
 	}
@@ -444,4 +450,41 @@ func fullLastLine(t *testing.T, key []byte, h *Header, payload []byte) []byte {
 	body := b64.EncodeToString(u.Body)
 	enc = strings.Replace(enc, body+"\n\n", body+"\n", 1)
 	return append(remac(t, key, enc, false), payload...)
+}
+
+// shortKeyFile is a file made exactly as a writer would, but under a 16-byte key: stanzas that
+// wrap it, a commitment over it, and a MAC and chunks under AES-128-GCM. Every reader, on a host
+// or on a token, must refuse it by the 32-byte key rule (FORMAT.md section 2.2).
+func shortKeyFile(t *testing.T, key []byte, owner, authority *rsa.PrivateKey) []byte {
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &Header{ID: NewFileID()}
+	h.Commitment = Commitment(h.ID, key)
+	for _, r := range []struct {
+		k    *rsa.PrivateKey
+		role Role
+	}{{owner, RoleOwner}, {authority, RoleAuthority}} {
+		body, err := rsa.EncryptOAEP(crypto.SHA1.New(), rand.Reader, &r.k.PublicKey, key, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fpr, _ := FingerprintOf(&r.k.PublicKey)
+		h.Stanzas = append(h.Stanzas, &Stanza{Type: typeRSAOAEP, Args: []string{"sha1", fpr.Tag(), string(r.role)}, Body: body})
+	}
+	rand.Read(h.Nonce[:])
+	h.MAC = gmac(aead, MACNonce(h.Nonce), h.macInput())
+	var buf bytes.Buffer
+	buf.Write(h.Marshal())
+	w := stream.NewWriter(aead, h.Core(), &buf)
+	w.Write([]byte("a file under a 16-byte key"))
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
 }
