@@ -123,6 +123,19 @@ func (h *Header) ReissueOn(k KeyOps, stanzas []*Stanza) (*Header, error) {
 	return n, nil
 }
 
+// ReissuedStanzas returns the stanzas of a header re-issued from h (FORMAT.md section 11), in
+// their order: owner first, authority second, then every other stanza of h, recipient stanzas
+// and stanzas of types this version does not know alike, unchanged and in their order.
+func (h *Header) ReissuedStanzas(owner, authority *Stanza) []*Stanza {
+	out := []*Stanza{owner, authority}
+	for _, s := range h.Stanzas {
+		if r := StanzaRole(s); r != RoleOwner && r != RoleAuthority {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
 // NewRSAStanza builds an rsa-oaep stanza for a key wrapped elsewhere (for example re-wrapped on a
 // token with C_WrapKey) for pub with the OAEP hash and role.
 func NewRSAStanza(pub *rsa.PublicKey, hash crypto.Hash, role Role, wrapped []byte) (*Stanza, error) {
