@@ -131,7 +131,7 @@ func (r *readerAt) ReadAt(p []byte, off int64) (int, error) {
 	want := int(min(int64(len(p)), r.size-off))
 	var (
 		scratch []byte      // one sealed chunk, allocated on the first cache miss: per call, never shared
-		fresh   *plainChunk // the chunk now in scratch, to publish if it was the last one read
+		fresh   *plainChunk // the chunk just opened, to publish if it was the last one read
 	)
 	n := 0
 	for n < want {
