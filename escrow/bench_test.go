@@ -38,7 +38,11 @@ func BenchmarkHeaderParse(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if err := p.verify(newAEAD(key), key); err != nil {
+		k, err := newMemKey(key)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := p.VerifyOn(k); err != nil {
 			b.Fatal(err)
 		}
 	}

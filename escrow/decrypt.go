@@ -91,16 +91,17 @@ func (h *Header) unwrap(identities []Identity) ([]byte, error) {
 	return nil, nerr
 }
 
-// open checks key against the header and starts the payload stream.
+// open checks key against the header, through the same VerifyOn as a key on a token, and starts
+// the payload stream.
 func (h *Header) open(key []byte, payload io.Reader) (*Reader, error) {
-	if len(key) != fileKeySize {
-		return nil, &TamperedError{Reason: "the unwrapped key is not 32 bytes"}
-	}
-	aead := newAEAD(key)
-	if err := h.verify(aead, key); err != nil {
+	k, err := newMemKey(key)
+	if err != nil {
 		return nil, err
 	}
-	return &Reader{header: h, stream: stream.NewReader(aead, h.Core(), payload)}, nil
+	if err := h.VerifyOn(k); err != nil {
+		return nil, err
+	}
+	return &Reader{header: h, stream: stream.NewReader(k.aead, h.Core(), payload)}, nil
 }
 
 // DecryptWithKey opens src with a file key already known, for example one the authority

@@ -264,7 +264,19 @@ func TestReissueKeepsPayload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, err := h.Reissue(key, []*Stanza{s, h.Stanzas[1]})
+	// The host re-issues through the same ReissueOn, with the same checks, as the token does.
+	k, err := newMemKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.ReissueOn(k, []*Stanza{s, h.Stanzas[0], h.Stanzas[1]}); err == nil {
+		t.Fatal("ReissueOn accepted two owner stanzas")
+	}
+	wrong, _ := newMemKey(newHostKey())
+	if _, err := h.ReissueOn(wrong, []*Stanza{s, h.Stanzas[1]}); outcome(err) != "tampered" {
+		t.Fatalf("ReissueOn with another key: %v, want tampered", err)
+	}
+	n, err := h.ReissueOn(k, []*Stanza{s, h.Stanzas[1]})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -326,5 +338,29 @@ func TestRecord(t *testing.T) {
 	}
 	if _, err := ParseRecord(append(rec.Marshal()[:10], '}')); !errors.As(err, &re) {
 		t.Errorf("broken JSON: err = %v, want RecordError", err)
+	}
+}
+
+// TestReissuedStanzas pins FORMAT.md section 11's order: owner, authority, then the other stanzas,
+// unknown types included, unchanged and in their order; the old owner and authority are dropped.
+func TestReissuedStanzas(t *testing.T) {
+	st := func(typ string, args ...string) *Stanza { return &Stanza{Type: typ, Args: args} }
+	oldOwner := st(typeRSAOAEP, "sha1", "00000001", "owner")
+	oldAuth := st(typeRSAOAEP, "sha1", "00000002", "authority")
+	r1 := st(typeRSAOAEP, "sha1", "00000003", "recipient")
+	u := st("x25519-future", "owner")
+	r2 := st(typeRSAOAEP, "sha256", "00000004", "recipient")
+	h := &Header{Stanzas: []*Stanza{r1, oldAuth, u, oldOwner, r2}}
+	newOwner := st(typeRSAOAEP, "sha1", "00000005", "owner")
+	newAuth := st(typeRSAOAEP, "sha1", "00000006", "authority")
+	got := h.ReissuedStanzas(newOwner, newAuth)
+	want := []*Stanza{newOwner, newAuth, r1, u, r2}
+	if len(got) != len(want) {
+		t.Fatalf("%d stanzas, want %d", len(got), len(want))
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("stanza %d is %v, want %v", i, got[i], want[i])
+		}
 	}
 }

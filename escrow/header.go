@@ -9,12 +9,15 @@ import (
 	"io"
 	"strconv"
 	"strings"
+
+	"github.com/p11escrow/p11escrow/escrow/internal/stream"
 )
 
 // Format limits, from FORMAT.md section 2.
 const (
 	versionLine   = "p11escrow/v1"
-	chunkSize     = 65536
+	magicPrefix   = "p11escrow/" // what every version's first line starts with
+	chunkSize     = stream.ChunkSize
 	maxHeaderSize = 65536
 	maxStanzas    = 32
 	bodyColumns   = 64
@@ -109,9 +112,10 @@ func ParseHeader(r io.Reader) (*Header, io.Reader, error) {
 }
 
 type headerParser struct {
-	r    *bufio.Reader
-	read int
-	line int
+	stanzas []*Stanza // parsed so far
+	r       *bufio.Reader
+	read    int
+	line    int
 }
 
 // next returns the next line without its LF, enforcing the size limit and ASCII.
@@ -146,12 +150,20 @@ func (p *headerParser) next() (string, error) {
 }
 
 func (p *headerParser) parse() (*Header, error) {
+	// The error classes of FORMAT.md section 8: input that does not start with "p11escrow/" is
+	// not a p11escrow file; input that ends inside "p11escrow/v1" LF is truncated; any other
+	// first line is a version this reader does not know.
 	first, err := p.r.Peek(len(versionLine) + 1)
-	if err != nil || string(first) != versionLine+"\n" {
-		if bytes.HasPrefix(first, []byte("p11escrow/")) {
-			return nil, &HeaderError{Line: 1, Reason: "unsupported format version; this tool reads " + versionLine}
-		}
+	switch {
+	case err != nil && err != io.EOF:
+		return nil, err
+	case !bytes.HasPrefix(first, []byte(magicPrefix)):
 		return nil, ErrNotP11e
+	case err == nil && string(first) == versionLine+"\n":
+	case len(first) < len(versionLine)+1 && strings.HasPrefix(versionLine+"\n", string(first)):
+		return nil, &TruncatedError{What: "header"}
+	default:
+		return nil, &HeaderError{Line: 1, Reason: "unsupported format version; this tool reads " + versionLine}
 	}
 	p.next()
 	h := &Header{}
@@ -175,15 +187,13 @@ func (p *headerParser) parse() (*Header, error) {
 			return nil, err
 		}
 		h.Stanzas = append(h.Stanzas, s)
+		p.stanzas = h.Stanzas
 		line = after
 	}
 	if len(h.Stanzas) == 0 {
 		return nil, headerErr(p.line, "the header has no stanzas")
 	}
 	if err := p.parseMAC(h, line); err != nil {
-		return nil, err
-	}
-	if err := checkRoles(h.Stanzas); err != nil {
 		return nil, err
 	}
 	return h, nil
@@ -218,6 +228,14 @@ func (p *headerParser) parseStanza(line string) (*Stanza, string, error) {
 	}
 	s := &Stanza{Type: f[1], Args: f[2:]}
 	start := p.line // errors about the whole stanza name its first line
+	// The stanza line is checked before its body is read (FORMAT.md section 8.1): a bad
+	// argument or a second owner is a malformed header even if the input ends in the body.
+	if err := checkStanzaArgs(s); err != nil {
+		return nil, "", headerErr(start, "%v", err)
+	}
+	if err := checkRoles(append(p.stanzas, s)); err != nil {
+		return nil, "", err
+	}
 	var body strings.Builder
 	for {
 		l, err := p.next()
@@ -285,20 +303,11 @@ func headerErr(line int, format string, args ...any) error {
 }
 
 // ChunkSize is the plaintext size of every payload chunk but the last.
-const ChunkSize = chunkSize
+const ChunkSize = stream.ChunkSize
 
-// ChunkCount returns how many chunks a payload of n bytes holds, or an error if no valid payload
-// has that length. It needs no key.
+// ChunkCount returns how many chunks a payload of n bytes holds, or a *TruncatedError if no valid
+// payload has that length. It needs no key. The rule lives in internal/stream.
 func ChunkCount(n int64) (int64, error) {
-	const sealed = chunkSize + 16
-	full, rest := n/sealed, n%sealed
-	switch {
-	case n == 0:
-		return 0, &TruncatedError{What: "payload"}
-	case rest == 0:
-		return full, nil
-	case rest < 16:
-		return 0, &TruncatedError{What: "payload"}
-	}
-	return full + 1, nil
+	c, err := stream.ChunkCount(n)
+	return c, payloadErr(err)
 }

@@ -7,7 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
-	"crypto/subtle"
+	"fmt"
 )
 
 // FileKey is a fresh per-file session key, made by the owner's token. token.FileKey implements
@@ -95,29 +95,44 @@ func (h *Header) seal(aead cipher.AEAD, key []byte) {
 	h.MAC = gmac(aead, MACNonce(h.Nonce), h.macInput())
 }
 
-// verify checks the commitment, then the MAC, both in constant time.
-func (h *Header) verify(aead cipher.AEAD, key []byte) error {
-	c := Commitment(h.ID, key)
-	if subtle.ConstantTimeCompare(c[:], h.Commitment[:]) != 1 {
-		return &TamperedError{Reason: "the key in your stanza does not match the file's key commitment"}
-	}
-	nonce := MACNonce(h.Nonce)
-	if _, err := aead.Open(nil, nonce, h.MAC[:], h.macInput()); err != nil {
-		return &TamperedError{Reason: "the header MAC does not verify"}
-	}
-	return nil
+// memKey is a file key in host memory behind the KeyOpener interface that a token's key
+// implements, so that the owner's host and the authority's token check headers and records
+// through the same code (Header.VerifyOn, Record.VerifyOn). It does not own key: the caller
+// zeroes it.
+type memKey struct {
+	key  []byte
+	aead cipher.AEAD
 }
 
-// Reissue replaces the stanzas of an authenticated header and re-MACs it with key, which the
-// caller has already checked against the header. The payload stays valid because it binds only
-// the core (FORMAT.md section 2.1).
-func (h *Header) Reissue(key []byte, stanzas []*Stanza) (*Header, error) {
-	aead := newAEAD(key)
-	if err := h.verify(aead, key); err != nil {
-		return nil, err
+// newMemKey applies the 32-byte key rule (FORMAT.md section 2.2) and returns the key.
+func newMemKey(key []byte) (*memKey, error) {
+	if len(key) != fileKeySize {
+		return nil, &TamperedError{Reason: "the unwrapped key is not 32 bytes"}
 	}
-	n := &Header{ID: h.ID, Commitment: h.Commitment, Stanzas: stanzas}
-	rand.Read(n.Nonce[:])
-	n.MAC = gmac(aead, MACNonce(n.Nonce), n.macInput())
-	return n, nil
+	return &memKey{key: key, aead: newAEAD(key)}, nil
+}
+
+// DigestSHA256 returns SHA-256(prefix || key || suffix), as C_DigestKey does on a token.
+func (k *memKey) DigestSHA256(prefix, suffix []byte) ([]byte, error) {
+	h := sha256.New()
+	h.Write(prefix)
+	h.Write(k.key)
+	h.Write(suffix)
+	return h.Sum(nil), nil
+}
+
+// SealGCM returns AES-256-GCM ciphertext || tag, as C_Encrypt(CKM_AES_GCM) does on a token.
+func (k *memKey) SealGCM(nonce, aad, plaintext []byte) ([]byte, error) {
+	if len(nonce) != k.aead.NonceSize() {
+		return nil, fmt.Errorf("escrow: a %d-byte GCM nonce; this is a bug", len(nonce))
+	}
+	return k.aead.Seal(nil, nonce, plaintext, aad), nil
+}
+
+// OpenGCM reverses SealGCM, releasing nothing unless the tag verifies.
+func (k *memKey) OpenGCM(nonce, aad, ciphertextAndTag []byte) ([]byte, error) {
+	if len(nonce) != k.aead.NonceSize() {
+		return nil, fmt.Errorf("escrow: a %d-byte GCM nonce; this is a bug", len(nonce))
+	}
+	return k.aead.Open(nil, nonce, ciphertextAndTag, aad)
 }

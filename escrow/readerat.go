@@ -2,7 +2,6 @@ package escrow
 
 import (
 	"bytes"
-	"crypto/cipher"
 	"errors"
 	"fmt"
 	"io"
@@ -10,9 +9,6 @@ import (
 
 	"github.com/p11escrow/p11escrow/escrow/internal/stream"
 )
-
-// sealedChunkSize is the length of every payload chunk but the last (FORMAT.md section 4).
-const sealedChunkSize = stream.ChunkSize + stream.Overhead
 
 // DecryptReaderAt opens a file for random access. src holds the whole file, size is its length.
 //
@@ -52,7 +48,7 @@ func DecryptReaderAt(src io.ReaderAt, size int64, identities ...Identity) (io.Re
 // The offset is len(h.Marshal()). That is exactly the number of header bytes in the file because
 // the parser is strict and canonical (FORMAT.md section 2): every field has one accepted
 // spelling (single spaces, lower-case hex, canonical unpadded base64, 64-column body lines
-// ending in a short line), so re-marshalling reproduces the input. Header.verify relies on the
+// ending in a short line), so re-marshalling reproduces the input. Header.VerifyOn relies on the
 // same property, since the MAC is checked over macInput(), which is re-marshalled too. The
 // comparison below keeps a future parser relaxation from silently shifting every chunk offset;
 // it costs one read of at most 64 KiB per open.
@@ -76,51 +72,31 @@ func parseHeaderAt(src io.ReaderAt, size int64) (*Header, int64, error) {
 	return h, int64(len(canonical)), nil
 }
 
-// openReaderAt checks key against h (commitment, then MAC, as Header.open does) and opens the
+// openReaderAt checks key against h (through VerifyOn, as Header.open does) and opens the
 // payload that runs from start to end in src, verifying its last chunk. It does not keep or
 // clear key: the caller owns it.
 func (h *Header) openReaderAt(key []byte, src io.ReaderAt, start, end int64) (*readerAt, error) {
-	if len(key) != fileKeySize {
-		return nil, &TamperedError{Reason: "the unwrapped key is not 32 bytes"}
-	}
-	aead := newAEAD(key)
-	if err := h.verify(aead, key); err != nil {
+	k, err := newMemKey(key)
+	if err != nil {
 		return nil, err
 	}
-	r := &readerAt{aead: aead, aad: h.Core(), src: src, start: start, end: end}
-	chunks, err := ChunkCount(end - start)
-	if err != nil {
-		return nil, r.badLength(err)
+	if err := h.VerifyOn(k); err != nil {
+		return nil, err
 	}
-	r.chunks = chunks
-	last := chunks - 1
-	lastLen := end - (start + last*sealedChunkSize)
-	r.size = last*stream.ChunkSize + lastLen - stream.Overhead
+	chunks, err := stream.NewChunksAt(k.aead, h.Core(), src, start, end)
+	if err != nil {
+		return nil, payloadErr(err)
+	}
+	r := &readerAt{chunks: chunks, size: chunks.PlainSize()}
 	// Verifying the last chunk now authenticates r.size: its nonce carries the last-chunk flag,
 	// and it verifies only if the file ends exactly where the writer ended it.
-	plain, err := r.openChunk(last, make([]byte, sealedChunkSize))
+	last := chunks.Count() - 1
+	plain, err := chunks.Open(last, make([]byte, stream.SealedChunkSize))
 	if err != nil {
-		return nil, err
+		return nil, payloadErr(err)
 	}
 	r.cache.Store(&plainChunk{index: last, data: plain})
 	return r, nil
-}
-
-// badLength classifies a payload whose length no valid payload has (err, from ChunkCount: it is
-// empty, or its last chunk is shorter than a tag) the way Decrypt does. Decrypt opens the full
-// chunk before the short tail as a middle chunk first: if that fails, as it does when bytes were
-// appended after a full last chunk, the file is tampered; only if it verifies was the file cut
-// inside its last chunk, and truncated. ChunkCount, having no key, calls both truncated.
-func (r *readerAt) badLength(err error) error {
-	full := (r.end - r.start) / sealedChunkSize
-	if full == 0 {
-		return err
-	}
-	r.chunks = full + 1 // the short tail would be the last chunk, so chunk full-1 is a middle one
-	if _, cerr := r.openChunk(full-1, make([]byte, sealedChunkSize)); cerr != nil {
-		return cerr
-	}
-	return err
 }
 
 // readerAt is the io.ReaderAt that DecryptReaderAt returns. Its fields are written only before
@@ -128,13 +104,8 @@ func (r *readerAt) badLength(err error) error {
 // atomic and points to a chunk that is never written again. That, and crypto/cipher's GCM keeping
 // no state per call, is what makes concurrent ReadAt calls safe.
 type readerAt struct {
-	aead   cipher.AEAD // AES-256-GCM under the file key, which is not kept anywhere else
-	aad    []byte      // the core bytes, the additional data of every chunk
-	src    io.ReaderAt // the whole file
-	start  int64       // offset of chunk 0 in src
-	end    int64       // end of the last chunk: the file size given to DecryptReaderAt
-	chunks int64
-	size   int64 // plaintext size, authenticated by the last chunk
+	chunks *stream.ChunksAt // the payload, under an AEAD that is the only copy of the file key
+	size   int64            // plaintext size, authenticated by the last chunk
 	cache  atomic.Pointer[plainChunk]
 }
 
@@ -160,7 +131,7 @@ func (r *readerAt) ReadAt(p []byte, off int64) (int, error) {
 	want := int(min(int64(len(p)), r.size-off))
 	var (
 		scratch []byte      // one sealed chunk, allocated on the first cache miss: per call, never shared
-		fresh   *plainChunk // the chunk now in scratch, to publish if it was the last one read
+		fresh   *plainChunk // the chunk just opened, to publish if it was the last one read
 	)
 	n := 0
 	for n < want {
@@ -171,11 +142,12 @@ func (r *readerAt) ReadAt(p []byte, off int64) (int, error) {
 			plain, fresh = c.data, nil
 		} else {
 			if scratch == nil {
-				scratch = make([]byte, sealedChunkSize)
+				scratch = make([]byte, stream.SealedChunkSize)
 			}
 			var err error
-			plain, err = r.openChunk(i, scratch)
+			plain, err = r.chunks.Open(i, scratch)
 			if err != nil {
+				err = payloadErr(err)
 				// Earlier chunks of this read verified, but a short count with data the caller
 				// may not look at is a trap: report nothing, and wipe what was copied.
 				clear(p[:n])
@@ -194,47 +166,6 @@ func (r *readerAt) ReadAt(p []byte, off int64) (int, error) {
 		return n, io.EOF
 	}
 	return n, nil
-}
-
-// openChunk reads chunk i into buf (at least sealedChunkSize bytes) and opens it in place. It
-// returns the verified plaintext, which aliases buf, or the error Decrypt would give for the
-// same chunk; on failure buf is wiped, because a failed Open may leave unverified bytes in it.
-func (r *readerAt) openChunk(i int64, buf []byte) ([]byte, error) {
-	off := r.start + i*sealedChunkSize
-	sealed := buf[:min(sealedChunkSize, r.end-off)]
-	if err := readFullAt(r.src, sealed, off); err != nil {
-		return nil, err
-	}
-	last := i == r.chunks-1
-	if last && len(sealed) == stream.Overhead && i > 0 {
-		// An empty last chunk only ever follows nothing (FORMAT.md section 4).
-		return nil, payloadErr(fmt.Errorf("%w (chunk %d)", stream.ErrTampered, i))
-	}
-	// i < r.chunks <= MaxInt64/sealedChunkSize, far below the stream's 2^64-1 counter limit.
-	nonce := stream.Nonce(uint64(i), last)
-	plain, err := r.aead.Open(sealed[:0], nonce[:], sealed, r.aad)
-	if err == nil {
-		return plain, nil
-	}
-	clear(sealed)
-	if last && len(sealed) == sealedChunkSize && r.cutAtBoundary(i, sealed) {
-		return nil, payloadErr(stream.ErrTruncated)
-	}
-	return nil, payloadErr(fmt.Errorf("%w (chunk %d)", stream.ErrTampered, i))
-}
-
-// cutAtBoundary reports whether the full chunk i, which failed as the last chunk, verifies as a
-// middle chunk: then the file was cut at a chunk boundary and the real last chunk is missing.
-// This is the stream reader's distinction between truncated and tampered; here the sealed bytes
-// are simply read again, since Open in place consumed them. buf is wiped before returning.
-func (r *readerAt) cutAtBoundary(i int64, buf []byte) bool {
-	defer clear(buf)
-	if readFullAt(r.src, buf, r.start+i*sealedChunkSize) != nil {
-		return false
-	}
-	nonce := stream.Nonce(uint64(i), false)
-	_, err := r.aead.Open(buf[:0], nonce[:], buf, r.aad)
-	return err == nil
 }
 
 // readFullAt fills b from src at off. A source shorter than the size it was said to have is a

@@ -3,7 +3,6 @@ package escrow
 import (
 	"bytes"
 	"crypto/rand"
-	"crypto/subtle"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -182,27 +181,22 @@ func (r *Record) check() error {
 // record opens its own header and that every field is bound to that key. It returns the
 // authenticated header.
 func (r *Record) Verify(id Identity) (*Header, error) {
-	h, _, err := ParseHeader(bytes.NewReader(r.Header))
+	h, auth, err := r.AuthorityStanza()
 	if err != nil {
-		return nil, &RecordError{Reason: "its header: " + err.Error()}
-	}
-	if err := r.matchHeader(h); err != nil {
 		return nil, err
 	}
-	auth := h.stanza(RoleAuthority)
 	key, err := id.Unwrap([]*Stanza{auth})
 	if err != nil {
 		return nil, err
 	}
 	defer clear(key)
-	if len(key) != fileKeySize {
+	k, err := newMemKey(key)
+	if err != nil {
 		return nil, &RecordError{Reason: "the wrapped key is not 32 bytes"}
 	}
-	if err := h.verify(newAEAD(key), key); err != nil {
-		return nil, &RecordError{Reason: "the wrapped key does not open the header: " + err.Error()}
-	}
-	if subtle.ConstantTimeCompare(r.bind(key), r.Binding.Tag) != 1 {
-		return nil, &RecordError{Reason: "its fields were changed after it was made (the binding tag does not verify)"}
+	// The same checks, in the same order, as the authority's token makes.
+	if err := r.VerifyOn(h, k); err != nil {
+		return nil, err
 	}
 	return h, nil
 }

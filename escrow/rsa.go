@@ -71,6 +71,17 @@ func (f Fingerprint) Tag() string { return hex.EncodeToString(f[:4]) }
 
 // checkStanza validates the arguments and body length of a known stanza type.
 func checkStanza(s *Stanza) error {
+	if err := checkStanzaArgs(s); err != nil {
+		return err
+	}
+	if s.Type == typeRSAOAEP && !rsaBodySizes[len(s.Body)] {
+		return fmt.Errorf("an rsa-oaep body of %d bytes is not an RSA-2048, 3072 or 4096 ciphertext", len(s.Body))
+	}
+	return nil
+}
+
+// checkStanzaArgs validates the arguments of a known stanza type.
+func checkStanzaArgs(s *Stanza) error {
 	if s.Type != typeRSAOAEP {
 		return nil // unknown types are parsed, then skipped by every identity
 	}
@@ -87,9 +98,6 @@ func checkStanza(s *Stanza) error {
 	case RoleOwner, RoleAuthority, RoleRecipient:
 	default:
 		return fmt.Errorf("unknown stanza role %q", s.Args[2])
-	}
-	if !rsaBodySizes[len(s.Body)] {
-		return fmt.Errorf("an rsa-oaep body of %d bytes is not an RSA-2048, 3072 or 4096 ciphertext", len(s.Body))
 	}
 	return nil
 }

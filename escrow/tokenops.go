@@ -1,7 +1,6 @@
 package escrow
 
 import (
-	"bufio"
 	"bytes"
 	"crypto"
 	"crypto/rand"
@@ -91,7 +90,7 @@ func (r *Record) VerifyOn(h *Header, k KeyOps) error {
 	return nil
 }
 
-// ReissueOn is Reissue for a key held by a token: it first checks that h opens under k, then
+// ReissueOn re-issues h for a key held by a token, or in host memory: it first checks that h opens under k, then
 // builds a header with the same core and the given stanzas, a fresh random header nonce, and a
 // MAC computed on the token (FORMAT.md section 11).
 func (h *Header) ReissueOn(k KeyOps, stanzas []*Stanza) (*Header, error) {
@@ -124,6 +123,19 @@ func (h *Header) ReissueOn(k KeyOps, stanzas []*Stanza) (*Header, error) {
 	return n, nil
 }
 
+// ReissuedStanzas returns the stanzas of a header re-issued from h (FORMAT.md section 11), in
+// their order: owner first, authority second, then every other stanza of h, recipient stanzas
+// and stanzas of types this version does not know alike, unchanged and in their order.
+func (h *Header) ReissuedStanzas(owner, authority *Stanza) []*Stanza {
+	out := []*Stanza{owner, authority}
+	for _, s := range h.Stanzas {
+		if r := StanzaRole(s); r != RoleOwner && r != RoleAuthority {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
 // NewRSAStanza builds an rsa-oaep stanza for a key wrapped elsewhere (for example re-wrapped on a
 // token with C_WrapKey) for pub with the OAEP hash and role.
 func NewRSAStanza(pub *rsa.PublicKey, hash crypto.Hash, role Role, wrapped []byte) (*Stanza, error) {
@@ -144,45 +156,30 @@ func NewRSAStanza(pub *rsa.PublicKey, hash crypto.Hash, role Role, wrapped []byt
 
 // DecryptOn decrypts the payload that follows h with a key held by a token, one single-part
 // AES-GCM call per chunk (FORMAT.md section 4), and writes each chunk to dst only after the token
-// verified its tag. It checks h with VerifyOn first. A chunk is the last exactly when the input
-// ends after it, so truncation and trailing data fail as in Decrypt.
+// verified its tag. It checks h with VerifyOn first. The chunks go through the same reader as
+// Decrypt's, one at a time because a token session is not safe for concurrent use, so every
+// payload fails here with the same error class as on the owner's host.
 func (h *Header) DecryptOn(k KeyOpener, payload io.Reader, dst io.Writer) error {
 	if err := h.VerifyOn(k); err != nil {
 		return err
 	}
-	const sealed = chunkSize + stream.Overhead
-	br := bufio.NewReaderSize(payload, sealed+1)
-	buf := make([]byte, sealed)
-	core := h.Core()
-	for i := uint64(0); ; i++ {
-		n, err := io.ReadFull(br, buf)
-		if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
-			return err
-		}
-		if n < stream.Overhead {
-			return &TruncatedError{What: "payload"}
-		}
-		_, peek := br.Peek(1)
-		last := n < sealed || errors.Is(peek, io.EOF)
-		if last && n == stream.Overhead && i > 0 {
-			// Only an empty file has an empty last chunk (FORMAT.md section 4).
-			return &TamperedError{Reason: "an empty last chunk follows full chunks"}
-		}
-		nonce := stream.Nonce(i, last)
-		pt, err := k.OpenGCM(nonce[:], core, buf[:n])
-		if err != nil {
-			if !last {
-				return &TamperedError{Reason: fmt.Sprintf("chunk %d does not verify", i)}
-			}
-			return &TamperedError{Reason: fmt.Sprintf("the last chunk (%d) does not verify, or the file was truncated", i)}
-		}
-		_, werr := dst.Write(pt)
-		clear(pt)
-		if werr != nil {
-			return werr
-		}
-		if last {
-			return nil
-		}
+	r := stream.NewSerialReader(gcmChunks{k}, h.Core(), payload)
+	defer r.Close()
+	_, err := r.WriteTo(dst)
+	return payloadErr(err)
+}
+
+// gcmChunks is the stream's chunk opener for a key held by a token.
+type gcmChunks struct{ k KeyOpener }
+
+// Open opens one chunk on the token. The token returns the plaintext in a buffer of its own,
+// which is copied to dst and zeroed.
+func (g gcmChunks) Open(dst, nonce, sealed, aad []byte) ([]byte, error) {
+	pt, err := g.k.OpenGCM(nonce, aad, sealed)
+	if err != nil {
+		return nil, err
 	}
+	out := append(dst, pt...)
+	clear(pt)
+	return out, nil
 }

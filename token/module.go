@@ -60,6 +60,11 @@ type Module struct {
 	// unwrap template. SoftHSM2 refuses it only after the RSA private
 	// operation, so asking every time would double the cost of each unwrap.
 	noUnwrapValueLen atomic.Bool
+
+	// unwrapLenUnknown remembers that the module reports CKA_VALUE_LEN 0 for
+	// unwrapped keys (SoftHSM2 2.6.1), so that a key's length must be
+	// measured (see SecretKey.checkLen), which needs it extractable.
+	unwrapLenUnknown atomic.Bool
 }
 
 // Load dlopens the module and calls C_Initialize. A module that someone

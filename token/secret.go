@@ -26,19 +26,66 @@ type SecretKey struct {
 }
 
 // UnwrapOAEP decrypts a wrapped AES key on the token into a sensitive,
-// extractable (so it can be re-wrapped) session key. It first asks for
-// CKA_VALUE_LEN=32, which some HSMs require, then retries without it,
-// because SoftHSM2 rejects CKA_VALUE_LEN in unwrap templates; the module
-// remembers the refusal, so later unwraps make one call. A key whose
-// CKA_VALUE_LEN reads back other than 32 is refused; SoftHSM2 reports 0
-// after an unwrap, which is accepted since the length is then unknown.
+// extractable (so it can be re-wrapped) session key. A key that is not 32
+// bytes is refused and destroyed: the token's CKA_VALUE_LEN says so where it
+// reports one, and where it reports 0 (SoftHSM2 2.6.1 after an unwrap) the
+// key is measured on the token (see measureLen).
 func (k *KeyPair) UnwrapOAEP(hash crypto.Hash, wrapped []byte) (*SecretKey, error) {
 	return k.unwrapOAEP(hash, wrapped, true)
 }
 
 // unwrapOAEP is UnwrapOAEP with CKA_EXTRACTABLE chosen by the caller (see
 // UnwrapOAEPSealed in rewrap.go for the non-extractable kind).
+//
+// Either way the key must be shown to be 32 bytes before it is used
+// (FORMAT.md section 2.2, the 32-byte key rule): a token computes GCM and
+// C_DigestKey with an AES-128 key as readily as with an AES-256 one, so a
+// forged header with a short key would open here and fail on every host.
+// A sealed key on a module that does not report the length of unwrapped
+// keys is therefore unwrapped extractable, measured, and only then made
+// non-extractable (PKCS#11 lets CKA_EXTRACTABLE go from true to false).
 func (k *KeyPair) unwrapOAEP(hash crypto.Hash, wrapped []byte, extractable bool) (*SecretKey, error) {
+	if !extractable && !k.t.m.unwrapLenUnknown.Load() {
+		s, err := k.unwrapOnce(hash, wrapped, false)
+		if err != nil {
+			return nil, err
+		}
+		known, err := s.checkLen()
+		if err != nil {
+			_ = s.Destroy()
+			return nil, err
+		}
+		if known {
+			return s, nil
+		}
+		// The module does not say how long the key is: measure it below.
+		k.t.m.unwrapLenUnknown.Store(true)
+		_ = s.Destroy()
+	}
+	s, err := k.unwrapOnce(hash, wrapped, true)
+	if err != nil {
+		return nil, err
+	}
+	known, err := s.checkLen()
+	if err == nil && !known {
+		k.t.m.unwrapLenUnknown.Store(true)
+		err = s.measureLen()
+	}
+	if err == nil && !extractable {
+		err = s.seal()
+	}
+	if err != nil {
+		_ = s.Destroy()
+		return nil, err
+	}
+	return s, nil
+}
+
+// unwrapOnce runs C_UnwrapKey. It first asks for CKA_VALUE_LEN=32, which
+// some HSMs require, then retries without it, because SoftHSM2 rejects
+// CKA_VALUE_LEN in unwrap templates; the module remembers the refusal, so
+// later unwraps make one call.
+func (k *KeyPair) unwrapOnce(hash crypto.Hash, wrapped []byte, extractable bool) (*SecretKey, error) {
 	const op = "unwrap key"
 	mech, err := oaepMech(hash)
 	if err != nil {
@@ -58,8 +105,7 @@ func (k *KeyPair) unwrapOAEP(hash crypto.Hash, wrapped []byte, extractable bool)
 	if err != nil {
 		return nil, tokenErr(op, ctxDecrypt, err)
 	}
-	s := &SecretKey{t: k.t, h: h}
-	return s, s.checkLen()
+	return &SecretKey{t: k.t, h: h}, nil
 }
 
 func unwrapTemplate(withLen, extractable bool) []*pkcs11.Attribute {
@@ -82,19 +128,78 @@ func unwrapTemplate(withLen, extractable bool) []*pkcs11.Attribute {
 	return a
 }
 
-// checkLen refuses unwrapped keys that are known not to be AES-256, so a
-// short key smuggled into a header cannot be used.
-func (s *SecretKey) checkLen() error {
+// checkLen reads CKA_VALUE_LEN and refuses a key that the token reports
+// is not AES-256. known is false when the token does not tell (SoftHSM2
+// reports 0 after an unwrap); the caller then measures the key.
+func (s *SecretKey) checkLen() (known bool, err error) {
 	a, err := s.t.attrs(s.h, pkcs11.CKA_VALUE_LEN)
 	if err != nil {
-		return nil // cannot tell; the key still works
+		return false, nil // cannot tell; measure it
 	}
 	n := ulong(a[pkcs11.CKA_VALUE_LEN])
-	if n == 0 || n == FileKeySize {
+	if n == 0 {
+		return false, nil
+	}
+	return true, s.refuseLen(int(n))
+}
+
+// measureLen learns the length of an extractable key without revealing it:
+// the token wraps it with CKM_AES_KEY_WRAP (RFC 3394, whose output is 8
+// bytes longer than the key, padded to 8 bytes) under a fresh sensitive,
+// non-extractable session key, and both the wrapped copy and that key are
+// thrown away. AES-128 and AES-192 keys, the ones a token would use, are
+// refused exactly. SoftHSM2 zero-pads a key of 25 to 31 bytes, which
+// then measures as 32, but that is no AES key size and every AES operation
+// with it fails (CKR_MECHANISM_INVALID), so it can never open a header.
+func (s *SecretKey) measureLen() error {
+	const op = "check unwrapped key length"
+	ctx, sh := s.t.ctx, s.t.sh
+	kek, err := ctx.GenerateKey(sh, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_KEY_GEN, nil)}, []*pkcs11.Attribute{
+		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
+		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_AES),
+		pkcs11.NewAttribute(pkcs11.CKA_VALUE_LEN, FileKeySize),
+		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, false),
+		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
+		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
+		pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false),
+		pkcs11.NewAttribute(pkcs11.CKA_WRAP, true),
+		pkcs11.NewAttribute(pkcs11.CKA_LABEL, "p11escrow length check"),
+	})
+	if err != nil {
+		return newErr(op, nil, "the token reports no length for unwrapped keys and cannot make an AES key to measure one: %v", err)
+	}
+	defer ctx.DestroyObject(sh, kek)
+	w, err := ctx.WrapKey(sh, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_KEY_WRAP, nil)}, kek, s.h)
+	if err != nil {
+		return newErr(op, nil, "the token reports no length for unwrapped keys and cannot measure one with CKM_AES_KEY_WRAP: %v", err)
+	}
+	clear(w)
+	return s.refuseLen(len(w) - 8)
+}
+
+// refuseLen refuses a key of n bytes unless n is 32.
+func (s *SecretKey) refuseLen(n int) error {
+	if n == FileKeySize {
 		return nil
 	}
-	_ = s.Destroy()
 	return newErr("unwrap key", ErrDecrypt, "the unwrapped key is %d bytes, not %d; the header is corrupt or forged", n, FileKeySize)
+}
+
+// seal makes an extractable key non-extractable, and checks that it is.
+func (s *SecretKey) seal() error {
+	const op = "seal unwrapped key"
+	err := s.t.ctx.SetAttributeValue(s.t.sh, s.h, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false)})
+	if err != nil {
+		return tokenErr(op, ctxPlain, err)
+	}
+	a, err := s.Attributes()
+	if err != nil {
+		return err
+	}
+	if a.Extractable {
+		return newErr(op, nil, "the token kept the unwrapped key extractable; refusing to use it")
+	}
+	return nil
 }
 
 // Destroy removes the session object. Idempotent.

@@ -25,7 +25,7 @@ func encryptCommand() *cli.Command {
 			&cli.BoolFlag{Name: "no-escrow", Usage: "encrypt without an authority: nobody can recover the file if you lose your key"},
 			&cli.StringSliceFlag{Name: "to", Usage: "also encrypt to this public key `FILE` (repeatable)"},
 			&cli.StringFlag{Name: "description", Usage: "description for the escrow record (default: the input's name)"},
-			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "output `FILE` (default: IN.p11e; - for stdout); one input only"},
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "output `FILE` (default: IN.p11e for a regular file; - for stdout); one input only"},
 			&cli.StringFlag{Name: "escrow-record", Usage: "escrow record `FILE` (default: OUT.escrow.json); one input only"},
 			&cli.BoolFlag{Name: "force", Usage: "replace existing output files"},
 		),
@@ -92,6 +92,12 @@ func encryptJobs(c *cli.Context) ([]encryptJob, error) {
 		if j.out == "" {
 			if in == "-" {
 				return nil, errors.New("reading stdin: name the output with -o (- for stdout)")
+			}
+			// The default output sits next to the input, which only makes sense for a regular
+			// file: for /dev/null it would be /dev/null.p11e, a file in /dev. age writes to
+			// stdout instead; we ask, so that ciphertext never lands on a terminal by surprise.
+			if fi, err := os.Stat(in); err == nil && !fi.Mode().IsRegular() {
+				return nil, fmt.Errorf("%s is not a regular file: name the output with -o (- for stdout)", in)
 			}
 			j.out = in + ".p11e"
 		}

@@ -320,13 +320,7 @@ func (a *Authority) newStanzas(sk *token.SecretKey, old *escrow.Header, key *Aut
 	if err != nil {
 		return nil, err
 	}
-	out := []*escrow.Stanza{owner, auth}
-	for _, s := range old.Stanzas {
-		if r := escrow.StanzaRole(s); r != escrow.RoleOwner && r != escrow.RoleAuthority {
-			out = append(out, s)
-		}
-	}
-	return out, nil
+	return old.ReissuedStanzas(owner, auth), nil
 }
 
 // RecoverDecrypt decrypts a file for a request on the HSM, chunk by chunk with the sensitive

@@ -1,9 +1,7 @@
 package stream
 
 import (
-	"crypto/cipher"
 	"errors"
-	"fmt"
 	"io"
 )
 
@@ -15,7 +13,7 @@ import (
 // only when the input ends right after it, so a full chunk is held back until the next read
 // shows whether more input follows.
 type Reader struct {
-	aead     cipher.AEAD // used by several goroutines at once: crypto/cipher's GCM keeps no state per call
+	o        Opener // used by several goroutines at once unless workers is 1
 	aad      []byte
 	src      io.Reader
 	p        pipeline
@@ -29,13 +27,20 @@ type Reader struct {
 	err      error
 }
 
-// NewReader returns a Reader opening the payload in src, on Workers() cores.
-func NewReader(aead cipher.AEAD, aad []byte, src io.Reader) *Reader {
-	return newReader(aead, aad, src, Workers())
+// NewReader returns a Reader opening the payload in src, on Workers() cores. o must be safe for
+// concurrent use, as crypto/cipher's GCM is: it keeps no state per call.
+func NewReader(o Opener, aad []byte, src io.Reader) *Reader {
+	return newReader(o, aad, src, Workers())
 }
 
-func newReader(aead cipher.AEAD, aad []byte, src io.Reader, workers int) *Reader {
-	r := &Reader{aead: aead, aad: append([]byte(nil), aad...), src: src}
+// NewSerialReader returns a Reader that opens one chunk at a time on the caller's goroutine, for
+// an Opener that is not safe for concurrent use, such as a key on a token session.
+func NewSerialReader(o Opener, aad []byte, src io.Reader) *Reader {
+	return newReader(o, aad, src, 1)
+}
+
+func newReader(o Opener, aad []byte, src io.Reader, workers int) *Reader {
+	r := &Reader{o: o, aad: append([]byte(nil), aad...), src: src}
 	r.p = newPipeline(workers, r.open)
 	return r
 }
@@ -170,49 +175,11 @@ func (r *Reader) submit(s *slot, last bool) {
 	r.p.submit(s)
 }
 
-// open runs in a pipeline goroutine and records whether s verified.
-func (r *Reader) open(s *slot) { s.err = r.openChunk(s) }
-
-func (r *Reader) openChunk(s *slot) error {
-	sealed := s.buf
-	if len(sealed) < Overhead {
-		return ErrTruncated
+// open runs in a pipeline goroutine and records whether s verified. A full last chunk opens
+// into s.apart, which OpenChunk needs to tell a cut at a chunk boundary from tampering.
+func (r *Reader) open(s *slot) {
+	if s.last && len(s.buf) == SealedChunkSize && s.apart == nil {
+		s.apart = make([]byte, ChunkSize)
 	}
-	if s.last && len(sealed) == Overhead && s.counter > 0 {
-		// An empty last chunk only ever follows nothing (FORMAT.md section 4).
-		return ErrTampered
-	}
-	if s.counter == maxChunks {
-		return ErrTampered
-	}
-	nonce := Nonce(s.counter, s.last)
-	// Open in place, which keeps the working set small, except for a full last chunk: if that
-	// fails, openFailed needs its sealed bytes intact, and a failed Open may overwrite dst.
-	dst := sealed[:0]
-	if s.last && len(sealed) == ChunkSize+Overhead {
-		if s.apart == nil {
-			s.apart = make([]byte, ChunkSize)
-		}
-		dst = s.apart[:0]
-	}
-	plain, err := r.aead.Open(dst, nonce[:], sealed, r.aad)
-	if err != nil {
-		return r.openFailed(s)
-	}
-	s.out = plain
-	return nil
-}
-
-// openFailed tells a truncated payload from a tampered one. If the input ended on a chunk that
-// verifies as a middle chunk, the real last chunk is missing: the file was cut at a boundary.
-func (r *Reader) openFailed(s *slot) error {
-	if s.last && len(s.buf) == ChunkSize+Overhead {
-		nonce := Nonce(s.counter, false)
-		_, err := r.aead.Open(s.apart[:0], nonce[:], s.buf, r.aad)
-		clear(s.apart)
-		if err == nil {
-			return ErrTruncated
-		}
-	}
-	return fmt.Errorf("%w (chunk %d)", ErrTampered, s.counter)
+	s.out, s.err = OpenChunk(r.o, r.aad, s.counter, s.last, s.buf, s.apart)
 }
