@@ -30,7 +30,7 @@ func newAuthority(t *testing.T) (*Authority, *token.KeyPair) {
 	t.Helper()
 	tok := testToken(t)
 	a := New(testStore(t), tok, "user=test token=authority")
-	kp, err := tok.GenerateRSA(uniq(t, "auth"), 2048)
+	kp, err := tok.GenerateUnwrapRSA(uniq(t, "auth"), 2048)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,7 +27,7 @@ func (a *Authority) RotateStart(label string, bits int) (*AuthorityKey, bool, er
 	kp, err := a.Token.FindKeyPair(label, nil)
 	created := false
 	if errors.Is(err, token.ErrKeyNotFound) {
-		kp, err = a.Token.GenerateRSA(label, bits)
+		kp, err = a.Token.GenerateUnwrapRSA(label, bits)
 		created = true
 	}
 	if err != nil {
