@@ -314,8 +314,7 @@ func (a *Authority) runRecovery(req *escrow.Request, names []string, deliver fun
 	if err := a.Log("recover-start", recoveryDetails(req, names)); err != nil {
 		return err
 	}
-	key, err := deliver()
-	if err != nil {
+	fail := func(err error) error {
 		d := recoveryDetails(req, names)
 		d["why"] = err.Error()
 		if lerr := a.Log("recover-fail", d); lerr != nil {
@@ -323,9 +322,18 @@ func (a *Authority) runRecovery(req *escrow.Request, names []string, deliver fun
 		}
 		return err
 	}
+	key, err := deliver()
+	if err != nil {
+		return fail(err)
+	}
 	d := recoveryDetails(req, names)
 	d["authority_key"] = key.Fingerprint
-	return a.Store.Recovered(req.ID, a.event("recover-deliver", d))
+	if err := a.Store.Recovered(req.ID, a.event("recover-deliver", d)); err != nil {
+		// Another attempt at the same request delivered while this one ran (two at once): this
+		// output is a second copy, and the log must say so.
+		return fail(fmt.Errorf("the output was delivered, but the request could not be closed: %w", err))
+	}
+	return nil
 }
 
 // Recover re-issues the file's header for the request's new owner, entirely on the HSM: the

@@ -184,3 +184,41 @@ func TestActionIsSigned(t *testing.T) {
 		t.Errorf("unknown action: %v", err)
 	}
 }
+
+// Two attempts at one request at once: the second to finish cannot close the request, and the
+// log says that its output is a second copy.
+func TestConcurrentRecoveryIsVisible(t *testing.T) {
+	a, authKP := newAuthority(t)
+	alice, err := a.Token.GenerateRSA(uniq(t, "alice"), 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := encryptFor(t, alice, authKP.Public, 10)
+	res, err := a.Intake("r", f.record)
+	if err != nil || res.Outcome != Held {
+		t.Fatal(res, err)
+	}
+	o1 := officer(t, a, "o1", token.SignECDSAP256)
+	o2 := officer(t, a, "o2", token.SignECDSAP256)
+	req, err := a.NewRequest(res.FileID, escrow.ActionReheader, alice.Public, crypto.SHA1, "new card", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	approve(t, a, req, o1)
+	approve(t, a, req, o2)
+	n := auditLen(t, a)
+	first := &memDelivery{}
+	first.before = func() {
+		first.before = nil
+		if err := a.Recover(req, (&memDelivery{}).create); err != nil {
+			t.Errorf("the other attempt: %v", err)
+		}
+	}
+	err = a.Recover(req, first.create)
+	if err == nil || !strings.Contains(err.Error(), "could not be closed") {
+		t.Errorf("the attempt that finished second: %v", err)
+	}
+	if got := auditActions(t, a, n); strings.Join(got, " ") != "recover-start recover-start recover-deliver recover-fail" {
+		t.Errorf("audit: %v", got)
+	}
+}
