@@ -172,8 +172,8 @@ func approveAction(c *cli.Context) error {
 	}
 	var summary string
 	if err := withStore(c, func(a *authority.Authority) error {
-		summary, err = describeApprovable(a, req)
-		return err
+		summary = describeApprovable(a, req)
+		return nil
 	}); err != nil {
 		return err
 	}
@@ -205,7 +205,7 @@ func approveAction(c *cli.Context) error {
 // describeApprovable says what an approval of req authorises, for the officer to read before
 // signing. Every string from the request or the store is quoted, so that it cannot drive the
 // terminal.
-func describeApprovable(a *authority.Authority, req escrow.Approvable) (string, error) {
+func describeApprovable(a *authority.Authority, req escrow.Approvable) string {
 	var b strings.Builder
 	info := req.Info()
 	fmt.Fprintf(&b, "%s %s\n", info.Kind, info.ID)
@@ -237,7 +237,7 @@ func describeApprovable(a *authority.Authority, req escrow.Approvable) (string, 
 		fmt.Fprintf(&b, "  requester:   %s\n", strconv.Quote(r.Requester))
 		fmt.Fprintf(&b, "  expires:     %s\n", r.Expires)
 	}
-	return b.String(), nil
+	return b.String()
 }
 
 // openTerminal opens the controlling terminal, or returns nil if there is none. Questions go

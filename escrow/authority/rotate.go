@@ -24,7 +24,7 @@ func (a *Authority) RotateStart(label string, bits int) (*AuthorityKey, bool, er
 			return nil, false, fmt.Errorf("authority key %q is %s; choose a new label", label, k.State)
 		}
 		if _, err := a.keyPair(k); err != nil {
-			return nil, false, fmt.Errorf("cannot resume the rotation: %w; the rotation registered key %s, and only that key is accepted", err, k.Fingerprint)
+			return nil, false, fmt.Errorf("cannot resume the rotation: %w, and only the key it registered is accepted", err)
 		}
 		return k, false, nil // resume
 	}
