@@ -28,14 +28,26 @@ const (
 	AlgRSAPSS    = "rsa-pss-sha256"    // RSA-PSS, SHA-256, MGF1-SHA256, 32-byte salt
 )
 
+// Recovery actions: what an approved recovery request lets the authority deliver. The action is
+// part of the signed request-bytes, so an approval for one never authorises the other.
+const (
+	// ActionReheader: re-issue the file's header for the new owner's key (FORMAT.md section 11).
+	ActionReheader = "reheader"
+	// ActionDecrypt: decrypt the file on the HSM and hand the plaintext to the operator, for the
+	// new owner.
+	ActionDecrypt = "decrypt"
+)
+
 // Request is a recovery request (FORMAT.md section 10): the authority is asked to re-issue the
-// header of file FileID for NewOwner. Officers approve it by signing its canonical bytes.
-// Its struct tags are its field table for strictjson, as for Record.
+// header of file FileID for NewOwner (ActionReheader), or to decrypt it for them
+// (ActionDecrypt). Officers approve it by signing its canonical bytes. Its struct tags are its
+// field table for strictjson, as for Record.
 type Request struct {
 	Format    string      `json:"format"`
 	ID        string      `json:"id"`
 	Authority string      `json:"authority"`
 	FileID    string      `json:"file_id"`
+	Action    string      `json:"action"`
 	NewOwner  RequestKey  `json:"new_owner"`
 	Reason    string      `json:"reason" max:"1024"`
 	Requester string      `json:"requester" max:"512"`
@@ -59,10 +71,14 @@ type Approval struct {
 	Signature []byte `json:"signature" max:"1024"`
 }
 
-// NewRequest builds an unapproved request, valid from now until now+ttl. The reason and the
-// requester are made valid text with safetext.Clean (FORMAT.md section 5.1), so that the bytes
-// officers sign are exactly the bytes written, and the request is checked with ParseRequest.
-func NewRequest(authority string, id FileID, owner *rsa.PublicKey, hash crypto.Hash, reason, requester string, now time.Time, ttl time.Duration) (*Request, error) {
+// NewRequest builds an unapproved request for action (ActionReheader or ActionDecrypt), valid
+// from now until now+ttl. The reason and the requester are made valid text with safetext.Clean
+// (FORMAT.md section 5.1), so that the bytes officers sign are exactly the bytes written, and
+// the request is checked with ParseRequest.
+func NewRequest(authority string, id FileID, action string, owner *rsa.PublicKey, hash crypto.Hash, reason, requester string, now time.Time, ttl time.Duration) (*Request, error) {
+	if err := checkAction(action); err != nil {
+		return nil, err
+	}
 	der, err := x509.MarshalPKIXPublicKey(owner)
 	if err != nil {
 		return nil, err
@@ -83,7 +99,7 @@ func NewRequest(authority string, id FileID, owner *rsa.PublicKey, hash crypto.H
 	}
 	sum := sha256.Sum256(der)
 	r := &Request{
-		Format: requestFormat, ID: rid, Authority: authority, FileID: id.String(),
+		Format: requestFormat, ID: rid, Authority: authority, FileID: id.String(), Action: action,
 		NewOwner: RequestKey{PublicKey: der, OAEPHash: hashName, Fingerprint: hex.EncodeToString(sum[:])},
 		Reason:   safetext.Clean(reason), Requester: safetext.Clean(requester),
 		Created: formatTime(now), Expires: formatTime(now.Add(ttl)),
@@ -95,11 +111,19 @@ func NewRequest(authority string, id FileID, owner *rsa.PublicKey, hash crypto.H
 	return r, nil
 }
 
+// checkAction accepts the two recovery actions.
+func checkAction(action string) error {
+	if action != ActionReheader && action != ActionDecrypt {
+		return fmt.Errorf("the recovery action is %q; it must be %q (a new header for the new owner) or %q (the plaintext, decrypted on the HSM)", action, ActionReheader, ActionDecrypt)
+	}
+	return nil
+}
+
 // CanonicalBytes returns request-bytes, what approvals sign (FORMAT.md section 10.1). Approvals
 // are not part of it, so each officer signs the same bytes.
 func (r *Request) CanonicalBytes() []byte {
 	return canonical(requestFormat,
-		[]byte(r.ID), []byte(r.Authority), []byte(r.FileID), r.NewOwner.PublicKey,
+		[]byte(r.ID), []byte(r.Authority), []byte(r.FileID), []byte(r.Action), r.NewOwner.PublicKey,
 		[]byte(r.NewOwner.OAEPHash), []byte(r.Reason), []byte(r.Requester), []byte(r.Created), []byte(r.Expires))
 }
 
@@ -170,6 +194,9 @@ func ParseRequest(data []byte) (*Request, error) {
 		return bad("%v", err)
 	}
 	if _, err := ParseFileID(r.FileID); err != nil {
+		return bad("%v", err)
+	}
+	if err := checkAction(r.Action); err != nil {
 		return bad("%v", err)
 	}
 	if _, err := r.Times(); err != nil {

@@ -76,11 +76,11 @@ echo "file ID: $id"
 
 step "Once her identity is established, a recovery request; one approval is not enough"
 run "$bin" authority request --id "$id" --to alice-2.pub --reason "lost card; identity checked in person (ticket 42)" -o request.json
-run "$bin" authority approve request.json --token officer-olivia --key olivia
+run "$bin" authority approve --yes request.json --token officer-olivia --key olivia
 run "$bin" authority recover request.json --token authority -o report.header || echo "(refused, as it should be)"
 
 step "The second officer approves on her own token; the HSM re-issues the header"
-run "$bin" authority approve request.json --token officer-oscar --key oscar
+run "$bin" authority approve --yes request.json --token officer-oscar --key oscar
 run "$bin" authority recover request.json --token authority -o report.header
 
 step "Alice swaps the header (the payload is untouched) and decrypts with her new card"

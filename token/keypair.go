@@ -52,6 +52,22 @@ func KeyID(pub *rsa.PublicKey) ([]byte, error) {
 // GenerateRSA refuses a label that any key on the token already has, so
 // that labels keep naming exactly one pair.
 func (t *Token) GenerateRSA(label string, bits int) (*KeyPair, error) {
+	return t.generateRSA(label, bits, false)
+}
+
+// GenerateUnwrapRSA is GenerateRSA for a backup authority's key: the private
+// key may unwrap (C_UnwrapKey) but not decrypt (CKA_DECRYPT false), so a file
+// key it opens exists only as a key object inside the token, never as bytes
+// returned to a caller. Where the module accepts CKA_UNWRAP_TEMPLATE, the key
+// also carries {CKA_SENSITIVE true}, so that a module that enforces the
+// template makes every key it unwraps sensitive whatever the caller asks for
+// (SoftHSM2 2.6.1 stores the template; see the README for what it enforces).
+// A module that refuses the template attribute gets the key without it.
+func (t *Token) GenerateUnwrapRSA(label string, bits int) (*KeyPair, error) {
+	return t.generateRSA(label, bits, true)
+}
+
+func (t *Token) generateRSA(label string, bits int, unwrapOnly bool) (*KeyPair, error) {
 	op := fmt.Sprintf("generate RSA key %q", label)
 	if bits != 2048 && bits != 3072 && bits != 4096 {
 		return nil, newErr(op, nil, "%d-bit RSA is not offered; choose 2048, 3072 or 4096", bits)
@@ -69,7 +85,20 @@ func (t *Token) GenerateRSA(label string, bits int) (*KeyPair, error) {
 		return nil, err
 	}
 	mech := []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_RSA_PKCS_KEY_PAIR_GEN, nil)}
-	pubH, privH, err := t.ctx.GenerateKeyPair(t.sh, mech, rsaPublicTemplate(label, tmpID, bits), rsaPrivateTemplate(label, tmpID))
+	priv := rsaPrivateTemplate(label, tmpID, unwrapOnly)
+	var pubH, privH pkcs11.ObjectHandle
+	var err error
+	if unwrapOnly {
+		tmpl := newSensitiveUnwrapTemplate()
+		pubH, privH, err = t.ctx.GenerateKeyPair(t.sh, mech, rsaPublicTemplate(label, tmpID, bits), append(priv, tmpl.attr))
+		tmpl.free()
+		if refused(err) {
+			// The module does not know array attributes: the key is still unwrap-only.
+			pubH, privH, err = t.ctx.GenerateKeyPair(t.sh, mech, rsaPublicTemplate(label, tmpID, bits), priv)
+		}
+	} else {
+		pubH, privH, err = t.ctx.GenerateKeyPair(t.sh, mech, rsaPublicTemplate(label, tmpID, bits), priv)
+	}
 	if err != nil {
 		return nil, tokenErr(op, ctxPlain, err)
 	}
@@ -98,7 +127,9 @@ func rsaPublicTemplate(label string, id []byte, bits int) []*pkcs11.Attribute {
 	}
 }
 
-func rsaPrivateTemplate(label string, id []byte) []*pkcs11.Attribute {
+// rsaPrivateTemplate is the private key's template; unwrapOnly makes an
+// authority key, which may not decrypt.
+func rsaPrivateTemplate(label string, id []byte, unwrapOnly bool) []*pkcs11.Attribute {
 	return []*pkcs11.Attribute{
 		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY),
 		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_RSA),
@@ -106,7 +137,7 @@ func rsaPrivateTemplate(label string, id []byte) []*pkcs11.Attribute {
 		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
 		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
 		pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false),
-		pkcs11.NewAttribute(pkcs11.CKA_DECRYPT, true),
+		pkcs11.NewAttribute(pkcs11.CKA_DECRYPT, !unwrapOnly),
 		pkcs11.NewAttribute(pkcs11.CKA_UNWRAP, true),
 		pkcs11.NewAttribute(pkcs11.CKA_SIGN, false),
 		pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
@@ -316,14 +347,30 @@ func (k *KeyPair) DecryptOAEP(hash crypto.Hash, ciphertext []byte) ([]byte, erro
 // KeyAttributes are the security attributes of a private key.
 type KeyAttributes struct {
 	Sensitive, Extractable, AlwaysSensitive, NeverExtractable, Token bool
+	// Local: the token generated the key itself (CKA_LOCAL); false for an
+	// imported key.
+	Local bool
+	// Decrypt and Unwrap are CKA_DECRYPT and CKA_UNWRAP. An authority key
+	// made by GenerateUnwrapRSA unwraps and does not decrypt.
+	Decrypt, Unwrap bool
+}
+
+// NeverLeftToken reports whether the key was generated on the token and its
+// value was never readable or extractable there: CKA_LOCAL,
+// CKA_ALWAYS_SENSITIVE and CKA_NEVER_EXTRACTABLE all true. An imported key,
+// or one that was ever extractable, may have a copy elsewhere.
+func (a KeyAttributes) NeverLeftToken() bool {
+	return a.Local && a.AlwaysSensitive && a.NeverExtractable
 }
 
 // PrivateAttributes reads the private key's CKA_SENSITIVE, CKA_EXTRACTABLE,
-// CKA_ALWAYS_SENSITIVE, CKA_NEVER_EXTRACTABLE and CKA_TOKEN, so `key list`
-// and tests can show that the key cannot leave the token.
+// CKA_ALWAYS_SENSITIVE, CKA_NEVER_EXTRACTABLE, CKA_TOKEN, CKA_LOCAL,
+// CKA_DECRYPT and CKA_UNWRAP, so `key list`, the authority and tests can
+// show that the key cannot leave the token and what it may do.
 func (k *KeyPair) PrivateAttributes() (KeyAttributes, error) {
 	a, err := k.t.attrs(k.priv, pkcs11.CKA_SENSITIVE, pkcs11.CKA_EXTRACTABLE,
-		pkcs11.CKA_ALWAYS_SENSITIVE, pkcs11.CKA_NEVER_EXTRACTABLE, pkcs11.CKA_TOKEN)
+		pkcs11.CKA_ALWAYS_SENSITIVE, pkcs11.CKA_NEVER_EXTRACTABLE, pkcs11.CKA_TOKEN,
+		pkcs11.CKA_LOCAL, pkcs11.CKA_DECRYPT, pkcs11.CKA_UNWRAP)
 	if err != nil {
 		return KeyAttributes{}, tokenErr("read key attributes", ctxPlain, err)
 	}
@@ -333,5 +380,8 @@ func (k *KeyPair) PrivateAttributes() (KeyAttributes, error) {
 		AlwaysSensitive:  boolAttr(a[pkcs11.CKA_ALWAYS_SENSITIVE]),
 		NeverExtractable: boolAttr(a[pkcs11.CKA_NEVER_EXTRACTABLE]),
 		Token:            boolAttr(a[pkcs11.CKA_TOKEN]),
+		Local:            boolAttr(a[pkcs11.CKA_LOCAL]),
+		Decrypt:          boolAttr(a[pkcs11.CKA_DECRYPT]),
+		Unwrap:           boolAttr(a[pkcs11.CKA_UNWRAP]),
 	}, nil
 }

@@ -7,6 +7,8 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"errors"
+
+	"github.com/miekg/pkcs11"
 )
 
 // OAEPHash returns the OAEP hash to wrap for k: SHA-256 if k's token really decrypts RSA-OAEP
@@ -28,11 +30,17 @@ func (k *KeyPair) OAEPHash() (crypto.Hash, error) {
 // operation already started: the host encrypts 32 random bytes, the token decrypts them. That
 // saves a host RSA encryption (about 0.25 ms for RSA-3072) on every encrypt call, where the
 // probe runs once per call for the owner's key.
+//
+// An unwrap-only key (an authority key, see GenerateUnwrapRSA) may not decrypt, so it is probed
+// with C_UnwrapKey of 32 random bytes instead, into a sensitive session key destroyed at once.
 func (k *KeyPair) SupportsOAEPSHA256() (bool, error) {
 	const op = "probe RSA-OAEP with SHA-256"
 	mech, err := oaepMech(crypto.SHA256)
 	if err != nil {
 		return false, err
+	}
+	if a, err := k.t.attrs(k.priv, pkcs11.CKA_DECRYPT); err == nil && !boolAttr(a[pkcs11.CKA_DECRYPT]) {
+		return k.probeUnwrapSHA256()
 	}
 	if err := k.t.ctx.DecryptInit(k.t.sh, mech, k.priv); err != nil {
 		return false, fatalProbe(tokenErr(op, ctxDecrypt, err))
@@ -52,6 +60,24 @@ func (k *KeyPair) SupportsOAEPSHA256() (bool, error) {
 	}
 	defer clear(pt)
 	return bytes.Equal(pt, msg), nil
+}
+
+// probeUnwrapSHA256 is the probe for a key that may only unwrap: the host wraps 32 random bytes
+// with OAEP-SHA256, and the token must unwrap them. OAEP decoding fails under the wrong hash, so
+// a successful unwrap is the answer.
+func (k *KeyPair) probeUnwrapSHA256() (bool, error) {
+	msg := make([]byte, FileKeySize)
+	defer clear(msg)
+	rand.Read(msg)
+	ct, err := rsa.EncryptOAEP(sha256.New(), rand.Reader, k.Public, msg, nil)
+	if err != nil {
+		return false, err
+	}
+	sk, err := k.unwrapOAEP(crypto.SHA256, ct, false)
+	if err != nil {
+		return false, fatalProbe(err)
+	}
+	return true, sk.Destroy()
 }
 
 // fatalProbe keeps the errors that mean the token or the login is gone; every other refusal

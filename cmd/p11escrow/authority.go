@@ -118,6 +118,9 @@ func verifyRecord(c *cli.Context) error {
 // as before the authority's store existed, with a warning; intake and recovery refuse such a
 // token outright.
 func verifyRecordWith(s *session, rec *escrow.Record, h *escrow.Header, st *escrow.Stanza, kp *token.KeyPair) error {
+	if msg := authority.KeyWarning(kp); msg != "" {
+		warn("%s", msg)
+	}
 	c, err := s.token.Capabilities()
 	if err != nil {
 		return err

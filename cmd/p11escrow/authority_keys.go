@@ -50,7 +50,7 @@ func authorityInit(c *cli.Context) error {
 			return err
 		}
 		defer o.abort()
-		kp, err := s.token.GenerateRSA(c.String("label"), bits)
+		kp, err := s.token.GenerateUnwrapRSA(c.String("label"), bits)
 		if err != nil {
 			return err
 		}

@@ -1,9 +1,14 @@
 package main
 
 import (
+	"bufio"
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -11,6 +16,7 @@ import (
 	"github.com/p11escrow/p11escrow/escrow/authority"
 	"github.com/p11escrow/p11escrow/internal/safetext"
 	"github.com/urfave/cli/v2"
+	"golang.org/x/term"
 )
 
 func officerCommand() *cli.Command {
@@ -56,6 +62,7 @@ func requestCommand() *cli.Command {
 		Flags: storeFlags(
 			&cli.StringFlag{Name: "id", Required: true, Usage: "the file `ID` (see `p11escrow inspect FILE`)"},
 			&cli.StringFlag{Name: "to", Required: true, Usage: "the new owner's public key `FILE`"},
+			&cli.StringFlag{Name: "action", Value: escrow.ActionReheader, Usage: "what the officers approve: `reheader` (a new header for the new owner's key) or decrypt (the plaintext, decrypted on the HSM, for the operator to hand over)"},
 			&cli.StringFlag{Name: "reason", Required: true, Usage: "why, e.g. the ticket of the identity check"},
 			&cli.DurationFlag{Name: "expires-in", Value: 7 * 24 * time.Hour, Usage: "how long the request stays valid"},
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "request `FILE` (default: FILEID.request.json)"},
@@ -70,8 +77,14 @@ func approveCommand() *cli.Command {
 		Name:      "approve",
 		Usage:     "sign a recovery or change request on an officer's own token and append the approval to it",
 		ArgsUsage: "REQUEST",
-		Flags:     hsmFlags(&cli.StringFlag{Name: "key", Required: true, Usage: "the officer's signing key `LABEL`"}),
-		Action:    approveAction,
+		Description: "It first shows what the officer signs (the file, its description, the action, the new\n" +
+			"owner's fingerprint, the reason and the expiry) and asks for confirmation on the terminal;\n" +
+			"without a terminal it needs --yes.",
+		Flags: hsmFlags(
+			&cli.StringFlag{Name: "key", Required: true, Usage: "the officer's signing key `LABEL`"},
+			&cli.BoolFlag{Name: "yes", Usage: "sign without asking (the request is still shown, on stderr)"},
+		),
+		Action: approveAction,
 	}
 }
 
@@ -79,7 +92,7 @@ func recoverCommand() *cli.Command {
 	return &cli.Command{
 		Name: "recover",
 		Usage: "with enough approvals, re-issue the file's header for the new owner on the HSM " +
-			"(or, with --decrypt, decrypt the file on the HSM)",
+			"(or, with --decrypt, decrypt the file on the HSM); rerun it to complete an interrupted recovery",
 		ArgsUsage: "REQUEST",
 		Flags: hsmFlags(
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "output `FILE` (default: FILEID.header; with --decrypt, IN without .p11e)"},
@@ -120,7 +133,7 @@ func requestAction(c *cli.Context) error {
 			return err
 		}
 		defer o.abort()
-		req, err := a.NewRequest(c.String("id"), k.pub, k.hash, c.String("reason"), c.Duration("expires-in"))
+		req, err := a.NewRequest(c.String("id"), c.String("action"), k.pub, k.hash, c.String("reason"), c.Duration("expires-in"))
 		if err != nil {
 			return err
 		}
@@ -130,13 +143,14 @@ func requestAction(c *cli.Context) error {
 		if err := o.commit(); err != nil {
 			return err
 		}
-		fmt.Printf("request %s for file %s written to %s; it expires %s and needs officers' approvals (`authority approve`)\n",
-			req.ID, req.FileID, out, req.Expires)
+		fmt.Printf("request %s (%s) for file %s written to %s; it expires %s and needs officers' approvals (`authority approve`)\n",
+			req.ID, req.Action, req.FileID, out, req.Expires)
 		return nil
 	})
 }
 
-// approveAction approves either kind of request, told apart by its format field.
+// approveAction approves either kind of request, told apart by its format field, after showing
+// the officer what they sign and getting their confirmation.
 func approveAction(c *cli.Context) error {
 	if c.NArg() != 1 {
 		return errors.New("approve takes one request file")
@@ -149,6 +163,25 @@ func approveAction(c *cli.Context) error {
 	req, err := escrow.ParseApprovable(data)
 	if err != nil {
 		return fmt.Errorf("%s: %w", name, err)
+	}
+	var tty *os.File
+	if !c.Bool("yes") {
+		if tty = openTerminal(); tty == nil {
+			return errors.New("approve shows the request and asks for confirmation on a terminal, and there is none; run it on a terminal, or add --yes to sign without asking")
+		}
+		defer tty.Close()
+	}
+	var summary string
+	if err := withStore(c, func(a *authority.Authority) error {
+		summary = describeApprovable(a, req)
+		return nil
+	}); err != nil {
+		return err
+	}
+	if tty == nil {
+		fmt.Fprint(os.Stderr, summary)
+	} else if !confirm(tty, summary+fmt.Sprintf("Sign this with your key %q? [y/N] ", c.String("key"))) {
+		return errors.New("not approved: the officer declined; nothing was signed")
 	}
 	return withAuthority(c, func(a *authority.Authority, s *session) error {
 		signer, err := s.token.FindSigner(c.String("key"))
@@ -170,6 +203,69 @@ func approveAction(c *cli.Context) error {
 	})
 }
 
+// describeApprovable says what an approval of req authorises, for the officer to read before
+// signing. Every string from the request or the store is quoted, so that it cannot drive the
+// terminal.
+func describeApprovable(a *authority.Authority, req escrow.Approvable) string {
+	var b strings.Builder
+	info := req.Info()
+	fmt.Fprintf(&b, "%s %s\n", info.Kind, info.ID)
+	switch r := req.(type) {
+	case *escrow.Request:
+		desc := "(not held by this authority)"
+		if rec, err := a.Store.Record(r.FileID); err == nil {
+			desc = strconv.Quote(rec.Description)
+		}
+		what := "a new header for the new owner's key (reheader)"
+		if r.Action == escrow.ActionDecrypt {
+			what = "the file's plaintext, decrypted on the HSM and handed to the operator (decrypt)"
+		}
+		fmt.Fprintf(&b, "  file:        %s %s\n", r.FileID, desc)
+		fmt.Fprintf(&b, "  action:      %s\n", what)
+		fmt.Fprintf(&b, "  new owner:   %s\n", r.NewOwner.Fingerprint)
+		fmt.Fprintf(&b, "  reason:      %s\n", strconv.Quote(r.Reason))
+		fmt.Fprintf(&b, "  requester:   %s\n", strconv.Quote(r.Requester))
+		fmt.Fprintf(&b, "  expires:     %s\n", r.Expires)
+	case *escrow.ChangeRequest:
+		fmt.Fprintf(&b, "  change:      %s\n", r.Change.Kind)
+		if r.Change.Kind == escrow.ChangePolicy {
+			fmt.Fprintf(&b, "  approvals:   %d\n", r.Change.Approvals)
+		} else {
+			sum := sha256.Sum256(r.Change.PublicKey)
+			fmt.Fprintf(&b, "  officer:     %s, key %x\n", strconv.Quote(r.Change.Name), sum)
+		}
+		fmt.Fprintf(&b, "  reason:      %s\n", strconv.Quote(r.Reason))
+		fmt.Fprintf(&b, "  requester:   %s\n", strconv.Quote(r.Requester))
+		fmt.Fprintf(&b, "  expires:     %s\n", r.Expires)
+	}
+	return b.String()
+}
+
+// openTerminal opens the controlling terminal, or returns nil if there is none. Questions go
+// there, not to stdin, which may carry data (as for the PIN prompt).
+func openTerminal() *os.File {
+	tty, err := os.OpenFile("/dev/tty", os.O_RDWR, 0)
+	if err != nil {
+		return nil
+	}
+	if !term.IsTerminal(int(tty.Fd())) {
+		tty.Close()
+		return nil
+	}
+	return tty
+}
+
+// confirm shows question on tty and reports whether the answer is yes.
+func confirm(tty *os.File, question string) bool {
+	fmt.Fprint(tty, question)
+	line, _ := bufio.NewReader(io.LimitReader(tty, 64)).ReadString('\n')
+	switch strings.ToLower(strings.TrimSpace(line)) {
+	case "y", "yes":
+		return true
+	}
+	return false
+}
+
 func recoverAction(c *cli.Context) error {
 	if c.NArg() != 1 {
 		return errors.New("recover takes one request file")
@@ -186,25 +282,42 @@ func recoverAction(c *cli.Context) error {
 		out = req.FileID + ".header"
 	}
 	return withAuthority(c, func(a *authority.Authority, s *session) error {
-		o, err := createOutput(out, c.Bool("force"))
-		if err != nil {
-			return err
-		}
-		defer o.abort()
-		err = a.Recover(req, func(h *escrow.Header) error {
-			_, err := o.Write(h.Marshal())
-			return err
-		})
-		if err != nil {
-			return err
-		}
-		if err := o.commit(); err != nil {
+		d := &delivery{name: out, force: c.Bool("force")}
+		defer d.abort()
+		if err := a.Recover(req, d.create); err != nil {
 			return err
 		}
 		fmt.Printf("new header for file %s written to %s; the new owner runs `p11escrow reheader FILE --header %s`\n",
 			req.FileID, out, out)
 		return nil
 	})
+}
+
+// delivery creates a recovery's output only when the authority asks for it, after the attempt
+// is audited, and gives it its final name on Commit.
+type delivery struct {
+	name  string
+	force bool
+	o     *output
+}
+
+func (d *delivery) create() (authority.Delivery, error) {
+	o, err := createOutput(d.name, d.force)
+	if err != nil {
+		return nil, err
+	}
+	d.o = o
+	return d, nil
+}
+
+func (d *delivery) Write(p []byte) (int, error) { return d.o.Write(p) }
+func (d *delivery) Commit() error               { return d.o.commit() }
+
+// abort removes the temporary file of an output that was not committed.
+func (d *delivery) abort() {
+	if d.o != nil {
+		d.o.abort()
+	}
 }
 
 func recoverDecrypt(c *cli.Context, req *escrow.Request, in string) error {
@@ -221,15 +334,9 @@ func recoverDecrypt(c *cli.Context, req *escrow.Request, in string) error {
 			return err
 		}
 		defer src.Close()
-		o, err := createOutput(out, c.Bool("force"))
-		if err != nil {
-			return err
-		}
-		defer o.abort()
-		if err := a.RecoverDecrypt(req, src, o); err != nil {
-			return err
-		}
-		if err := o.commit(); err != nil {
+		d := &delivery{name: out, force: c.Bool("force")}
+		defer d.abort()
+		if err := a.RecoverDecrypt(req, src, d.create); err != nil {
 			return err
 		}
 		fmt.Printf("file %s decrypted on the HSM to %s\n", req.FileID, out)

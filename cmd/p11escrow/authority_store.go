@@ -60,7 +60,9 @@ func withAuthority(c *cli.Context, f func(a *authority.Authority, s *session) er
 		}
 		info := s.token.Info()
 		actor := fmt.Sprintf("user=%s token=%s serial=%s", osUser(), info.Label, info.Serial)
-		return f(authority.New(st, s.token, actor), s)
+		a := authority.New(st, s.token, actor)
+		a.Warn = func(msg string) { warn("%s", msg) }
+		return f(a, s)
 	})
 }
 

@@ -20,8 +20,47 @@ func decryptCommand() *cli.Command {
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "output `FILE` (default: IN without .p11e; - for stdout); one input only"},
 			&cli.BoolFlag{Name: "force", Usage: "replace existing output files"},
 		),
-		Action: func(c *cli.Context) error { return decryptFiles(c, nil) },
+		Action: func(c *cli.Context) error { return decryptFiles(c, ownerStanza) },
 	}
+}
+
+// ownerStanza keeps the stanzas that `decrypt` may open: never the authority's. A file opens
+// through its authority stanza only by a recovery that officers approved, on the HSM and audited.
+func ownerStanza(s *escrow.Stanza) bool { return escrow.StanzaRole(s) != escrow.RoleAuthority }
+
+// authorityKeyError says that the token's key is a backup authority key, which `decrypt` never
+// uses, and where recovery goes instead.
+func authorityKeyError(what string) error {
+	return fmt.Errorf("%s is a backup authority key: it does not decrypt files, so that every recovery is approved and audited; recovery goes through `p11escrow authority request`, the officers' `authority approve` and `authority recover`", what)
+}
+
+// refuseAuthorityKey fails, before any PIN or C_Decrypt, when the file is addressed to this
+// token only through its authority stanza.
+func refuseAuthorityKey(h *escrow.Header, ids *identities) error {
+	pubs, err := ids.s.token.PublicKeys()
+	if err != nil {
+		return nil // decided after the login, by the keys' own attributes (identities.forHeader)
+	}
+	mine := map[string]bool{}
+	for _, pub := range pubs {
+		if fpr, err := escrow.FingerprintOf(pub); err == nil {
+			mine[fpr.Tag()] = true
+		}
+	}
+	var authority string
+	for _, s := range h.Stanzas {
+		if len(s.Args) < 2 || !mine[s.Args[1]] {
+			continue
+		}
+		if ownerStanza(s) {
+			return nil
+		}
+		authority = s.Args[1]
+	}
+	if authority != "" {
+		return authorityKeyError(fmt.Sprintf("the key with tag %s on token %q", authority, ids.s.token.Info().Label))
+	}
+	return nil
 }
 
 // stanzaFilter limits which stanzas an identity may open: `authority decrypt` uses only the
@@ -78,6 +117,9 @@ func decryptFile(in, out string, force bool, ids *identities) error {
 	defer src.Close()
 	h, payload, err := escrow.ParseHeader(src)
 	if err != nil {
+		return err
+	}
+	if err := refuseAuthorityKey(h, ids); err != nil {
 		return err
 	}
 	list, err := ids.forHeader(h)

@@ -147,6 +147,9 @@ func newEncryptPlan(s *session, keyLabel string, others []escrow.Recipient) (*en
 	if err != nil {
 		return nil, err
 	}
+	if a, err := kp.PrivateAttributes(); err == nil && !a.NeverLeftToken() {
+		warn("key %q was not generated on token %q, or was once extractable, so a copy of it may exist elsewhere; for a key that never left the token, use `p11escrow key generate`", kp.Label, s.token.Info().Label)
+	}
 	hash, err := kp.OAEPHash()
 	if err != nil {
 		return nil, err

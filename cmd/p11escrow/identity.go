@@ -1,6 +1,8 @@
 package main
 
 import (
+	"fmt"
+
 	"github.com/p11escrow/p11escrow/escrow"
 	"github.com/p11escrow/p11escrow/token"
 )
@@ -27,8 +29,17 @@ func (ids *identities) forHeader(h *escrow.Header) ([]escrow.Identity, error) {
 		return nil, err
 	}
 	var list []escrow.Identity
+	var unwrapOnly *token.KeyPair
 	for _, kp := range keys {
+		// An authority key may not decrypt; asking the token would only fail.
+		if a, err := kp.PrivateAttributes(); err == nil && !a.Decrypt && a.Unwrap {
+			unwrapOnly = kp
+			continue
+		}
 		list = append(list, &filtered{escrow.RSAIdentity{Public: kp.Public, Key: kp}, ids.filter})
+	}
+	if len(list) == 0 && unwrapOnly != nil {
+		return nil, authorityKeyError(fmt.Sprintf("key %q on token %q", unwrapOnly.Label, ids.s.token.Info().Label))
 	}
 	return list, nil
 }

@@ -120,15 +120,21 @@ func listKeys(c *cli.Context) error {
 			return err
 		}
 		w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintf(w, "LABEL\tID\tTYPE\tTAG\tSENSITIVE\tEXTRACTABLE\tFINGERPRINT\n")
+		fmt.Fprintf(w, "LABEL\tID\tTYPE\tTAG\tSENSITIVE\tEXTRACTABLE\tGENERATED-ON-TOKEN\tUSE\tFINGERPRINT\n")
 		for _, kp := range kps {
 			fpr, _ := escrow.FingerprintOf(kp.Public)
 			attrs, err := kp.PrivateAttributes()
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(w, "%s\t%x\tRSA-%d\t%s\t%v\t%v\t%s\n", safetext.Clean(kp.Label), kp.ID, kp.Public.N.BitLen(),
-				fpr.Tag(), attrs.Sensitive, attrs.Extractable, fpr)
+			// GENERATED-ON-TOKEN is CKA_LOCAL with CKA_ALWAYS_SENSITIVE and CKA_NEVER_EXTRACTABLE:
+			// an imported key, or one that was ever extractable, may have a copy elsewhere.
+			use := "decrypt"
+			if !attrs.Decrypt && attrs.Unwrap {
+				use = "unwrap-only"
+			}
+			fmt.Fprintf(w, "%s\t%x\tRSA-%d\t%s\t%v\t%v\t%v\t%s\t%s\n", safetext.Clean(kp.Label), kp.ID, kp.Public.N.BitLen(),
+				fpr.Tag(), attrs.Sensitive, attrs.Extractable, attrs.NeverLeftToken(), use, fpr)
 		}
 		return w.Flush()
 	})

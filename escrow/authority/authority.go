@@ -28,6 +28,9 @@ type Authority struct {
 	Token *token.Token // nil for commands that need no key
 	Actor string       // who acts, for the audit log: OS user and token
 	Now   func() time.Time
+	// Warn receives warnings that do not stop the command, such as an authority key made by
+	// an older p11escrow that can still decrypt. nil discards them.
+	Warn func(msg string)
 
 	keys map[string]*token.KeyPair // by fingerprint, found once per run
 }
@@ -35,6 +38,42 @@ type Authority struct {
 // New returns an Authority; tok may be nil.
 func New(st Store, tok *token.Token, actor string) *Authority {
 	return &Authority{Store: st, Token: tok, Actor: actor, Now: time.Now, keys: map[string]*token.KeyPair{}}
+}
+
+func (a *Authority) warn(msg string) {
+	if a.Warn != nil && msg != "" {
+		a.Warn(msg)
+	}
+}
+
+// KeyWarning returns a warning for an authority key on the HSM that can decrypt (CKA_DECRYPT
+// true), as authority keys made before unwrap-only keys could: with it, whoever holds the HSM's
+// PIN can open escrowed files with C_Decrypt, outside the quorum and the audit log. It returns ""
+// for an unwrap-only key. Every command that uses an authority key on the HSM reports it.
+func KeyWarning(kp *token.KeyPair) string {
+	attrs, err := kp.PrivateAttributes()
+	if err != nil || !attrs.Decrypt {
+		return ""
+	}
+	return fmt.Sprintf("authority key %q can decrypt (it was made by an older p11escrow), so whoever holds the HSM's PIN can open escrowed files with it outside the quorum; replace it with `p11escrow authority rotate --new-label NEW`, then `authority retire-key --label %s`", kp.Label, kp.Label)
+}
+
+// checkNewKey accepts as a new authority key only a key pair that the HSM generated and that
+// never left it (CKA_LOCAL, CKA_ALWAYS_SENSITIVE and CKA_NEVER_EXTRACTABLE), and that may
+// unwrap but not decrypt. A key imported by someone who once held the HSM's PIN has a copy
+// outside the HSM; a key that decrypts opens files outside the quorum.
+func checkNewKey(kp *token.KeyPair) error {
+	attrs, err := kp.PrivateAttributes()
+	if err != nil {
+		return err
+	}
+	if !attrs.NeverLeftToken() {
+		return fmt.Errorf("the key labelled %q was not generated on the HSM or was once extractable (CKA_LOCAL %v, CKA_ALWAYS_SENSITIVE %v, CKA_NEVER_EXTRACTABLE %v), so a copy may exist outside it; the authority accepts only keys it generated itself: remove that key with the HSM's tools, or choose another label", kp.Label, attrs.Local, attrs.AlwaysSensitive, attrs.NeverExtractable)
+	}
+	if attrs.Decrypt || !attrs.Unwrap {
+		return fmt.Errorf("the key labelled %q may decrypt (CKA_DECRYPT %v, CKA_UNWRAP %v); an authority key must only unwrap, so that files open only through recovery: choose another label and let p11escrow make the key", kp.Label, attrs.Decrypt, attrs.Unwrap)
+	}
+	return nil
 }
 
 // event builds an audit event; details are encoded as JSON with sorted keys, so they are
@@ -88,6 +127,7 @@ func (a *Authority) keyPair(k *AuthorityKey) (*token.KeyPair, error) {
 	if fpr.String() != k.Fingerprint {
 		return nil, fmt.Errorf("the key labelled %q on token %q is not the registered authority key %s", k.Label, a.Token.Info().Label, k.Fingerprint)
 	}
+	a.warn(KeyWarning(kp))
 	a.keys[k.Fingerprint] = kp
 	return kp, nil
 }
@@ -151,8 +191,12 @@ func (a *Authority) CanInit() error {
 }
 
 // RegisterKey records a freshly made key pair as the current authority key. hash is the OAEP
-// hash its token decrypts (see the README on oaep-hash).
+// hash its token decrypts (see the README on oaep-hash). It refuses a key that the HSM did not
+// generate, that was ever extractable, or that may decrypt (see checkNewKey).
 func (a *Authority) RegisterKey(kp *token.KeyPair, hash crypto.Hash, action string) (*AuthorityKey, error) {
+	if err := checkNewKey(kp); err != nil {
+		return nil, err
+	}
 	k, err := authorityKey(kp.Label, kp.Public, hash, a.Now())
 	if err != nil {
 		return nil, err

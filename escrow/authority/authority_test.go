@@ -30,7 +30,7 @@ func newAuthority(t *testing.T) (*Authority, *token.KeyPair) {
 	t.Helper()
 	tok := testToken(t)
 	a := New(testStore(t), tok, "user=test token=authority")
-	kp, err := tok.GenerateRSA(uniq(t, "auth"), 2048)
+	kp, err := tok.GenerateUnwrapRSA(uniq(t, "auth"), 2048)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,7 +178,7 @@ func TestLostCard(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	req, err := a.NewRequest(res.FileID, alice2.Public, crypto.SHA1, "lost card", time.Hour)
+	req, err := a.NewRequest(res.FileID, escrow.ActionReheader, alice2.Public, crypto.SHA1, "lost card", time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,11 +198,11 @@ func TestLostCard(t *testing.T) {
 		}
 	}
 	defer func() { testHookUnwrapped = nil }()
-	var header []byte
-	err = a.Recover(req, func(h *escrow.Header) error { header = h.Marshal(); return nil })
-	if err != nil {
+	hdr := &memDelivery{}
+	if err := a.Recover(req, hdr.create); err != nil {
 		t.Fatal(err)
 	}
+	header := hdr.Bytes()
 	if seen == 0 {
 		t.Fatal("recovery unwrapped no key through the inspected path")
 	}
@@ -224,19 +224,19 @@ func TestLostCard(t *testing.T) {
 		t.Fatalf("decrypt after reheader: %v, equal %v", err, bytes.Equal(got, f.plain))
 	}
 	// The request is used up.
-	if err := a.Recover(req, func(*escrow.Header) error { return nil }); err == nil || !strings.Contains(err.Error(), "already used") {
+	if err := a.Recover(req, (&memDelivery{}).create); err == nil || !strings.Contains(err.Error(), "already used") {
 		t.Errorf("second use of a request: %v", err)
 	}
 
 	// Decrypt-only recovery needs its own approved request, and produces the same plaintext.
-	req2, err := a.NewRequest(res.FileID, alice2.Public, crypto.SHA1, "plaintext only", time.Hour)
+	req2, err := a.NewRequest(res.FileID, escrow.ActionDecrypt, alice2.Public, crypto.SHA1, "plaintext only", time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
 	approve(t, a, req2, o2)
 	approve(t, a, req2, o1)
-	var out bytes.Buffer
-	if err := a.RecoverDecrypt(req2, bytes.NewReader(f.file), &out); err != nil {
+	out := &memDelivery{}
+	if err := a.RecoverDecrypt(req2, bytes.NewReader(f.file), out.create); err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(out.Bytes(), f.plain) {
@@ -284,7 +284,7 @@ func TestApprovalsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	newReq := func(ttl time.Duration) *escrow.Request {
-		req, err := a.NewRequest(res.FileID, alice.Public, crypto.SHA1, "test", ttl)
+		req, err := a.NewRequest(res.FileID, escrow.ActionReheader, alice.Public, crypto.SHA1, "test", ttl)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -450,14 +450,18 @@ func TestRotation(t *testing.T) {
 	o1 := officer(t, a, "o1", token.SignECDSAP256)
 	o2 := officer(t, a, "o2", token.SignECDSAP256)
 	rec, _ := escrow.ParseRecord(files[0].record)
-	req, err := a.NewRequest(rec.FileID, alice.Public, crypto.SHA1, "after rotation", time.Hour)
+	req, err := a.NewRequest(rec.FileID, escrow.ActionReheader, alice.Public, crypto.SHA1, "after rotation", time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
 	approve(t, a, req, o1)
 	approve(t, a, req, o2)
-	var h *escrow.Header
-	if err := a.Recover(req, func(nh *escrow.Header) error { h = nh; return nil }); err != nil {
+	hdr := &memDelivery{}
+	if err := a.Recover(req, hdr.create); err != nil {
+		t.Fatal(err)
+	}
+	h, _, err := escrow.ParseHeader(bytes.NewReader(hdr.Bytes()))
+	if err != nil {
 		t.Fatal(err)
 	}
 	newFpr, _ := escrow.FingerprintOf(mustCurrentPub(t, a))

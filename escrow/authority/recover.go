@@ -15,8 +15,10 @@ import (
 )
 
 // NewRequest makes a recovery request for a held file and registers it in the store, so that
-// a request file altered later is refused. requester is a.Actor.
-func (a *Authority) NewRequest(fileID string, owner *rsa.PublicKey, hash crypto.Hash, reason string, ttl time.Duration) (*escrow.Request, error) {
+// a request file altered later is refused. action is escrow.ActionReheader (a new header for
+// owner's key) or escrow.ActionDecrypt (the plaintext, decrypted on the HSM, for owner); it is
+// part of what the officers sign. requester is a.Actor.
+func (a *Authority) NewRequest(fileID, action string, owner *rsa.PublicKey, hash crypto.Hash, reason string, ttl time.Duration) (*escrow.Request, error) {
 	id, err := escrow.ParseFileID(fileID)
 	if err != nil {
 		return nil, err
@@ -33,11 +35,11 @@ func (a *Authority) NewRequest(fileID string, owner *rsa.PublicKey, hash crypto.
 	if err != nil {
 		return nil, err
 	}
-	req, err := escrow.NewRequest(inst, id, owner, hash, reason, a.Actor, a.Now(), ttl)
+	req, err := escrow.NewRequest(inst, id, action, owner, hash, reason, a.Actor, a.Now(), ttl)
 	if err != nil {
 		return nil, err
 	}
-	ev := a.event("request", map[string]any{"request": req.ID, "file_id": fileID,
+	ev := a.event("request", map[string]any{"request": req.ID, "file_id": fileID, "action": action,
 		"new_owner": req.NewOwner.Fingerprint, "reason": reason, "expires": req.Expires})
 	err = a.Store.AddRequest(&StoredRequest{ID: req.ID, FileID: fileID, Created: req.Created, Canonical: req.CanonicalBytes()}, ev)
 	return req, err
@@ -261,39 +263,118 @@ func (a *Authority) heldHeader(fileID string) (*escrow.Header, error) {
 	return h, err
 }
 
+// Delivery is where a recovery puts its output: it is written, then Commit gives it its final
+// name (durably: synced, then renamed). A recovery is audited as delivered, and its request
+// closed, only after Commit returned.
+type Delivery interface {
+	io.Writer
+	Commit() error
+}
+
+// A recovery runs in audited steps, so that it happens exactly once and visibly (README,
+// "Recovery"):
+//
+//  1. the request is checked (registered, unaltered, open, unexpired, enough valid approvals,
+//     and approved for this action); a refusal is audited as recover-refuse;
+//  2. recover-start is audited, before any output exists;
+//  3. the output is made on the HSM and delivered under its final name (Delivery.Commit);
+//  4. recover-deliver is audited and the request closed, in one transaction.
+//
+// A failure after step 2 is audited as recover-fail and leaves the request open, so the same
+// command, with the same approvals, can run again; a kill leaves recover-start without its
+// recover-deliver. Every attempt shows in the log; a delivered request is closed for good.
+
+// checkRecovery is step 1: it returns the approving officers, or audits the refusal.
+func (a *Authority) checkRecovery(req *escrow.Request, action string, check func() error) ([]string, error) {
+	names, err := a.CheckApprovals(req)
+	if err == nil && req.Action != action {
+		err = fmt.Errorf("request %s was approved for %q, not %q; make a new request with --action %s", req.ID, req.Action, action, action)
+	}
+	if err == nil && check != nil {
+		err = check()
+	}
+	if err != nil {
+		if lerr := a.Log("recover-refuse", map[string]any{"request": req.ID, "file_id": req.FileID, "action": action, "why": err.Error()}); lerr != nil {
+			return nil, lerr
+		}
+		return nil, err
+	}
+	return names, nil
+}
+
+// recoveryDetails names a recovery attempt in its audit entries.
+func recoveryDetails(req *escrow.Request, names []string) map[string]any {
+	return map[string]any{"request": req.ID, "file_id": req.FileID, "action": req.Action,
+		"new_owner": req.NewOwner.Fingerprint, "approved_by": names}
+}
+
+// runRecovery runs steps 2 to 4 around deliver, which makes and commits the output and returns
+// the authority key it unwrapped with.
+func (a *Authority) runRecovery(req *escrow.Request, names []string, deliver func() (*AuthorityKey, error)) error {
+	if err := a.Log("recover-start", recoveryDetails(req, names)); err != nil {
+		return err
+	}
+	fail := func(err error) error {
+		d := recoveryDetails(req, names)
+		d["why"] = err.Error()
+		if lerr := a.Log("recover-fail", d); lerr != nil {
+			return errors.Join(err, lerr)
+		}
+		return err
+	}
+	key, err := deliver()
+	if err != nil {
+		return fail(err)
+	}
+	d := recoveryDetails(req, names)
+	d["authority_key"] = key.Fingerprint
+	if err := a.Store.Recovered(req.ID, a.event("recover-deliver", d)); err != nil {
+		// Another attempt at the same request delivered while this one ran (two at once): this
+		// output is a second copy, and the log must say so.
+		return fail(fmt.Errorf("the output was delivered, but the request could not be closed: %w", err))
+	}
+	return nil
+}
+
 // Recover re-issues the file's header for the request's new owner, entirely on the HSM: the
 // session key is unwrapped as a sensitive object, re-wrapped with C_WrapKey for the new owner's
 // public key, and the new header's MAC is computed with it on the token, after the token has
 // checked the held header. The new header keeps the authority stanza (for the current authority
-// key) and any extra recipients. deliver receives the header (to write it, not yet under its
-// final name); only if it succeeds is the request closed and the recovery audited.
-func (a *Authority) Recover(req *escrow.Request, deliver func(*escrow.Header) error) error {
-	names, err := a.CheckApprovals(req)
+// key) and any extra recipients. The request must be for escrow.ActionReheader. create is
+// called once the attempt is audited; the header is written to what it returns and committed
+// (see the steps above).
+func (a *Authority) Recover(req *escrow.Request, create func() (Delivery, error)) error {
+	names, err := a.checkRecovery(req, escrow.ActionReheader, nil)
 	if err != nil {
 		return err
 	}
-	old, err := a.heldHeader(req.FileID)
-	if err != nil {
-		return err
-	}
-	sk, key, w, err := a.unwrapHeld(req.FileID, true)
-	if err != nil {
-		return err
-	}
-	defer sk.Destroy()
-	stanzas, err := a.newStanzas(sk, old, key, w, req)
-	if err != nil {
-		return err
-	}
-	h, err := old.ReissueOn(sk, stanzas)
-	if err != nil {
-		return err
-	}
-	if err := deliver(h); err != nil {
-		return err
-	}
-	return a.Store.Recovered(req.ID, a.event("recover", map[string]any{"request": req.ID, "file_id": req.FileID,
-		"new_owner": req.NewOwner.Fingerprint, "approved_by": names, "authority_key": key.Fingerprint}))
+	return a.runRecovery(req, names, func() (*AuthorityKey, error) {
+		old, err := a.heldHeader(req.FileID)
+		if err != nil {
+			return nil, err
+		}
+		sk, key, w, err := a.unwrapHeld(req.FileID, true)
+		if err != nil {
+			return nil, err
+		}
+		defer sk.Destroy()
+		stanzas, err := a.newStanzas(sk, old, key, w, req)
+		if err != nil {
+			return nil, err
+		}
+		h, err := old.ReissueOn(sk, stanzas)
+		if err != nil {
+			return nil, err
+		}
+		out, err := create()
+		if err != nil {
+			return nil, err
+		}
+		if _, err := out.Write(h.Marshal()); err != nil {
+			return nil, err
+		}
+		return key, out.Commit()
+	})
 }
 
 // newStanzas builds the re-issued header's stanzas: the new owner's (wrapped on the token),
@@ -324,32 +405,42 @@ func (a *Authority) newStanzas(sk *token.SecretKey, old *escrow.Header, key *Aut
 }
 
 // RecoverDecrypt decrypts a file for a request on the HSM, chunk by chunk with the sensitive
-// key (escrow.Header.DecryptOn), writing to out only verified plaintext. in must be the held
-// file (same file ID and commitment), with any valid header. The request is closed afterwards.
-func (a *Authority) RecoverDecrypt(req *escrow.Request, in io.Reader, out io.Writer) error {
-	names, err := a.CheckApprovals(req)
+// key (escrow.Header.DecryptOn), writing only verified plaintext. The request must be for
+// escrow.ActionDecrypt, and in must be the held file (same file ID and commitment), with any
+// valid header. create is called once the attempt is audited; the plaintext is committed under
+// its final name before the recovery is audited as delivered and the request closed.
+func (a *Authority) RecoverDecrypt(req *escrow.Request, in io.Reader, create func() (Delivery, error)) error {
+	var h *escrow.Header
+	var payload io.Reader
+	names, err := a.checkRecovery(req, escrow.ActionDecrypt, func() error {
+		held, err := a.heldHeader(req.FileID)
+		if err != nil {
+			return err
+		}
+		if h, payload, err = escrow.ParseHeader(in); err != nil {
+			return err
+		}
+		if h.ID != held.ID || h.Commitment != held.Commitment {
+			return fmt.Errorf("the input is file %s, but the request is for file %s", h.ID, req.FileID)
+		}
+		return nil
+	})
 	if err != nil {
 		return err
 	}
-	held, err := a.heldHeader(req.FileID)
-	if err != nil {
-		return err
-	}
-	h, payload, err := escrow.ParseHeader(in)
-	if err != nil {
-		return err
-	}
-	if h.ID != held.ID || h.Commitment != held.Commitment {
-		return fmt.Errorf("the input is file %s, but the request is for file %s", h.ID, req.FileID)
-	}
-	sk, key, _, err := a.unwrapHeld(req.FileID, false)
-	if err != nil {
-		return err
-	}
-	defer sk.Destroy()
-	if err := h.DecryptOn(sk, payload, out); err != nil {
-		return err
-	}
-	return a.Store.Recovered(req.ID, a.event("recover-decrypt", map[string]any{"request": req.ID, "file_id": req.FileID,
-		"approved_by": names, "authority_key": key.Fingerprint}))
+	return a.runRecovery(req, names, func() (*AuthorityKey, error) {
+		sk, key, _, err := a.unwrapHeld(req.FileID, false)
+		if err != nil {
+			return nil, err
+		}
+		defer sk.Destroy()
+		out, err := create()
+		if err != nil {
+			return nil, err
+		}
+		if err := h.DecryptOn(sk, payload, out); err != nil {
+			return nil, err
+		}
+		return key, out.Commit()
+	})
 }

@@ -9,8 +9,12 @@ import (
 )
 
 // RotateStart makes (or, when resuming, finds) the new authority key and makes it current.
-// created says whether the key pair was generated now. A key pair with the label that is on the
-// HSM but not yet in the store (a rotation killed between the two steps) is adopted.
+// created says whether the key pair was generated now. The new key's fingerprint is registered
+// in the store, with its audit entry, before any record is re-wrapped (Rotate), and a resumed
+// rotation accepts only the key on the HSM with that fingerprint: a key put under the label
+// afterwards is refused. A key pair with the label that is on the HSM but not yet in the store
+// (a rotation killed between generating and registering it) is adopted only if the HSM
+// generated it and it never left the HSM (see RegisterKey).
 func (a *Authority) RotateStart(label string, bits int) (*AuthorityKey, bool, error) {
 	if err := a.needToken(); err != nil {
 		return nil, false, err
@@ -18,6 +22,9 @@ func (a *Authority) RotateStart(label string, bits int) (*AuthorityKey, bool, er
 	if k, err := a.keyByLabel(label); err == nil {
 		if k.State != KeyCurrent {
 			return nil, false, fmt.Errorf("authority key %q is %s; choose a new label", label, k.State)
+		}
+		if _, err := a.keyPair(k); err != nil {
+			return nil, false, fmt.Errorf("cannot resume the rotation: %w, and only the key it registered is accepted", err)
 		}
 		return k, false, nil // resume
 	}
@@ -27,7 +34,7 @@ func (a *Authority) RotateStart(label string, bits int) (*AuthorityKey, bool, er
 	kp, err := a.Token.FindKeyPair(label, nil)
 	created := false
 	if errors.Is(err, token.ErrKeyNotFound) {
-		kp, err = a.Token.GenerateRSA(label, bits)
+		kp, err = a.Token.GenerateUnwrapRSA(label, bits)
 		created = true
 	}
 	if err != nil {
@@ -51,6 +58,10 @@ type RotateProgress func(fileID string, done, total int)
 func (a *Authority) Rotate(progress RotateProgress) (int, error) {
 	cur, err := a.CurrentKey()
 	if err != nil {
+		return 0, err
+	}
+	// The registered key must be on the HSM, unchanged, before anything is wrapped for it.
+	if _, err := a.keyPair(cur); err != nil {
 		return 0, err
 	}
 	pending, err := a.Store.PendingRewrap(cur.Fingerprint)

@@ -1,0 +1,170 @@
+package main
+
+import (
+	"bytes"
+	"crypto/rand"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/p11escrow/p11escrow/escrow/authority"
+	softhsmtest "github.com/p11escrow/p11escrow/softhsm-test"
+)
+
+// TestKilledRecoverDecrypt kills `authority recover --decrypt` with SIGKILL while it writes the
+// plaintext. The audit log then shows the attempt as started and not delivered, no file has the
+// final name, and the request is still open: the same command, with the same approvals,
+// completes the recovery, and a third run is refused because the request was delivered.
+func TestKilledRecoverDecrypt(t *testing.T) {
+	softhsmtest.Require(t)
+	env := softhsmtest.New(t)
+	for _, label := range []string{"user", "authority", "officer1", "officer2"} {
+		env.InitToken(t, label, "12345678", "1234")
+	}
+	dir := t.TempDir()
+	environ := append(os.Environ(), env.Environ()...)
+	environ = append(environ, "P11ESCROW_MODULE="+env.ModulePath, "P11ESCROW_PIN=1234", "P11ESCROW_DB="+filepath.Join(dir, "authority.db"))
+	command := func(args ...string) *exec.Cmd {
+		cmd := exec.Command("p11escrow", args...)
+		cmd.Dir, cmd.Env = dir, environ
+		return cmd
+	}
+	run := func(args ...string) string {
+		t.Helper()
+		out, err := command(args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("p11escrow %s: %v\n%s", strings.Join(args[:min(len(args), 4)], " "), err, out)
+		}
+		return string(out)
+	}
+	plain := make([]byte, 64<<20)
+	rand.Read(plain)
+	if err := os.WriteFile(filepath.Join(dir, "big"), plain, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	run("authority", "init", "--token", "authority", "--label", "escrow", "--type", "rsa-2048", "--out", "auth.pub")
+	for i, name := range []string{"olivia", "oscar"} {
+		tok := []string{"officer1", "officer2"}[i]
+		run("key", "generate", "--usage", "sign", "--token", tok, "--label", name)
+		run("authority", "officer", "add", "--name", name, "--pub", name+".pub")
+	}
+	run("key", "generate", "--token", "user", "--label", "alice", "--type", "rsa-2048")
+	run("encrypt", "--token", "user", "--key", "alice", "--authority", "auth.pub", "big")
+	run("authority", "intake", "--token", "authority", "big.p11e.escrow.json")
+	recs := heldIDs(t, dir)
+	if len(recs) != 1 {
+		t.Fatalf("the store holds %d records", len(recs))
+	}
+	run("authority", "request", "--id", recs[0], "--to", "alice.pub", "--action", "decrypt", "--reason", "crash test", "-o", "req.json")
+	run("authority", "approve", "--yes", "--token", "officer1", "--key", "olivia", "req.json")
+	run("authority", "approve", "--yes", "--token", "officer2", "--key", "oscar", "req.json")
+
+	recover := []string{"authority", "recover", "--token", "authority", "--decrypt", "big.p11e", "-o", "big.out", "req.json"}
+	cmd := command(recover...)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Kill it once plaintext is being written under the temporary name.
+	deadline := time.Now().Add(time.Minute)
+	for writing(t, dir, ".big.out.p11escrow-") == 0 {
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			t.Fatal("recover --decrypt wrote nothing within a minute")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err == nil || !strings.Contains(err.Error(), "killed") {
+		t.Fatalf("recover --decrypt was to be killed while writing, but it ended: %v", err)
+	}
+	if _, err := os.Lstat(filepath.Join(dir, "big.out")); err == nil {
+		t.Fatal("the killed recovery left output under the final name")
+	}
+	if n := writing(t, dir, ".big.out.p11escrow-"); n > 0 {
+		t.Logf("the killed recovery left its temporary file (%d bytes of verified plaintext)", n)
+	}
+	if got := recoveryActions(t, dir); got != "recover-start" {
+		t.Fatalf("audit after the kill: %q, want the start and no delivery", got)
+	}
+
+	run(recover...)
+	got, err := os.ReadFile(filepath.Join(dir, "big.out"))
+	if err != nil || !bytes.Equal(got, plain) {
+		t.Fatalf("the rerun's output differs from the plaintext (%v)", err)
+	}
+	if got := recoveryActions(t, dir); got != "recover-start recover-start recover-deliver" {
+		t.Errorf("audit after the rerun: %q", got)
+	}
+	out, err := command(append(recover[:len(recover)-2:len(recover)-2], "big.again", "req.json")...).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "already used") {
+		t.Errorf("a third run after delivery: %v\n%s", err, out)
+	}
+	if got := recoveryActions(t, dir); got != "recover-start recover-start recover-deliver recover-refuse" {
+		t.Errorf("audit after the third run: %q", got)
+	}
+}
+
+// writing returns the size of the file in dir whose name starts with prefix, or 0.
+func writing(t *testing.T, dir, prefix string) int64 {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), prefix) {
+			if fi, err := e.Info(); err == nil {
+				return fi.Size()
+			}
+		}
+	}
+	return 0
+}
+
+// heldIDs lists the file IDs in the store.
+func heldIDs(t *testing.T, dir string) []string {
+	t.Helper()
+	st, err := authority.OpenSQLite(filepath.Join(dir, "authority.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	recs, err := st.Records(authority.Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, r := range recs {
+		ids = append(ids, r.FileID)
+	}
+	return ids
+}
+
+// recoveryActions lists the audit log's recover-* actions in order, after checking the chain.
+func recoveryActions(t *testing.T, dir string) string {
+	t.Helper()
+	st, err := authority.OpenSQLite(filepath.Join(dir, "authority.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if _, _, err := authority.New(st, nil, "test").VerifyAudit(); err != nil {
+		t.Fatalf("audit chain: %v", err)
+	}
+	entries, err := st.Audit()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var acts []string
+	for _, e := range entries {
+		if strings.HasPrefix(e.Action, "recover-") {
+			acts = append(acts, e.Action)
+		}
+	}
+	return strings.Join(acts, " ")
+}

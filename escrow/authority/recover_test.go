@@ -1,0 +1,224 @@
+package authority
+
+import (
+	"bytes"
+	"crypto"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/p11escrow/p11escrow/escrow"
+	"github.com/p11escrow/p11escrow/token"
+)
+
+// memDelivery is a Delivery in memory. Commit can be made to fail, as a full disk would, and
+// before reports what the audit log said when the output was created.
+type memDelivery struct {
+	bytes.Buffer
+	failCommit bool
+	committed  bool
+	before     func() // called when the output is created
+}
+
+func (m *memDelivery) create() (Delivery, error) {
+	if m.before != nil {
+		m.before()
+	}
+	m.Reset()
+	return m, nil
+}
+
+func (m *memDelivery) Commit() error {
+	if m.failCommit {
+		return errors.New("no space left on device")
+	}
+	m.committed = true
+	return nil
+}
+
+// auditActions lists the audit log's actions from entry from on, in order.
+func auditActions(t *testing.T, a *Authority, from int) []string {
+	t.Helper()
+	entries, err := a.Store.Audit()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range entries[from:] {
+		out = append(out, e.Action)
+	}
+	return out
+}
+
+func auditLen(t *testing.T, a *Authority) int {
+	t.Helper()
+	entries, err := a.Store.Audit()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(entries)
+}
+
+// TestRecoveryExactlyOnce: a recovery is audited as started before its output exists and as
+// delivered only after the output is committed; a failed attempt leaves the request open for a
+// rerun with the same approvals; a delivered request is never reused; the action the officers
+// approved is the only one carried out; refusals are audited.
+func TestRecoveryExactlyOnce(t *testing.T) {
+	a, authKP := newAuthority(t)
+	alice, err := a.Token.GenerateRSA(uniq(t, "alice"), 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := encryptFor(t, alice, authKP.Public, escrow.ChunkSize+1)
+	res, err := a.Intake("r", f.record)
+	if err != nil || res.Outcome != Held {
+		t.Fatal(res, err)
+	}
+	o1 := officer(t, a, "o1", token.SignECDSAP256)
+	o2 := officer(t, a, "o2", token.SignECDSAP256)
+	req, err := a.NewRequest(res.FileID, escrow.ActionDecrypt, alice.Public, crypto.SHA1, "plaintext", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	approve(t, a, req, o1)
+	approve(t, a, req, o2)
+	req = roundTrip(t, req)
+
+	// The approvals are for the plaintext: a new header is refused, and the refusal audited.
+	n := auditLen(t, a)
+	err = a.Recover(req, (&memDelivery{}).create)
+	if err == nil || !strings.Contains(err.Error(), `approved for "decrypt", not "reheader"`) {
+		t.Fatalf("reheader under a decrypt approval: %v", err)
+	}
+	if got := auditActions(t, a, n); strings.Join(got, " ") != "recover-refuse" {
+		t.Errorf("audit after the refusal: %v", got)
+	}
+
+	// The disk fills up at the end: the attempt is audited as started, then failed, and the
+	// request stays open.
+	n = auditLen(t, a)
+	full := &memDelivery{failCommit: true}
+	full.before = func() {
+		if got := auditActions(t, a, n); strings.Join(got, " ") != "recover-start" {
+			t.Errorf("when the output was created, the audit said %v, want the start", got)
+		}
+	}
+	err = a.RecoverDecrypt(req, bytes.NewReader(f.file), full.create)
+	if err == nil || !strings.Contains(err.Error(), "no space left") {
+		t.Fatalf("a failed delivery: %v", err)
+	}
+	if got := auditActions(t, a, n); strings.Join(got, " ") != "recover-start recover-fail" {
+		t.Errorf("audit after a failed delivery: %v", got)
+	}
+
+	// The same command, with the same approvals, completes it.
+	n = auditLen(t, a)
+	out := &memDelivery{}
+	if err := a.RecoverDecrypt(req, bytes.NewReader(f.file), out.create); err != nil {
+		t.Fatal(err)
+	}
+	if !out.committed || !bytes.Equal(out.Bytes(), f.plain) {
+		t.Error("the rerun did not deliver the plaintext")
+	}
+	if got := auditActions(t, a, n); strings.Join(got, " ") != "recover-start recover-deliver" {
+		t.Errorf("audit after the rerun: %v", got)
+	}
+	entries, _ := a.Store.Audit()
+	var d map[string]any
+	if err := json.Unmarshal([]byte(entries[len(entries)-1].Details), &d); err != nil || d["action"] != "decrypt" || d["request"] != req.ID {
+		t.Errorf("delivery entry details %v %v", d, err)
+	}
+
+	// Delivered: never again, and the attempt is audited.
+	n = auditLen(t, a)
+	again := &memDelivery{}
+	if err := a.RecoverDecrypt(req, bytes.NewReader(f.file), again.create); err == nil || !strings.Contains(err.Error(), "already used") {
+		t.Errorf("a delivered request was reused: %v", err)
+	}
+	if again.Len() != 0 || again.committed {
+		t.Error("a refused recovery wrote output")
+	}
+	if got := auditActions(t, a, n); strings.Join(got, " ") != "recover-refuse" {
+		t.Errorf("audit after reuse: %v", got)
+	}
+	if _, _, err := a.VerifyAudit(); err != nil {
+		t.Error(err)
+	}
+}
+
+// The action is part of the signed bytes: an approval for a new header does not verify on the
+// same request turned into a decryption.
+func TestActionIsSigned(t *testing.T) {
+	a, authKP := newAuthority(t)
+	alice, err := a.Token.GenerateRSA(uniq(t, "alice"), 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := encryptFor(t, alice, authKP.Public, 10)
+	res, err := a.Intake("r", f.record)
+	if err != nil || res.Outcome != Held {
+		t.Fatal(res, err)
+	}
+	o1 := officer(t, a, "o1", token.SignECDSAP256)
+	o2 := officer(t, a, "o2", token.SignECDSAP256)
+	req, err := a.NewRequest(res.FileID, escrow.ActionReheader, alice.Public, crypto.SHA1, "new card", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	approve(t, a, req, o1)
+	approve(t, a, req, o2)
+	req = roundTrip(t, req)
+	req.Action = escrow.ActionDecrypt
+	out := &memDelivery{}
+	err = a.RecoverDecrypt(roundTrip(t, req), bytes.NewReader(f.file), out.create)
+	if err == nil || !strings.Contains(err.Error(), "altered") {
+		t.Errorf("a request whose action was changed after approval: %v", err)
+	}
+	if out.Len() != 0 {
+		t.Error("plaintext was written")
+	}
+	req.Action = "everything"
+	if _, err := escrow.ParseRequest(req.Marshal()); err == nil || !strings.Contains(err.Error(), "action") {
+		t.Errorf("unknown action: %v", err)
+	}
+}
+
+// Two attempts at one request at once: the second to finish cannot close the request, and the
+// log says that its output is a second copy.
+func TestConcurrentRecoveryIsVisible(t *testing.T) {
+	a, authKP := newAuthority(t)
+	alice, err := a.Token.GenerateRSA(uniq(t, "alice"), 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := encryptFor(t, alice, authKP.Public, 10)
+	res, err := a.Intake("r", f.record)
+	if err != nil || res.Outcome != Held {
+		t.Fatal(res, err)
+	}
+	o1 := officer(t, a, "o1", token.SignECDSAP256)
+	o2 := officer(t, a, "o2", token.SignECDSAP256)
+	req, err := a.NewRequest(res.FileID, escrow.ActionReheader, alice.Public, crypto.SHA1, "new card", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	approve(t, a, req, o1)
+	approve(t, a, req, o2)
+	n := auditLen(t, a)
+	first := &memDelivery{}
+	first.before = func() {
+		first.before = nil
+		if err := a.Recover(req, (&memDelivery{}).create); err != nil {
+			t.Errorf("the other attempt: %v", err)
+		}
+	}
+	err = a.Recover(req, first.create)
+	if err == nil || !strings.Contains(err.Error(), "could not be closed") {
+		t.Errorf("the attempt that finished second: %v", err)
+	}
+	if got := auditActions(t, a, n); strings.Join(got, " ") != "recover-start recover-start recover-deliver recover-fail" {
+		t.Errorf("audit: %v", got)
+	}
+}
