@@ -15,7 +15,11 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	testscript.Main(m, map[string]func(){"p11escrow": main})
+	testscript.Main(m, map[string]func(){
+		"p11escrow": main,
+		// p11escrow as it runs where the file system has no unnamed files (O_TMPFILE).
+		"p11escrow-named": func() { useUnnamed = false; main() },
+	})
 }
 
 // TestScripts runs testdata/*.txt. Each script gets its own SoftHSM2 token directory with four
