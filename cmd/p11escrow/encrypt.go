@@ -12,6 +12,7 @@ import (
 	"github.com/p11escrow/p11escrow/escrow"
 	"github.com/p11escrow/p11escrow/token"
 	"github.com/urfave/cli/v2"
+	"golang.org/x/term"
 )
 
 func encryptCommand() *cli.Command {
@@ -72,6 +73,10 @@ func encryptAction(c *cli.Context) error {
 	})
 }
 
+// errTerminal refuses to write ciphertext to a terminal, as age does: it is useless there, and
+// its bytes can drive the terminal.
+var errTerminal = errors.New("refusing to write ciphertext to a terminal; redirect it, or name a file with -o")
+
 // encryptJobs checks the arguments and the file system before any token is touched.
 func encryptJobs(c *cli.Context) ([]encryptJob, error) {
 	ins := c.Args().Slice()
@@ -87,6 +92,9 @@ func encryptJobs(c *cli.Context) ([]encryptJob, error) {
 	}
 	if len(ins) > 1 && (c.String("output") != "" || c.String("escrow-record") != "") {
 		return nil, errors.New("-o and --escrow-record name one file; with several inputs, outputs are IN.p11e")
+	}
+	if c.String("output") == "-" && term.IsTerminal(int(os.Stdout.Fd())) {
+		return nil, errTerminal
 	}
 	var jobs []encryptJob
 	for _, in := range ins {
@@ -222,6 +230,9 @@ func (p *encryptPlan) encrypt(t *token.Token, j encryptJob) error {
 		return err
 	}
 	defer out.abort()
+	if out.isTerminal() {
+		return errTerminal
+	}
 	id := escrow.NewFileID()
 	key, err := t.NewFileKey(id[:])
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/term"
 )
@@ -239,16 +240,46 @@ func forgetTemp(name string) {
 	temps.Unlock()
 }
 
-// openInput opens a named file, or stdin for "-".
+// fifoWait is how long a FIFO input or output may wait for the process at its other end.
+var fifoWait = 10 * time.Second
+
+// openInput opens a named file, or stdin for "-". A FIFO is read as a stream, as stdin is, once
+// a process opens it for writing; if none does within fifoWait, it is refused.
 func openInput(name string) (io.ReadCloser, error) {
 	if name == "-" {
 		return io.NopCloser(os.Stdin), nil
+	}
+	if fi, err := os.Stat(name); err == nil && fi.Mode()&fs.ModeNamedPipe != 0 {
+		return openFIFO(name)
 	}
 	f, err := os.Open(name)
 	if err != nil {
 		return nil, unwrapPath(err)
 	}
 	return f, nil
+}
+
+// openFIFO opens a FIFO for reading, waiting at most fifoWait for a writer. An open that is
+// still waiting then is left to the process's end, which an error brings soon.
+func openFIFO(name string) (*os.File, error) {
+	type result struct {
+		f   *os.File
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		f, err := os.Open(name)
+		ch <- result{f, err}
+	}()
+	select {
+	case r := <-ch:
+		if r.err != nil {
+			return nil, unwrapPath(r.err)
+		}
+		return r.f, nil
+	case <-time.After(fifoWait):
+		return nil, fmt.Errorf("%s: a FIFO that no process opened for writing within %v; start the writer first", name, fifoWait)
+	}
 }
 
 // unwrapPath turns "open x: no such file or directory" into "x: no such file or directory".

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -44,18 +45,25 @@ func linkFile(f *os.File, name string) error {
 }
 
 // openInPlace opens a device, FIFO or /dev/fd/N for writing. A FIFO is opened without blocking,
-// so that one with no reader is refused at once rather than waited on forever.
+// retried for up to fifoWait while no process reads it, then refused: never waited on forever.
 func openInPlace(name string) (*os.File, error) {
-	fd, err := unix.Open(name, unix.O_WRONLY|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
-	if errors.Is(err, unix.ENXIO) {
-		return nil, fmt.Errorf("%s: a FIFO that no process is reading; start the reader first", name)
+	deadline := time.Now().Add(fifoWait)
+	for {
+		fd, err := unix.Open(name, unix.O_WRONLY|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
+		if errors.Is(err, unix.ENXIO) && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		if errors.Is(err, unix.ENXIO) {
+			return nil, fmt.Errorf("%s: a FIFO that no process opened for reading within %v; start the reader first", name, fifoWait)
+		}
+		if err != nil {
+			return nil, unwrapPath(&os.PathError{Op: "open", Path: name, Err: err})
+		}
+		if err := unix.SetNonblock(fd, false); err != nil {
+			unix.Close(fd)
+			return nil, unwrapPath(&os.PathError{Op: "open", Path: name, Err: err})
+		}
+		return os.NewFile(uintptr(fd), name), nil
 	}
-	if err != nil {
-		return nil, unwrapPath(&os.PathError{Op: "open", Path: name, Err: err})
-	}
-	if err := unix.SetNonblock(fd, false); err != nil {
-		unix.Close(fd)
-		return nil, unwrapPath(&os.PathError{Op: "open", Path: name, Err: err})
-	}
-	return os.NewFile(uintptr(fd), name), nil
 }
