@@ -87,10 +87,17 @@ func newOutput(name string, force, unnamed bool) (*output, error) {
 	return &output{Writer: f, file: f, final: name, force: force, tmp: f.Name()}, nil
 }
 
-// isFDPath reports whether name is one of the process's open files, which is written in place
-// whatever it is: the shell opened it for this command.
+// isFDPath reports whether name is one of the process's open files (/dev/fd/N, /dev/stdout, or a
+// link to one), which is written in place whatever it is: the shell opened it for this command.
 func isFDPath(name string) bool {
-	return strings.HasPrefix(name, "/dev/fd/") || strings.HasPrefix(name, "/proc/self/fd/")
+	fdPath := func(p string) bool {
+		return strings.HasPrefix(p, "/dev/fd/") || strings.HasPrefix(p, "/proc/self/fd/")
+	}
+	if fdPath(name) {
+		return true
+	}
+	target, err := os.Readlink(name)
+	return err == nil && (fdPath(target) || target == "/dev/stdout" || target == "/dev/stderr")
 }
 
 // isTerminal reports whether the output is a terminal.
