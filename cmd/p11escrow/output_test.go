@@ -89,7 +89,14 @@ func TestKilledDecryptLeavesNoPlaintext(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
+		// Every other kill lands at a random moment, the rest while plaintext is being written.
 		wait := time.Duration(r.Int64N(int64(took) * 11 / 10))
+		if trial%2 == 1 {
+			wait = 0
+			if !waitWriting(cmd.Process.Pid, dir) {
+				t.Logf("trial %d: decrypt ended before it was seen writing", trial)
+			}
+		}
 		time.Sleep(wait)
 		cmd.Process.Kill()
 		err := cmd.Wait()
