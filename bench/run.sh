@@ -152,7 +152,7 @@ small() { # DIR: makes SMALL_FILES files of 1 KiB in DIR, prints files/s of one 
 	rm -rf "$1" && mkdir -p "$1"
 	(cd "$1" && for ((i = 0; i < SMALL_FILES; i++)); do head -c 1024 /dev/urandom >"f$i"; done)
 	local t
-	t=$(secs $P11E "${ENC[@]}" "$1"/f*)
+	t=$(secs $P11E "${ENC[@]}" -- "$1"/f*)
 	echo "$SMALL_FILES / $t" | bc -l
 	rm -rf "$1"
 }
@@ -170,11 +170,11 @@ row "$SMALL_FILES × 1 KiB, one call, ext4 (fsync)" "$(fmt "$fs_disk") files/s" 
 
 # Authority intake of 200 records against the bare unwrap loop with as many sessions.
 mkdir -p recs && (cd recs && for i in $(seq 200); do head -c 100 /dev/urandom >"r$i"; done)
-$P11E "${ENC[@]}" recs/r* 2>/dev/null
+$P11E "${ENC[@]}" -- recs/r* 2>/dev/null
 if $P11E authority intake --help >/dev/null 2>&1; then
 	# authority init registered the key in the default store, authority.db, in this directory.
 	t0=$EPOCHREALTIME
-	held=$($P11E authority intake --token authority recs/*.escrow.json 2>&1 | tail -1)
+	held=$($P11E authority intake --token authority -- recs/*.escrow.json 2>&1 | tail -1)
 	t=$(echo "$EPOCHREALTIME - $t0" | bc -l)
 	echo "intake: $held" >>"$OUT/raw.log"
 	case $held in *"200 held"*) ;; *) echo "authority intake did not hold all 200 records: $held" >&2; exit 1 ;; esac

@@ -76,15 +76,15 @@ echo "file ID: $id"
 
 step "Once her identity is established, a recovery request; one approval is not enough"
 run "$bin" authority request --id "$id" --to alice-2.pub --reason "lost card; identity checked in person (ticket 42)" -o request.json
-run "$bin" authority approve --yes request.json --token officer-olivia --key olivia
-run "$bin" authority recover request.json --token authority -o report.header || echo "(refused, as it should be)"
+run "$bin" authority approve --yes --token officer-olivia --key olivia request.json
+run "$bin" authority recover --token authority -o report.header request.json || echo "(refused, as it should be)"
 
 step "The second officer approves on her own token; the HSM re-issues the header"
-run "$bin" authority approve --yes request.json --token officer-oscar --key oscar
-run "$bin" authority recover request.json --token authority -o report.header
+run "$bin" authority approve --yes --token officer-oscar --key oscar request.json
+run "$bin" authority recover --token authority -o report.header request.json
 
 step "Alice swaps the header (the payload is untouched) and decrypts with her new card"
-run "$bin" reheader report.pdf.p11e --header report.header -o report-new.pdf.p11e
+run "$bin" reheader --header report.header -o report-new.pdf.p11e report.pdf.p11e
 run "$bin" decrypt --token alice-new -o report-recovered.pdf report-new.pdf.p11e
 run cmp report.pdf report-recovered.pdf && echo "identical"
 

@@ -3,7 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"os"
 
 	"github.com/p11escrow/p11escrow/escrow"
 	"github.com/p11escrow/p11escrow/escrow/authority"
@@ -76,9 +75,9 @@ func verifyRecord(c *cli.Context) error {
 	if c.NArg() != 1 {
 		return errors.New("verify takes one escrow record")
 	}
-	data, err := os.ReadFile(c.Args().First())
+	data, err := readFileLimited(c.Args().First(), "an escrow record", maxRecordFile)
 	if err != nil {
-		return unwrapPath(err)
+		return err
 	}
 	rec, err := escrow.ParseRecord(data)
 	if err != nil {

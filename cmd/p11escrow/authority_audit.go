@@ -40,19 +40,19 @@ func backupCommand() *cli.Command {
 	}
 }
 
-// backupAction lets SQLite write the copy into the empty temporary file of createOutput, which
+// backupAction lets SQLite write the copy into the empty temporary file of createNamedOutput, which
 // is then synced and moved into place like every other output.
 func backupAction(c *cli.Context) error {
 	return withStore(c, func(a *authority.Authority) error {
-		o, err := createOutput(c.String("out"), c.Bool("force"))
+		o, err := createNamedOutput(c.String("out"), c.Bool("force"))
 		if err != nil {
 			return err
 		}
 		defer o.abort()
-		if o.file == nil {
-			return errors.New("a backup is written to a file, not stdout")
+		if o.direct {
+			return errors.New("a backup is written to a regular file, not stdout or a device")
 		}
-		if err := authority.BackupSQLite(a.Store, o.file.Name()); err != nil {
+		if err := authority.BackupSQLite(a.Store, o.tmp); err != nil {
 			return err
 		}
 		if err := o.commit(); err != nil {

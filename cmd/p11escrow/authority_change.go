@@ -3,7 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/p11escrow/p11escrow/escrow"
@@ -127,9 +126,9 @@ func applyAction(c *cli.Context) error {
 		return errors.New("apply takes one change request file")
 	}
 	name := c.Args().First()
-	data, err := os.ReadFile(name)
+	data, err := readFileLimited(name, "a change request", maxRequestFile)
 	if err != nil {
-		return unwrapPath(err)
+		return err
 	}
 	req, err := escrow.ParseChangeRequest(data)
 	if err != nil {

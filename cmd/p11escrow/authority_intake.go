@@ -79,8 +79,7 @@ func intakeAction(c *cli.Context) error {
 
 // readRecord reads one record file; its error, without the "open" prefix, rejects the record.
 func readRecord(name string) ([]byte, error) {
-	data, err := os.ReadFile(name)
-	return data, unwrapPath(err)
+	return readFileLimited(name, "an escrow record", maxRecordFile)
 }
 
 func listAction(c *cli.Context) error {

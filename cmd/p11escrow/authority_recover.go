@@ -156,9 +156,9 @@ func approveAction(c *cli.Context) error {
 		return errors.New("approve takes one request file")
 	}
 	name := c.Args().First()
-	data, err := os.ReadFile(name)
+	data, err := readFileLimited(name, "a request", maxRequestFile)
 	if err != nil {
-		return unwrapPath(err)
+		return err
 	}
 	req, err := escrow.ParseApprovable(data)
 	if err != nil {

@@ -80,9 +80,9 @@ func readSigningPublicKey(name string) (crypto.PublicKey, error) {
 
 // readRequest reads and parses a recovery request file.
 func readRequest(name string) (*escrow.Request, error) {
-	data, err := os.ReadFile(name)
+	data, err := readFileLimited(name, "a request", maxRequestFile)
 	if err != nil {
-		return nil, unwrapPath(err)
+		return nil, err
 	}
 	req, err := escrow.ParseRequest(data)
 	if err != nil {

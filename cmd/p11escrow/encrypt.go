@@ -6,12 +6,14 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/p11escrow/p11escrow/escrow"
 	"github.com/p11escrow/p11escrow/internal/safetext"
 	"github.com/p11escrow/p11escrow/token"
 	"github.com/urfave/cli/v2"
+	"golang.org/x/term"
 )
 
 func encryptCommand() *cli.Command {
@@ -33,9 +35,11 @@ func encryptCommand() *cli.Command {
 	}
 }
 
-// encryptJob is one input and where its results go.
+// encryptJob is one input and where its results go. replaceRecord says the record's name holds
+// an orphan record, whose file never appeared, to be replaced.
 type encryptJob struct {
 	in, out, record, description string
+	replaceRecord                bool
 }
 
 // encryptPlan is what every file of one call shares: the token, the recipients, the owner.
@@ -48,7 +52,7 @@ type encryptPlan struct {
 
 func encryptAction(c *cli.Context) error {
 	jobs, err := encryptJobs(c)
-	if err != nil {
+	if err != nil || len(jobs) == 0 {
 		return err
 	}
 	recipients, err := extraRecipients(c)
@@ -70,7 +74,11 @@ func encryptAction(c *cli.Context) error {
 	})
 }
 
-// encryptJobs checks the arguments before any token is touched.
+// errTerminal refuses to write ciphertext to a terminal, as age does: it is useless there, and
+// its bytes can drive the terminal.
+var errTerminal = errors.New("refusing to write ciphertext to a terminal; redirect it, or name a file with -o")
+
+// encryptJobs checks the arguments and the file system before any token is touched.
 func encryptJobs(c *cli.Context) ([]encryptJob, error) {
 	ins := c.Args().Slice()
 	if len(ins) == 0 {
@@ -86,12 +94,19 @@ func encryptJobs(c *cli.Context) ([]encryptJob, error) {
 	if len(ins) > 1 && (c.String("output") != "" || c.String("escrow-record") != "") {
 		return nil, errors.New("-o and --escrow-record name one file; with several inputs, outputs are IN.p11e")
 	}
+	if c.String("output") == "-" && term.IsTerminal(int(os.Stdout.Fd())) {
+		return nil, errTerminal
+	}
 	var jobs []encryptJob
 	for _, in := range ins {
 		j := encryptJob{in: in, out: c.String("output"), record: c.String("escrow-record"), description: c.String("description")}
 		if j.out == "" {
 			if in == "-" {
 				return nil, errors.New("reading stdin: name the output with -o (- for stdout)")
+			}
+			if strings.HasSuffix(in, ".p11e") || strings.HasSuffix(in, ".escrow.json") {
+				warn("%s: skipped, it is already p11escrow's output; to encrypt it again, name the output with -o", in)
+				continue
 			}
 			// The default output sits next to the input, which only makes sense for a regular
 			// file: for /dev/null it would be /dev/null.p11e, a file in /dev. age writes to
@@ -105,17 +120,58 @@ func encryptJobs(c *cli.Context) ([]encryptJob, error) {
 			if j.out == "-" {
 				return nil, errors.New("writing to stdout: name the escrow record with --escrow-record")
 			}
+			if fi, err := os.Stat(j.out); (err == nil && !fi.Mode().IsRegular()) || isFDPath(j.out) {
+				return nil, fmt.Errorf("writing to %s, which is not a regular file: name the escrow record with --escrow-record", j.out)
+			}
 			j.record = j.out + ".escrow.json"
 		}
 		if j.description == "" && in != "-" {
 			j.description = filepath.Base(in)
 		}
-		jobs = append(jobs, j)
+		skip, err := j.checkDone(c.Bool("force"))
+		if err != nil {
+			return nil, err
+		}
+		if !skip {
+			jobs = append(jobs, j)
+		}
 	}
-	if noEscrow {
+	if noEscrow && len(jobs) > 0 {
 		warn("--no-escrow: no backup authority holds these files' keys. If you lose your key or its token, the files are lost for good.")
 	}
 	return jobs, nil
+}
+
+// checkDone applies the rules that make an interrupted batch safe to run again. encrypt moves a
+// file's record into place before the file itself, so:
+//   - an output that exists with its record (or with --no-escrow) is a finished job, skipped
+//     with a warning, unless its input changed after it was written;
+//   - a record without its output is an orphan of an interrupted run: it protects no file,
+//     so it is replaced;
+//   - an output without the record it should have was not made by this rule, and is refused.
+//
+// With force every output is replaced.
+func (j *encryptJob) checkDone(force bool) (skip bool, err error) {
+	if force || j.out == "-" {
+		return false, nil
+	}
+	outInfo, outErr := os.Lstat(j.out)
+	_, recErr := os.Lstat(j.record)
+	hasRecord := j.record == "" || recErr == nil
+	switch {
+	case outErr != nil && j.record != "" && recErr == nil:
+		j.replaceRecord = true
+		return false, nil
+	case outErr != nil || !outInfo.Mode().IsRegular():
+		return false, nil // no output yet, or a device or FIFO, which is written in place
+	case !hasRecord || j.in == "-":
+		return false, fmt.Errorf("%s already exists; use --force to replace it", j.out)
+	}
+	if in, err := os.Stat(j.in); err == nil && in.ModTime().After(outInfo.ModTime()) {
+		return false, fmt.Errorf("%s already exists, and %s changed after it was written; use --force to replace it", j.out, j.in)
+	}
+	warn("%s: skipped, %s already exists; use --force to encrypt it again", j.in, j.out)
+	return true, nil
 }
 
 // extraRecipients reads --authority and every --to.
@@ -181,6 +237,9 @@ func (p *encryptPlan) encrypt(t *token.Token, j encryptJob) error {
 		return err
 	}
 	defer out.abort()
+	if out.isTerminal() {
+		return errTerminal
+	}
 	id := escrow.NewFileID()
 	key, err := t.NewFileKey(id[:])
 	if err != nil {
@@ -223,7 +282,7 @@ func (p *encryptPlan) writeRecord(j encryptJob, h *escrow.Header, key *token.Fil
 	if err != nil {
 		return err
 	}
-	o, err := createOutput(j.record, p.force)
+	o, err := createOutput(j.record, p.force || j.replaceRecord)
 	if err != nil {
 		return err
 	}

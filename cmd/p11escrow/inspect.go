@@ -52,7 +52,7 @@ func inspectAction(c *cli.Context) error {
 	defer in.Close()
 	br := bufio.NewReader(in)
 	if first, _ := br.Peek(1); len(first) == 1 && first[0] == '{' {
-		return inspectRecord(br, c.Bool("json"))
+		return inspectRecord(br, c.Args().First(), c.Bool("json"))
 	}
 	return inspectFile(br, c.Bool("json"))
 }
@@ -98,8 +98,8 @@ func inspectFile(r io.Reader, asJSON bool) error {
 	return nil
 }
 
-func inspectRecord(r io.Reader, asJSON bool) error {
-	data, err := io.ReadAll(r)
+func inspectRecord(r io.Reader, name string, asJSON bool) error {
+	data, err := readLimited(r, name, "an escrow record", maxRecordFile)
 	if err != nil {
 		return err
 	}

@@ -12,7 +12,9 @@ import (
 
 func main() {
 	app := newApp()
-	if err := app.Run(flagsFirst(app, os.Args)); err != nil {
+	// Flags end at the first operand or at "--", as POSIX and age have it, so that a file named
+	// like a flag (say --to=m.pub, planted where a glob picks it up) is never taken for one.
+	if err := app.Run(os.Args); err != nil {
 		fmt.Fprintf(os.Stderr, "p11escrow: %s\n", safetext.Clean(oneLine(err)))
 		os.Exit(1)
 	}

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/p11escrow/p11escrow/escrow"
 	softhsmtest "github.com/p11escrow/p11escrow/softhsm-test"
@@ -15,7 +16,13 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	testscript.Main(m, map[string]func(){"p11escrow": main})
+	testscript.Main(m, map[string]func(){
+		"p11escrow": main,
+		// p11escrow as it runs where the file system has no unnamed files (O_TMPFILE).
+		"p11escrow-named": func() { useUnnamed = false; main() },
+		// p11escrow waiting one second, not ten, for the other end of a FIFO.
+		"p11escrow-fifo1s": func() { fifoWait = time.Second; main() },
+	})
 }
 
 // TestScripts runs testdata/*.txt. Each script gets its own SoftHSM2 token directory with four

@@ -8,7 +8,6 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
-	"os"
 	"strings"
 
 	"github.com/p11escrow/p11escrow/escrow"
@@ -44,9 +43,9 @@ func readPublicKey(name string) (*publicKeyFile, error) {
 
 // readPKIXFile reads a PEM "PUBLIC KEY" file: the key, and the file's bytes for its comments.
 func readPKIXFile(name string) (crypto.PublicKey, []byte, error) {
-	data, err := os.ReadFile(name)
+	data, err := readFileLimited(name, "a public key file", maxPublicKeyFile)
 	if err != nil {
-		return nil, nil, unwrapPath(err)
+		return nil, nil, err
 	}
 	block, _ := pem.Decode(data)
 	if block == nil || block.Type != "PUBLIC KEY" {

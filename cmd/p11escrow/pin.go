@@ -24,7 +24,7 @@ func (p pinSource) read() (string, error) {
 		return pin, nil
 	}
 	if p.file != "" {
-		data, err := os.ReadFile(p.file)
+		data, err := readFileLimited(p.file, "a PIN file", maxPINFile)
 		if err != nil {
 			return "", fmt.Errorf("reading the PIN file: %w", err)
 		}

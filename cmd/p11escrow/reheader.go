@@ -75,9 +75,9 @@ func reheaderAction(c *cli.Context) error {
 
 // readHeaderFile parses a file that holds exactly one header and nothing after it.
 func readHeaderFile(name string) (*escrow.Header, error) {
-	data, err := os.ReadFile(name)
+	data, err := readFileLimited(name, "a header file", maxHeaderFile)
 	if err != nil {
-		return nil, unwrapPath(err)
+		return nil, err
 	}
 	h, rest, err := escrow.ParseHeader(bytes.NewReader(data))
 	if err != nil {
