@@ -122,7 +122,7 @@ var sentences = map[uint]sentence{
 	pkcs11.CKR_PIN_LOCKED:                     {"the user PIN is locked after too many wrong tries; ask the token's security officer to unlock or reset it", ErrPINLocked},
 	pkcs11.CKR_PIN_LEN_RANGE:                  {"the PIN has a length the token does not accept; check that you typed the user PIN, not the SO PIN", ErrWrongPIN},
 	pkcs11.CKR_PIN_EXPIRED:                    {"the PIN has expired; change it with the token's own tool, then try again", ErrWrongPIN},
-	pkcs11.CKR_USER_PIN_NOT_INITIALIZED:       {"the token has no user PIN yet; set one with the token's own tool (for SoftHSM: softhsm2-util --init-token)", ErrNotLoggedIn},
+	pkcs11.CKR_USER_PIN_NOT_INITIALIZED:       {"the token has no user PIN yet; its security officer must set one (C_InitPIN, e.g. pkcs11-tool --init-pin --login --login-type so), which keeps the token's keys", ErrNotLoggedIn},
 	pkcs11.CKR_USER_NOT_LOGGED_IN:             {"the token needs the user PIN for this; log in first", ErrNotLoggedIn},
 	pkcs11.CKR_USER_ANOTHER_ALREADY_LOGGED_IN: {"the security officer is logged in to this token; log the SO out, then try again", nil},
 	pkcs11.CKR_TOKEN_NOT_PRESENT:              {"no token is in the slot; insert the token and try again", ErrNoToken},

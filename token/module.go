@@ -60,6 +60,10 @@ type Module struct {
 	// unwrap template. SoftHSM2 refuses it only after the RSA private
 	// operation, so asking every time would double the cost of each unwrap.
 	noUnwrapValueLen atomic.Bool
+	// lenUnreported remembers that the module reads CKA_VALUE_LEN = 0 after
+	// an unwrap (SoftHSM2 2.6.1), so the length must be measured another way
+	// (see SecretKey.measureLen), which needs the key extractable at first.
+	lenUnreported atomic.Bool
 }
 
 // Load dlopens the module and calls C_Initialize. A module that someone

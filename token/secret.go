@@ -29,9 +29,13 @@ type SecretKey struct {
 // extractable (so it can be re-wrapped) session key. It first asks for
 // CKA_VALUE_LEN=32, which some HSMs require, then retries without it,
 // because SoftHSM2 rejects CKA_VALUE_LEN in unwrap templates; the module
-// remembers the refusal, so later unwraps make one call. A key whose
-// CKA_VALUE_LEN reads back other than 32 is refused; SoftHSM2 reports 0
-// after an unwrap, which is accepted since the length is then unknown.
+// remembers the refusal, so later unwraps make one call.
+//
+// A key that is not exactly 32 bytes is destroyed and refused with
+// ErrDecrypt, as the owner's decrypt refuses it: a file made with a shorter
+// key must not be verified, held or opened by anyone. The length is read
+// from CKA_VALUE_LEN; where the module reports 0 there (SoftHSM2), it is
+// measured on the token without revealing the key (see measureLen).
 func (k *KeyPair) UnwrapOAEP(hash crypto.Hash, wrapped []byte) (*SecretKey, error) {
 	return k.unwrapOAEP(hash, wrapped, true)
 }
@@ -39,6 +43,38 @@ func (k *KeyPair) UnwrapOAEP(hash crypto.Hash, wrapped []byte) (*SecretKey, erro
 // unwrapOAEP is UnwrapOAEP with CKA_EXTRACTABLE chosen by the caller (see
 // UnwrapOAEPSealed in rewrap.go for the non-extractable kind).
 func (k *KeyPair) unwrapOAEP(hash crypto.Hash, wrapped []byte, extractable bool) (*SecretKey, error) {
+	s, err := k.unwrapOnce(hash, wrapped, extractable || k.t.m.lenUnreported.Load())
+	if err != nil {
+		return nil, err
+	}
+	n, err := s.valueLen()
+	if err == nil && n == 0 && !k.t.m.lenUnreported.Load() {
+		// First unwrap on a module that does not report the length: learn
+		// it, and unwrap again extractable so that the length can be measured.
+		k.t.m.lenUnreported.Store(true)
+		if !extractable {
+			_ = s.Destroy()
+			return k.unwrapOAEP(hash, wrapped, extractable)
+		}
+	}
+	if err == nil && n == 0 {
+		n, err = s.measureLen()
+	}
+	if err == nil && n != FileKeySize {
+		err = newErr("unwrap key", ErrDecrypt, "the unwrapped key is %d bytes, not %d; the header is corrupt or forged", n, FileKeySize)
+	}
+	if err == nil && !extractable {
+		err = s.seal()
+	}
+	if err != nil {
+		_ = s.Destroy()
+		return nil, err
+	}
+	return s, nil
+}
+
+// unwrapOnce is the C_UnwrapKey call, with and then without CKA_VALUE_LEN.
+func (k *KeyPair) unwrapOnce(hash crypto.Hash, wrapped []byte, extractable bool) (*SecretKey, error) {
 	const op = "unwrap key"
 	mech, err := oaepMech(hash)
 	if err != nil {
@@ -58,8 +94,7 @@ func (k *KeyPair) unwrapOAEP(hash crypto.Hash, wrapped []byte, extractable bool)
 	if err != nil {
 		return nil, tokenErr(op, ctxDecrypt, err)
 	}
-	s := &SecretKey{t: k.t, h: h}
-	return s, s.checkLen()
+	return &SecretKey{t: k.t, h: h}, nil
 }
 
 func unwrapTemplate(withLen, extractable bool) []*pkcs11.Attribute {
@@ -82,19 +117,53 @@ func unwrapTemplate(withLen, extractable bool) []*pkcs11.Attribute {
 	return a
 }
 
-// checkLen refuses unwrapped keys that are known not to be AES-256, so a
-// short key smuggled into a header cannot be used.
-func (s *SecretKey) checkLen() error {
+// valueLen reads CKA_VALUE_LEN; 0 means the module does not say.
+func (s *SecretKey) valueLen() (int, error) {
 	a, err := s.t.attrs(s.h, pkcs11.CKA_VALUE_LEN)
 	if err != nil {
-		return nil // cannot tell; the key still works
+		return 0, tokenErr("read key length", ctxPlain, err)
 	}
-	n := ulong(a[pkcs11.CKA_VALUE_LEN])
-	if n == 0 || n == FileKeySize {
-		return nil
+	return int(ulong(a[pkcs11.CKA_VALUE_LEN])), nil
+}
+
+// measureLen learns the length of an extractable key without revealing it:
+// it wraps the key on the token with CKM_AES_KEY_WRAP (RFC 3394) under a
+// throwaway sensitive session key and returns the wrapped length minus the
+// 8-byte integrity block. The wrapped bytes are useless without the
+// throwaway key, which is destroyed at once.
+func (s *SecretKey) measureLen() (int, error) {
+	const op = "measure unwrapped key"
+	wk, err := s.t.ctx.GenerateKey(s.t.sh, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_KEY_GEN, nil)},
+		[]*pkcs11.Attribute{
+			pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
+			pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_AES),
+			pkcs11.NewAttribute(pkcs11.CKA_TOKEN, false),
+			pkcs11.NewAttribute(pkcs11.CKA_VALUE_LEN, FileKeySize),
+			pkcs11.NewAttribute(pkcs11.CKA_WRAP, true),
+			pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
+			pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false),
+		})
+	if err != nil {
+		return 0, tokenErr(op, ctxPlain, err)
 	}
-	_ = s.Destroy()
-	return newErr("unwrap key", ErrDecrypt, "the unwrapped key is %d bytes, not %d; the header is corrupt or forged", n, FileKeySize)
+	defer s.t.ctx.DestroyObject(s.t.sh, wk)
+	w, err := s.t.ctx.WrapKey(s.t.sh, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_KEY_WRAP, nil)}, wk, s.h)
+	if err != nil {
+		return 0, tokenErr(op, ctxPlain, err)
+	}
+	return len(w) - 8, nil
+}
+
+// seal makes an extractable key non-extractable (CKA_EXTRACTABLE may change
+// from true to false, never back), for callers that asked for a sealed key
+// from a module whose key length had to be measured first.
+func (s *SecretKey) seal() error {
+	a, err := s.Attributes()
+	if err != nil || !a.Extractable {
+		return err
+	}
+	err = s.t.ctx.SetAttributeValue(s.t.sh, s.h, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false)})
+	return tokenErr("seal unwrapped key", ctxPlain, err)
 }
 
 // Destroy removes the session object. Idempotent.
