@@ -43,21 +43,21 @@ func (k *KeyPair) UnwrapOAEP(hash crypto.Hash, wrapped []byte) (*SecretKey, erro
 // unwrapOAEP is UnwrapOAEP with CKA_EXTRACTABLE chosen by the caller (see
 // UnwrapOAEPSealed in rewrap.go for the non-extractable kind).
 func (k *KeyPair) unwrapOAEP(hash crypto.Hash, wrapped []byte, extractable bool) (*SecretKey, error) {
-	s, err := k.unwrapOnce(hash, wrapped, extractable || k.t.m.lenUnreported.Load())
+	measurable := extractable || k.t.m.lenUnreported.Load()
+	s, err := k.unwrapOnce(hash, wrapped, measurable)
 	if err != nil {
 		return nil, err
 	}
 	n, err := s.valueLen()
-	if err == nil && n == 0 && !k.t.m.lenUnreported.Load() {
-		// First unwrap on a module that does not report the length: learn
-		// it, and unwrap again extractable so that the length can be measured.
+	if err == nil && n == 0 {
+		// The module does not report the length. Remember it, and measure the key, which
+		// must be extractable for that: a key unwrapped sealed before this was known is
+		// unwrapped again.
 		k.t.m.lenUnreported.Store(true)
-		if !extractable {
+		if !measurable {
 			_ = s.Destroy()
 			return k.unwrapOAEP(hash, wrapped, extractable)
 		}
-	}
-	if err == nil && n == 0 {
 		n, err = s.measureLen()
 	}
 	if err == nil && n != FileKeySize {
