@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -28,17 +29,21 @@ const (
 // Request is a recovery request (FORMAT.md section 10): the authority is asked to re-issue the
 // header of file FileID for NewOwner. Officers approve it by signing its canonical bytes.
 type Request struct {
-	Format    string      `json:"format"`
-	ID        string      `json:"id"`
-	Authority string      `json:"authority"`
-	FileID    string      `json:"file_id"`
-	NewOwner  RequestKey  `json:"new_owner"`
-	Reason    string      `json:"reason"`
-	Requester string      `json:"requester"`
-	Created   string      `json:"created"`
-	Expires   string      `json:"expires"`
-	Approvals []*Approval `json:"approvals"`
-	newOwner  *rsa.PublicKey
+	Format    string `json:"format"`
+	ID        string `json:"id"`
+	Authority string `json:"authority"`
+	FileID    string `json:"file_id"`
+	// KeyCommitment names the one held record of FileID that the request is for: the file's key
+	// commitment as its core line writes it (CommitmentText). A file ID alone can be copied into
+	// another file; the commitment cannot. Requests made before it existed leave it empty.
+	KeyCommitment string      `json:"key_commitment,omitempty"`
+	NewOwner      RequestKey  `json:"new_owner"`
+	Reason        string      `json:"reason"`
+	Requester     string      `json:"requester"`
+	Created       string      `json:"created"`
+	Expires       string      `json:"expires"`
+	Approvals     []*Approval `json:"approvals"`
+	newOwner      *rsa.PublicKey
 }
 
 // RequestKey is the new owner's RSA public key (PKIX DER) and the OAEP hash their token decrypts.
@@ -86,11 +91,34 @@ func NewRequest(authority string, id FileID, owner *rsa.PublicKey, hash crypto.H
 }
 
 // CanonicalBytes returns request-bytes, what approvals sign (FORMAT.md section 10.1). Approvals
-// are not part of it, so each officer signs the same bytes.
+// are not part of it, so each officer signs the same bytes. The key commitment is a last field
+// when present, so that requests made before it existed keep their bytes.
 func (r *Request) CanonicalBytes() []byte {
-	return canonical(requestFormat,
-		[]byte(r.ID), []byte(r.Authority), []byte(r.FileID), r.NewOwner.PublicKey,
-		[]byte(r.NewOwner.OAEPHash), []byte(r.Reason), []byte(r.Requester), []byte(r.Created), []byte(r.Expires))
+	fields := [][]byte{[]byte(r.ID), []byte(r.Authority), []byte(r.FileID), r.NewOwner.PublicKey,
+		[]byte(r.NewOwner.OAEPHash), []byte(r.Reason), []byte(r.Requester), []byte(r.Created), []byte(r.Expires)}
+	if r.KeyCommitment != "" {
+		fields = append(fields, []byte(r.KeyCommitment))
+	}
+	return canonical(requestFormat, fields...)
+}
+
+// CommitmentText writes a key commitment as the core line does (FORMAT.md section 2): unpadded
+// base64, 43 characters. Records held by the authority and requests name files by it.
+func CommitmentText(c [32]byte) string { return b64.EncodeToString(c[:]) }
+
+// ParseCommitment reads a key commitment written as the core line writes it, or as 64 hex
+// digits (as `p11escrow inspect` prints it).
+func ParseCommitment(s string) ([32]byte, error) {
+	var c [32]byte
+	if len(s) == 64 && isLowerHex(strings.ToLower(s)) {
+		hex.Decode(c[:], []byte(strings.ToLower(s)))
+		return c, nil
+	}
+	if b, err := b64.DecodeString(s); err == nil && len(b) == len(c) {
+		copy(c[:], b)
+		return c, nil
+	}
+	return c, fmt.Errorf("a key commitment is 43 characters of base64 (as in the file's core line) or 64 hex digits (as `p11escrow inspect` prints it), not %q", s)
 }
 
 // canonical is the versioned, length-prefixed encoding that approvals sign (section 10.1, and
@@ -166,6 +194,11 @@ func ParseRequest(data []byte) (*Request, error) {
 	}
 	if _, err := ParseFileID(r.FileID); err != nil {
 		return bad("%v", err)
+	}
+	if r.KeyCommitment != "" {
+		if c, err := b64.DecodeString(r.KeyCommitment); err != nil || len(c) != 32 {
+			return bad("key_commitment is not 43 characters of base64, as in the file's core line")
+		}
 	}
 	if _, err := r.Times(); err != nil {
 		return bad("%v", err)

@@ -40,8 +40,8 @@ func showCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "show",
 		Usage:     "show one held record and the authority keys that wrap it",
-		ArgsUsage: "FILEID",
-		Flags:     storeFlags(&cli.BoolFlag{Name: "json", Usage: "print JSON"}),
+		ArgsUsage: "[FILEID]",
+		Flags:     storeFlags(append(recordFlags(), &cli.BoolFlag{Name: "json", Usage: "print JSON"})...),
 		Action:    showAction,
 	}
 }
@@ -63,6 +63,10 @@ func intakeAction(c *cli.Context) error {
 				return
 			}
 			fmt.Printf("%s %s %s %s\n", prefix, res.Outcome, res.FileID, res.Name)
+			if res.SameID > 0 {
+				fmt.Printf("%s   warning: file ID %s was already held with %d other key commitment(s); both are held, see `authority show %s`\n",
+					prefix, res.FileID, res.SameID, res.FileID)
+			}
 		}
 		if err := a.IntakeAll(names, readRecord, runtime.NumCPU(), report); err != nil {
 			return fmt.Errorf("%w (stopped after %d held; rerun to continue)", err, count[authority.Held])
@@ -107,10 +111,14 @@ func listAction(c *cli.Context) error {
 			return err
 		}
 		w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintf(w, "FILE ID\tOWNER\tTOKEN\tSERIAL\tINTAKE\tKEY\tSTATUS\tDESCRIPTION\n")
+		fmt.Fprintf(w, "FILE ID\tCOMMITMENT\tOWNER\tTOKEN\tSERIAL\tINTAKE\tKEY\tSTATUS\tDESCRIPTION\n")
 		for _, r := range recs {
-			fmt.Fprintf(w, "%s\t%.8s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.FileID, r.OwnerFingerprint, r.OwnerTokenLabel,
-				r.OwnerTokenSerial, r.IntakeTime, labels[r.AuthorityKey], r.Status, r.Description)
+			status := r.Status
+			if r.SameID > 0 {
+				status += fmt.Sprintf(" (file ID held %d times)", r.SameID+1)
+			}
+			fmt.Fprintf(w, "%s\t%.12s\t%.8s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.FileID, r.Commitment, r.OwnerFingerprint,
+				r.OwnerTokenLabel, r.OwnerTokenSerial, r.IntakeTime, labels[r.AuthorityKey], status, r.Description)
 		}
 		return w.Flush()
 	})
@@ -152,17 +160,19 @@ type shownWrap struct {
 }
 
 func showAction(c *cli.Context) error {
-	if c.NArg() != 1 {
-		return errors.New("show takes one file ID (see `p11escrow inspect FILE`)")
+	if c.NArg() > 1 {
+		return errors.New("show takes one file ID (see `p11escrow inspect FILE`), or --file FILE")
+	}
+	id, commitment, err := recordChoice(c, c.Args().First())
+	if err != nil {
+		return err
 	}
 	return withStore(c, func(a *authority.Authority) error {
-		r, err := a.Store.Record(c.Args().First())
-		if errors.Is(err, authority.ErrNotFound) {
-			return fmt.Errorf("the authority holds no record for file %s", c.Args().First())
-		} else if err != nil {
+		r, err := a.FindRecord(id, commitment)
+		if err != nil {
 			return err
 		}
-		wraps, err := a.Store.Wraps(r.FileID)
+		wraps, err := a.Store.Wraps(r.FileID, r.Commitment)
 		if err != nil {
 			return err
 		}
@@ -178,6 +188,10 @@ func showAction(c *cli.Context) error {
 			return printJSON(out)
 		}
 		fmt.Printf("file ID:       %s\n", r.FileID)
+		fmt.Printf("commitment:    %s\n", r.Commitment)
+		if r.SameID > 0 {
+			fmt.Printf("warning:       %d other record(s) are held under this file ID (see `authority list`); name this one with --commitment %s\n", r.SameID, r.Commitment)
+		}
 		fmt.Printf("description:   %s\n", r.Description)
 		fmt.Printf("owner:         %s (token %q, serial %s)\n", r.OwnerFingerprint, r.OwnerTokenLabel, r.OwnerTokenSerial)
 		fmt.Printf("created:       %s\n", r.Created)

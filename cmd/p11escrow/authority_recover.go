@@ -53,7 +53,8 @@ func requestCommand() *cli.Command {
 		Name:  "request",
 		Usage: "write a recovery request for a held file and a new owner's public key",
 		Flags: storeFlags(
-			&cli.StringFlag{Name: "id", Required: true, Usage: "the file `ID` (see `p11escrow inspect FILE`)"},
+			&cli.StringFlag{Name: "id", Usage: "the file `ID` (see `p11escrow inspect FILE`); or name the record with --file"},
+			recordFlags()[0], recordFlags()[1],
 			&cli.StringFlag{Name: "to", Required: true, Usage: "the new owner's public key `FILE`"},
 			&cli.StringFlag{Name: "reason", Required: true, Usage: "why, e.g. the ticket of the identity check"},
 			&cli.DurationFlag{Name: "expires-in", Value: 7 * 24 * time.Hour, Usage: "how long the request stays valid"},
@@ -109,9 +110,13 @@ func requestAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	id, commitment, err := recordChoice(c, c.String("id"))
+	if err != nil {
+		return err
+	}
 	out := c.String("output")
 	if out == "" {
-		out = c.String("id") + ".request.json"
+		out = id + ".request.json"
 	}
 	return withStore(c, func(a *authority.Authority) error {
 		o, err := createOutput(out, c.Bool("force"))
@@ -119,7 +124,7 @@ func requestAction(c *cli.Context) error {
 			return err
 		}
 		defer o.abort()
-		req, err := a.NewRequest(c.String("id"), k.pub, k.hash, c.String("reason"), c.Duration("expires-in"))
+		req, err := a.NewRequest(id, commitment, k.pub, k.hash, c.String("reason"), c.Duration("expires-in"))
 		if err != nil {
 			return err
 		}

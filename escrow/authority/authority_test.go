@@ -178,7 +178,7 @@ func TestLostCard(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	req, err := a.NewRequest(res.FileID, alice2.Public, crypto.SHA1, "lost card", time.Hour)
+	req, err := a.NewRequest(res.FileID, "", alice2.Public, crypto.SHA1, "lost card", time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,7 +229,7 @@ func TestLostCard(t *testing.T) {
 	}
 
 	// Decrypt-only recovery needs its own approved request, and produces the same plaintext.
-	req2, err := a.NewRequest(res.FileID, alice2.Public, crypto.SHA1, "plaintext only", time.Hour)
+	req2, err := a.NewRequest(res.FileID, "", alice2.Public, crypto.SHA1, "plaintext only", time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -284,7 +284,7 @@ func TestApprovalsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	newReq := func(ttl time.Duration) *escrow.Request {
-		req, err := a.NewRequest(res.FileID, alice.Public, crypto.SHA1, "test", ttl)
+		req, err := a.NewRequest(res.FileID, "", alice.Public, crypto.SHA1, "test", ttl)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -450,7 +450,7 @@ func TestRotation(t *testing.T) {
 	o1 := officer(t, a, "o1", token.SignECDSAP256)
 	o2 := officer(t, a, "o2", token.SignECDSAP256)
 	rec, _ := escrow.ParseRecord(files[0].record)
-	req, err := a.NewRequest(rec.FileID, alice.Public, crypto.SHA1, "after rotation", time.Hour)
+	req, err := a.NewRequest(rec.FileID, "", alice.Public, crypto.SHA1, "after rotation", time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

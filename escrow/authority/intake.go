@@ -1,6 +1,7 @@
 package authority
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"sync"
@@ -26,6 +27,7 @@ type IntakeResult struct {
 	FileID  string // empty if the record could not be parsed
 	Outcome Outcome
 	Reason  error // why it was rejected
+	SameID  int   // held: how many other records were already held under the same file ID
 }
 
 // Intake verifies one escrow record on the HSM and stores it (verified escrow, README):
@@ -47,6 +49,7 @@ func (a *Authority) Intake(name string, data []byte) (IntakeResult, error) {
 type checked struct {
 	res IntakeResult
 	rec *escrow.Record
+	h   *escrow.Header
 	st  *escrow.Stanza
 	key *AuthorityKey
 	bad error // why the record is rejected; nil if it verified
@@ -75,7 +78,7 @@ func (a *Authority) check(name string, data []byte, readErr error, on *token.Tok
 		c.bad = err
 		return c
 	}
-	c.st = st
+	c.h, c.st = h, st
 	if c.key, err = a.keyForTag(st.Args[1]); err != nil {
 		c.bad = err
 		return c
@@ -103,7 +106,7 @@ func (a *Authority) commit(c checked) (IntakeResult, error) {
 	case c.bad != nil:
 		return a.reject(c.res, c.bad)
 	}
-	return a.store(c.res, c.rec, c.st, c.key)
+	return a.store(c.res, c.rec, c.h, c.st, c.key)
 }
 
 // IntakeAll takes in many records. The token checks run on up to sessions sessions of the
@@ -274,19 +277,41 @@ func VerifyOnToken(rec *escrow.Record, h *escrow.Header, st *escrow.Stanza, kp *
 	return rec.VerifyOn(h, sk)
 }
 
-func (a *Authority) store(res IntakeResult, rec *escrow.Record, st *escrow.Stanza, key *AuthorityKey) (IntakeResult, error) {
+// store holds a verified record. A record is identified by its file ID and key commitment: a
+// record with a held file ID but another commitment is held too (someone made a file with a
+// copied ID, or the owner's genuine record arrives after such a copy), and the collision is
+// audited. Only the same core, byte for byte, is "already held".
+func (a *Authority) store(res IntakeResult, rec *escrow.Record, h *escrow.Header, st *escrow.Stanza, key *AuthorityKey) (IntakeResult, error) {
 	now := a.Now().UTC().Format(time.RFC3339)
+	commitment := escrow.CommitmentText(h.Commitment)
 	held := &HeldRecord{
-		FileID: rec.FileID, OwnerFingerprint: rec.Owner.Fingerprint, OwnerTokenLabel: rec.Owner.TokenLabel,
-		OwnerTokenSerial: rec.Owner.TokenSerial, Description: rec.Description, Created: rec.Created,
-		IntakeTime: now, AuthorityKey: key.Fingerprint, Status: StatusHeld, Record: rec.Marshal(),
+		FileID: rec.FileID, Commitment: commitment, OwnerFingerprint: rec.Owner.Fingerprint,
+		OwnerTokenLabel: rec.Owner.TokenLabel, OwnerTokenSerial: rec.Owner.TokenSerial, Description: rec.Description,
+		Created: rec.Created, IntakeTime: now, AuthorityKey: key.Fingerprint, Status: StatusHeld, Record: rec.Marshal(),
 	}
-	w := &Wrap{FileID: rec.FileID, KeyFingerprint: key.Fingerprint, OAEPHash: st.Args[0], Wrapped: st.Body, Added: now}
-	ev := a.event("intake", map[string]any{"file_id": rec.FileID, "source": res.Name,
-		"owner": rec.Owner.Fingerprint, "authority_key": key.Fingerprint})
-	err := a.Store.Intake(held, w, ev)
-	if errors.Is(err, ErrExists) {
-		return a.duplicate(res)
+	w := &Wrap{FileID: rec.FileID, Commitment: commitment, KeyFingerprint: key.Fingerprint, OAEPHash: st.Args[0],
+		Wrapped: st.Body, Added: now}
+	same, err := a.Store.RecordsByID(rec.FileID)
+	if err != nil {
+		return res, err
+	}
+	details := map[string]any{"file_id": rec.FileID, "key_commitment": commitment, "source": res.Name,
+		"owner": rec.Owner.Fingerprint, "authority_key": key.Fingerprint}
+	var others []string
+	for _, r := range same {
+		if r.Commitment == commitment {
+			return a.duplicate(res, r, h)
+		}
+		others = append(others, r.Commitment)
+	}
+	action := "intake"
+	if len(others) > 0 {
+		action, details["same_file_id"] = "intake-collision", others
+		res.SameID = len(others)
+	}
+	err = a.Store.Intake(held, w, a.event(action, details))
+	if errors.Is(err, ErrExists) { // another intake held it in the meantime
+		return a.duplicate(res, nil, h)
 	}
 	if err != nil {
 		return res, err
@@ -304,7 +329,20 @@ func (a *Authority) reject(res IntakeResult, why error) (IntakeResult, error) {
 	return res, a.Log("reject", details)
 }
 
-func (a *Authority) duplicate(res IntakeResult) (IntakeResult, error) {
+// duplicate reports a record whose file ID and key commitment are held, if held (when known)
+// has the same core as h: the same file. Another core with the same commitment could be made
+// only by someone who has the file key; it is rejected.
+func (a *Authority) duplicate(res IntakeResult, held *HeldRecord, h *escrow.Header) (IntakeResult, error) {
+	if held != nil {
+		old, err := heldHeader(held)
+		if err != nil {
+			return res, err
+		}
+		if !bytes.Equal(old.Core(), h.Core()) {
+			return a.reject(res, &escrow.RecordError{Reason: "a record with this file ID and key commitment but another core line is already held"})
+		}
+	}
 	res.Outcome = Duplicate
-	return res, a.Log("duplicate", map[string]any{"source": res.Name, "file_id": res.FileID})
+	return res, a.Log("duplicate", map[string]any{"source": res.Name, "file_id": res.FileID,
+		"key_commitment": escrow.CommitmentText(h.Commitment)})
 }

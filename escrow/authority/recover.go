@@ -14,9 +14,11 @@ import (
 	"github.com/p11escrow/p11escrow/token"
 )
 
-// NewRequest makes a recovery request for a held file and registers it in the store, so that
-// a request file altered later is refused. requester is a.Actor.
-func (a *Authority) NewRequest(fileID string, owner *rsa.PublicKey, hash crypto.Hash, reason string, ttl time.Duration) (*escrow.Request, error) {
+// NewRequest makes a recovery request for a held record and registers it in the store, so that
+// a request file altered later is refused. The record is named by its file ID and key commitment;
+// an empty commitment names the only record held under the ID (see FindRecord). The request
+// carries the commitment, so that approvals name one exact record. requester is a.Actor.
+func (a *Authority) NewRequest(fileID, commitment string, owner *rsa.PublicKey, hash crypto.Hash, reason string, ttl time.Duration) (*escrow.Request, error) {
 	id, err := escrow.ParseFileID(fileID)
 	if err != nil {
 		return nil, err
@@ -24,9 +26,8 @@ func (a *Authority) NewRequest(fileID string, owner *rsa.PublicKey, hash crypto.
 	if reason == "" {
 		return nil, errors.New("give the reason for the recovery with --reason")
 	}
-	if _, err := a.Store.Record(fileID); errors.Is(err, ErrNotFound) {
-		return nil, fmt.Errorf("the authority holds no record for file %s", fileID)
-	} else if err != nil {
+	rec, err := a.FindRecord(fileID, commitment)
+	if err != nil {
 		return nil, err
 	}
 	inst, err := a.Store.InstanceID()
@@ -37,10 +38,29 @@ func (a *Authority) NewRequest(fileID string, owner *rsa.PublicKey, hash crypto.
 	if err != nil {
 		return nil, err
 	}
-	ev := a.event("request", map[string]any{"request": req.ID, "file_id": fileID,
+	req.KeyCommitment = rec.Commitment
+	ev := a.event("request", map[string]any{"request": req.ID, "file_id": fileID, "key_commitment": rec.Commitment,
 		"new_owner": req.NewOwner.Fingerprint, "reason": reason, "expires": req.Expires})
-	err = a.Store.AddRequest(&StoredRequest{ID: req.ID, FileID: fileID, Created: req.Created, Canonical: req.CanonicalBytes()}, ev)
+	err = a.Store.AddRequest(&StoredRequest{ID: req.ID, FileID: fileID, Commitment: rec.Commitment,
+		Created: req.Created, Canonical: req.CanonicalBytes()}, ev)
 	return req, err
+}
+
+// requestedRecord returns the held record a recovery request is for: the one with the key
+// commitment it names. A request made before requests named the commitment is accepted only
+// while its file ID names one record.
+func (a *Authority) requestedRecord(req *escrow.Request) (*HeldRecord, error) {
+	if req.KeyCommitment != "" {
+		return a.FindRecord(req.FileID, req.KeyCommitment)
+	}
+	recs, err := a.Store.RecordsByID(req.FileID)
+	switch {
+	case err != nil:
+		return nil, err
+	case len(recs) != 1:
+		return nil, fmt.Errorf("request %s names file %s by its ID alone, which now names %d held records; make a new request with `authority request --file FILE.p11e`", req.ID, req.FileID, len(recs))
+	}
+	return recs[0], nil
 }
 
 // checkOpen checks that req is this authority's, registered, unaltered, unused and unexpired.
@@ -193,8 +213,8 @@ var testHookUnwrapped func(*token.SecretKey)
 
 // unwrapHeld unwraps a held record's key on the HSM, sensitive, preferring the current
 // authority key's wrap. extractable is needed only to re-wrap it.
-func (a *Authority) unwrapHeld(fileID string, extractable bool) (*token.SecretKey, *AuthorityKey, *Wrap, error) {
-	wraps, err := a.Store.Wraps(fileID)
+func (a *Authority) unwrapHeld(rec RecordRef, extractable bool) (*token.SecretKey, *AuthorityKey, *Wrap, error) {
+	wraps, err := a.Store.Wraps(rec.FileID, rec.Commitment)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -212,7 +232,7 @@ func (a *Authority) unwrapHeld(fileID string, extractable bool) (*token.SecretKe
 			}
 		}
 	}
-	return nil, nil, nil, fmt.Errorf("file %s has no wrapped key under a live authority key", fileID)
+	return nil, nil, nil, fmt.Errorf("file %s (key commitment %s) has no wrapped key under a live authority key", rec.FileID, rec.Commitment)
 }
 
 func (a *Authority) unwrapWith(k *AuthorityKey, w *Wrap, extractable bool) (*token.SecretKey, error) {
@@ -248,11 +268,7 @@ func (a *Authority) unwrapWith(k *AuthorityKey, w *Wrap, extractable bool) (*tok
 }
 
 // heldHeader returns the header of a held record (as received, so authenticated at intake).
-func (a *Authority) heldHeader(fileID string) (*escrow.Header, error) {
-	rec, err := a.Store.Record(fileID)
-	if err != nil {
-		return nil, err
-	}
+func heldHeader(rec *HeldRecord) (*escrow.Header, error) {
 	r, err := escrow.ParseRecord(rec.Record)
 	if err != nil {
 		return nil, err
@@ -272,11 +288,15 @@ func (a *Authority) Recover(req *escrow.Request, deliver func(*escrow.Header) er
 	if err != nil {
 		return err
 	}
-	old, err := a.heldHeader(req.FileID)
+	rec, err := a.requestedRecord(req)
 	if err != nil {
 		return err
 	}
-	sk, key, w, err := a.unwrapHeld(req.FileID, true)
+	old, err := heldHeader(rec)
+	if err != nil {
+		return err
+	}
+	sk, key, w, err := a.unwrapHeld(rec.Ref(), true)
 	if err != nil {
 		return err
 	}
@@ -337,7 +357,11 @@ func (a *Authority) RecoverDecrypt(req *escrow.Request, in io.Reader, out io.Wri
 	if err != nil {
 		return err
 	}
-	held, err := a.heldHeader(req.FileID)
+	rec, err := a.requestedRecord(req)
+	if err != nil {
+		return err
+	}
+	held, err := heldHeader(rec)
 	if err != nil {
 		return err
 	}
@@ -346,9 +370,10 @@ func (a *Authority) RecoverDecrypt(req *escrow.Request, in io.Reader, out io.Wri
 		return err
 	}
 	if h.ID != held.ID || h.Commitment != held.Commitment {
-		return fmt.Errorf("the input is file %s, but the request is for file %s", h.ID, req.FileID)
+		return fmt.Errorf("the input is file %s with key commitment %s, but the request is for file %s with key commitment %s",
+			h.ID, escrow.CommitmentText(h.Commitment), req.FileID, rec.Commitment)
 	}
-	sk, key, _, err := a.unwrapHeld(req.FileID, false)
+	sk, key, _, err := a.unwrapHeld(rec.Ref(), false)
 	if err != nil {
 		return err
 	}

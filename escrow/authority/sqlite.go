@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/p11escrow/p11escrow/escrow"
 	_ "modernc.org/sqlite" // pure Go SQLite: no cgo beyond the PKCS#11 module's
 )
 
@@ -50,6 +51,107 @@ func OpenSQLite(path string) (Store, error) {
 var migrations = []func(tx *sql.Tx) error{
 	migrate1,
 	migrate2,
+	migrate3,
+}
+
+// migrate3 identifies a held record by its file ID and key commitment together (issue 7): a
+// file ID is in the clear header, so anyone can copy it into a file of their own, and a store
+// keyed by the ID alone let such a copy squat the genuine record. Records, their wraps and
+// recovery requests are rebuilt with the commitment, which is filled from each stored record's
+// header (the ID was unique until now, so every wrap and request names exactly one record).
+func migrate3(tx *sql.Tx) error {
+	stmts := []string{
+		`ALTER TABLE records RENAME TO records_v2`,
+		`ALTER TABLE wraps RENAME TO wraps_v2`,
+		`ALTER TABLE requests RENAME TO requests_v2`,
+		`DROP INDEX records_owner`,
+		`DROP INDEX records_serial`,
+		`DROP INDEX wraps_key`,
+		`CREATE TABLE records (
+			file_id TEXT NOT NULL, commitment TEXT NOT NULL, owner_fingerprint TEXT NOT NULL,
+			owner_token_label TEXT NOT NULL, owner_token_serial TEXT NOT NULL, description TEXT NOT NULL,
+			created TEXT NOT NULL, intake_time TEXT NOT NULL,
+			authority_key TEXT NOT NULL REFERENCES authority_keys(fingerprint),
+			status TEXT NOT NULL CHECK (status IN ('held', 'recovered')), record BLOB NOT NULL,
+			PRIMARY KEY (file_id, commitment))`,
+		`CREATE TABLE wraps (
+			file_id TEXT NOT NULL, commitment TEXT NOT NULL,
+			key_fingerprint TEXT NOT NULL REFERENCES authority_keys(fingerprint),
+			oaep_hash TEXT NOT NULL, wrapped BLOB NOT NULL, added TEXT NOT NULL,
+			PRIMARY KEY (file_id, commitment, key_fingerprint),
+			FOREIGN KEY (file_id, commitment) REFERENCES records(file_id, commitment))`,
+		`CREATE TABLE requests (
+			id TEXT PRIMARY KEY, file_id TEXT NOT NULL, commitment TEXT NOT NULL,
+			state TEXT NOT NULL CHECK (state IN ('open', 'used')), created TEXT NOT NULL, canonical BLOB NOT NULL,
+			FOREIGN KEY (file_id, commitment) REFERENCES records(file_id, commitment))`,
+	}
+	for _, q := range stmts {
+		if _, err := tx.Exec(q); err != nil {
+			return err
+		}
+	}
+	rows, err := tx.Query(`SELECT file_id, record FROM records_v2`)
+	if err != nil {
+		return err
+	}
+	commitments := map[string]string{}
+	for rows.Next() {
+		var id string
+		var data []byte
+		if err := rows.Scan(&id, &data); err != nil {
+			rows.Close()
+			return err
+		}
+		c, err := recordCommitment(data)
+		if err != nil {
+			rows.Close()
+			return fmt.Errorf("the held record of file %s: %w", id, err)
+		}
+		commitments[id] = c
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for id, c := range commitments {
+		if _, err := tx.Exec(`INSERT INTO records SELECT file_id, ?, owner_fingerprint, owner_token_label,
+			owner_token_serial, description, created, intake_time, authority_key, status, record
+			FROM records_v2 WHERE file_id = ?`, c, id); err != nil {
+			return err
+		}
+	}
+	stmts = []string{
+		`INSERT INTO wraps SELECT w.file_id, r.commitment, w.key_fingerprint, w.oaep_hash, w.wrapped, w.added
+			FROM wraps_v2 w JOIN records r ON r.file_id = w.file_id`,
+		`INSERT INTO requests SELECT q.id, q.file_id, r.commitment, q.state, q.created, q.canonical
+			FROM requests_v2 q JOIN records r ON r.file_id = q.file_id`,
+		`DROP TABLE requests_v2`,
+		`DROP TABLE wraps_v2`,
+		`DROP TABLE records_v2`,
+		`CREATE INDEX records_owner ON records(owner_fingerprint)`,
+		`CREATE INDEX records_serial ON records(owner_token_serial)`,
+		`CREATE INDEX wraps_key ON wraps(key_fingerprint)`,
+		`CREATE INDEX requests_record ON requests(file_id, commitment)`,
+	}
+	for _, q := range stmts {
+		if _, err := tx.Exec(q); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// recordCommitment reads the key commitment from a stored record's header.
+func recordCommitment(data []byte) (string, error) {
+	rec, err := escrow.ParseRecord(data)
+	if err != nil {
+		return "", err
+	}
+	h, _, err := rec.AuthorityStanza()
+	if err != nil {
+		return "", err
+	}
+	return escrow.CommitmentText(h.Commitment), nil
 }
 
 // migrate2 adds governance change requests (FORMAT.md section 13), kept apart from recovery
@@ -207,11 +309,11 @@ func (s *sqliteStore) InstanceID() (string, error) {
 
 func (s *sqliteStore) Intake(r *HeldRecord, w *Wrap, ev Event) error {
 	return s.update(ev, func(tx *sql.Tx) error {
-		res, err := tx.Exec(`INSERT INTO records(file_id, owner_fingerprint, owner_token_label, owner_token_serial,
-			description, created, intake_time, authority_key, status, record) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-			ON CONFLICT(file_id) DO NOTHING`,
-			r.FileID, r.OwnerFingerprint, r.OwnerTokenLabel, r.OwnerTokenSerial, r.Description, r.Created,
-			r.IntakeTime, r.AuthorityKey, r.Status, r.Record)
+		res, err := tx.Exec(`INSERT INTO records(file_id, commitment, owner_fingerprint, owner_token_label,
+			owner_token_serial, description, created, intake_time, authority_key, status, record)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(file_id, commitment) DO NOTHING`,
+			r.FileID, r.Commitment, r.OwnerFingerprint, r.OwnerTokenLabel, r.OwnerTokenSerial, r.Description,
+			r.Created, r.IntakeTime, r.AuthorityKey, r.Status, r.Record)
 		if err != nil {
 			return err
 		}
@@ -223,26 +325,40 @@ func (s *sqliteStore) Intake(r *HeldRecord, w *Wrap, ev Event) error {
 }
 
 func insertWrap(tx *sql.Tx, w *Wrap) error {
-	_, err := tx.Exec(`INSERT INTO wraps(file_id, key_fingerprint, oaep_hash, wrapped, added) VALUES (?, ?, ?, ?, ?)`,
-		w.FileID, w.KeyFingerprint, w.OAEPHash, w.Wrapped, w.Added)
+	_, err := tx.Exec(`INSERT INTO wraps(file_id, commitment, key_fingerprint, oaep_hash, wrapped, added) VALUES (?, ?, ?, ?, ?, ?)`,
+		w.FileID, w.Commitment, w.KeyFingerprint, w.OAEPHash, w.Wrapped, w.Added)
 	return err
 }
 
-const recordColumns = `file_id, owner_fingerprint, owner_token_label, owner_token_serial, description, created,
-	intake_time, authority_key, status, record`
+// listColumns are what listing needs: everything but the record bytes, which can be large and
+// are read only for the one record an operation uses. same_id counts the other records held
+// under the same file ID.
+const listColumns = `file_id, commitment, owner_fingerprint, owner_token_label, owner_token_serial,
+	description, created, intake_time, authority_key, status,
+	(SELECT COUNT(*) - 1 FROM records o WHERE o.file_id = records.file_id)`
 
-func scanRecord(row interface{ Scan(...any) error }) (*HeldRecord, error) {
+func scanRecord(row interface{ Scan(...any) error }, withBytes bool) (*HeldRecord, error) {
 	r := &HeldRecord{}
-	err := row.Scan(&r.FileID, &r.OwnerFingerprint, &r.OwnerTokenLabel, &r.OwnerTokenSerial, &r.Description,
-		&r.Created, &r.IntakeTime, &r.AuthorityKey, &r.Status, &r.Record)
+	dest := []any{&r.FileID, &r.Commitment, &r.OwnerFingerprint, &r.OwnerTokenLabel, &r.OwnerTokenSerial,
+		&r.Description, &r.Created, &r.IntakeTime, &r.AuthorityKey, &r.Status, &r.SameID}
+	if withBytes {
+		dest = append(dest, &r.Record)
+	}
+	err := row.Scan(dest...)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
 	return r, err
 }
 
-func (s *sqliteStore) Record(fileID string) (*HeldRecord, error) {
-	return scanRecord(s.db.QueryRow(`SELECT `+recordColumns+` FROM records WHERE file_id = ?`, fileID))
+func (s *sqliteStore) Record(fileID, commitment string) (*HeldRecord, error) {
+	return scanRecord(s.db.QueryRow(`SELECT `+listColumns+`, record FROM records WHERE file_id = ? AND commitment = ?`,
+		fileID, commitment), true)
+}
+
+func (s *sqliteStore) RecordsByID(fileID string) ([]*HeldRecord, error) {
+	return s.queryRecords(`SELECT `+listColumns+`, record FROM records WHERE file_id = ? ORDER BY intake_time, commitment`,
+		true, fileID)
 }
 
 func (s *sqliteStore) Records(f Filter) ([]*HeldRecord, error) {
@@ -258,18 +374,22 @@ func (s *sqliteStore) Records(f Filter) ([]*HeldRecord, error) {
 		// RFC 3339 UTC to the second sorts as text.
 		where, args = append(where, "intake_time >= ?"), append(args, f.Since.UTC().Format(time.RFC3339))
 	}
-	q := `SELECT ` + recordColumns + ` FROM records`
+	q := `SELECT ` + listColumns + ` FROM records`
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
-	rows, err := s.db.Query(q+" ORDER BY intake_time, file_id", args...)
+	return s.queryRecords(q+" ORDER BY intake_time, file_id, commitment", false, args...)
+}
+
+func (s *sqliteStore) queryRecords(q string, withBytes bool, args ...any) ([]*HeldRecord, error) {
+	rows, err := s.db.Query(q, args...)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
 	var out []*HeldRecord
 	for rows.Next() {
-		r, err := scanRecord(rows)
+		r, err := scanRecord(rows, withBytes)
 		if err != nil {
 			return nil, err
 		}
@@ -278,8 +398,9 @@ func (s *sqliteStore) Records(f Filter) ([]*HeldRecord, error) {
 	return out, rows.Err()
 }
 
-func (s *sqliteStore) Wraps(fileID string) ([]*Wrap, error) {
-	rows, err := s.db.Query(`SELECT file_id, key_fingerprint, oaep_hash, wrapped, added FROM wraps WHERE file_id = ? ORDER BY added`, fileID)
+func (s *sqliteStore) Wraps(fileID, commitment string) ([]*Wrap, error) {
+	rows, err := s.db.Query(`SELECT file_id, commitment, key_fingerprint, oaep_hash, wrapped, added FROM wraps
+		WHERE file_id = ? AND commitment = ? ORDER BY added`, fileID, commitment)
 	if err != nil {
 		return nil, err
 	}
@@ -287,7 +408,7 @@ func (s *sqliteStore) Wraps(fileID string) ([]*Wrap, error) {
 	var out []*Wrap
 	for rows.Next() {
 		w := &Wrap{}
-		if err := rows.Scan(&w.FileID, &w.KeyFingerprint, &w.OAEPHash, &w.Wrapped, &w.Added); err != nil {
+		if err := rows.Scan(&w.FileID, &w.Commitment, &w.KeyFingerprint, &w.OAEPHash, &w.Wrapped, &w.Added); err != nil {
 			return nil, err
 		}
 		out = append(out, w)
@@ -295,20 +416,21 @@ func (s *sqliteStore) Wraps(fileID string) ([]*Wrap, error) {
 	return out, rows.Err()
 }
 
-func (s *sqliteStore) PendingRewrap(to string) ([]string, error) {
-	rows, err := s.db.Query(`SELECT file_id FROM records WHERE file_id NOT IN
-		(SELECT file_id FROM wraps WHERE key_fingerprint = ?) ORDER BY file_id`, to)
+func (s *sqliteStore) PendingRewrap(to string) ([]RecordRef, error) {
+	rows, err := s.db.Query(`SELECT file_id, commitment FROM records r WHERE NOT EXISTS
+		(SELECT 1 FROM wraps w WHERE w.file_id = r.file_id AND w.commitment = r.commitment AND w.key_fingerprint = ?)
+		ORDER BY file_id, commitment`, to)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var out []string
+	var out []RecordRef
 	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
+		var r RecordRef
+		if err := rows.Scan(&r.FileID, &r.Commitment); err != nil {
 			return nil, err
 		}
-		out = append(out, id)
+		out = append(out, r)
 	}
 	return out, rows.Err()
 }
@@ -318,7 +440,8 @@ func (s *sqliteStore) AddWrap(w *Wrap, ev Event) error {
 		if err := insertWrap(tx, w); err != nil {
 			return err
 		}
-		_, err := tx.Exec(`UPDATE records SET authority_key = ? WHERE file_id = ?`, w.KeyFingerprint, w.FileID)
+		_, err := tx.Exec(`UPDATE records SET authority_key = ? WHERE file_id = ? AND commitment = ?`,
+			w.KeyFingerprint, w.FileID, w.Commitment)
 		return err
 	})
 }
@@ -363,7 +486,7 @@ func (s *sqliteStore) RetireKey(fingerprint string, ev Event) error {
 		var n int
 		err := tx.QueryRow(`SELECT COUNT(*) FROM records r WHERE NOT EXISTS (
 			SELECT 1 FROM wraps w JOIN authority_keys k ON k.fingerprint = w.key_fingerprint
-			WHERE w.file_id = r.file_id AND k.state != 'retired' AND k.fingerprint != ?)`, fingerprint).Scan(&n)
+			WHERE w.file_id = r.file_id AND w.commitment = r.commitment AND k.state != 'retired' AND k.fingerprint != ?)`, fingerprint).Scan(&n)
 		if err != nil {
 			return err
 		}
@@ -462,16 +585,16 @@ func (s *sqliteStore) ApplyChange(requestID string, g Governance, ev Event) erro
 
 func (s *sqliteStore) AddRequest(r *StoredRequest, ev Event) error {
 	return s.update(ev, func(tx *sql.Tx) error {
-		_, err := tx.Exec(`INSERT INTO requests(id, file_id, state, created, canonical) VALUES (?, ?, 'open', ?, ?)`,
-			r.ID, r.FileID, r.Created, r.Canonical)
+		_, err := tx.Exec(`INSERT INTO requests(id, file_id, commitment, state, created, canonical) VALUES (?, ?, ?, 'open', ?, ?)`,
+			r.ID, r.FileID, r.Commitment, r.Created, r.Canonical)
 		return err
 	})
 }
 
 func (s *sqliteStore) Request(id string) (*StoredRequest, error) {
 	r := &StoredRequest{}
-	err := s.db.QueryRow(`SELECT id, file_id, state, created, canonical FROM requests WHERE id = ?`, id).
-		Scan(&r.ID, &r.FileID, &r.State, &r.Created, &r.Canonical)
+	err := s.db.QueryRow(`SELECT id, file_id, commitment, state, created, canonical FROM requests WHERE id = ?`, id).
+		Scan(&r.ID, &r.FileID, &r.Commitment, &r.State, &r.Created, &r.Canonical)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -487,7 +610,8 @@ func (s *sqliteStore) Recovered(requestID string, ev Event) error {
 		if n, _ := res.RowsAffected(); n != 1 {
 			return fmt.Errorf("request %s was already used", requestID)
 		}
-		_, err = tx.Exec(`UPDATE records SET status = 'recovered' WHERE file_id = (SELECT file_id FROM requests WHERE id = ?)`, requestID)
+		_, err = tx.Exec(`UPDATE records SET status = 'recovered'
+			WHERE (file_id, commitment) = (SELECT file_id, commitment FROM requests WHERE id = ?)`, requestID)
 		return err
 	})
 }

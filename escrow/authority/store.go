@@ -15,14 +15,20 @@ type Store interface {
 	// approval given for one authority cannot be replayed at another.
 	InstanceID() (string, error)
 
-	// Intake stores a verified record and its first wrapped key. It returns ErrExists, and
-	// changes nothing, if the file ID is already held.
+	// Intake stores a verified record and its first wrapped key. A record is identified by its
+	// file ID and key commitment together: it returns ErrExists, and changes nothing, if that
+	// pair is already held. Another commitment under a held file ID is a second record.
 	Intake(rec *HeldRecord, w *Wrap, ev Event) error
-	Record(fileID string) (*HeldRecord, error) // ErrNotFound if absent
+	// Record returns the record with this file ID and key commitment; ErrNotFound if absent.
+	Record(fileID, commitment string) (*HeldRecord, error)
+	// RecordsByID returns every record held under a file ID (more than one if the ID was
+	// copied into another file), with their record bytes.
+	RecordsByID(fileID string) ([]*HeldRecord, error)
+	// Records lists records without their record bytes (HeldRecord.Record is nil).
 	Records(f Filter) ([]*HeldRecord, error)
-	Wraps(fileID string) ([]*Wrap, error)
-	// PendingRewrap lists the file IDs that have no wrap under key fingerprint to.
-	PendingRewrap(to string) ([]string, error)
+	Wraps(fileID, commitment string) ([]*Wrap, error)
+	// PendingRewrap lists the records that have no wrap under key fingerprint to.
+	PendingRewrap(to string) ([]RecordRef, error)
 	// AddWrap stores a record's key wrapped under another authority key (rotation) and makes
 	// that key the record's authority key.
 	AddWrap(w *Wrap, ev Event) error
@@ -80,9 +86,16 @@ const (
 	KeyRetired  = "retired"  // no record depends on it; the tool no longer uses it
 )
 
+// RecordRef names one held record: a file ID and a key commitment (escrow.CommitmentText).
+type RecordRef struct {
+	FileID     string `json:"file_id"`
+	Commitment string `json:"key_commitment"`
+}
+
 // HeldRecord is one escrow record in the store.
 type HeldRecord struct {
 	FileID           string `json:"file_id"`
+	Commitment       string `json:"key_commitment"` // the header's, as escrow.CommitmentText writes it
 	OwnerFingerprint string `json:"owner_fingerprint"`
 	OwnerTokenLabel  string `json:"owner_token_label"`
 	OwnerTokenSerial string `json:"owner_token_serial"`
@@ -91,12 +104,19 @@ type HeldRecord struct {
 	IntakeTime       string `json:"intake_time"`   // when the authority verified it
 	AuthorityKey     string `json:"authority_key"` // fingerprint of the key that wraps it now
 	Status           string `json:"status"`
-	Record           []byte `json:"-"` // the record as received
+	// SameID is how many other records are held under the same file ID: someone copied the ID
+	// into another file, so the ID alone does not name this record.
+	SameID int    `json:"same_file_id"`
+	Record []byte `json:"-"` // the record as received
 }
+
+// Ref returns the record's identity.
+func (r *HeldRecord) Ref() RecordRef { return RecordRef{FileID: r.FileID, Commitment: r.Commitment} }
 
 // Wrap is a record's file key wrapped under one authority key.
 type Wrap struct {
 	FileID         string
+	Commitment     string
 	KeyFingerprint string
 	OAEPHash       string
 	Wrapped        []byte
@@ -126,11 +146,12 @@ type Officer struct {
 // StoredRequest is a recovery or change request as registered: its canonical bytes, so that a
 // request file altered afterwards is refused.
 type StoredRequest struct {
-	ID        string
-	FileID    string // recovery requests only
-	State     string // "open" until a recovery or an apply uses it, then "used"
-	Created   string
-	Canonical []byte
+	ID         string
+	FileID     string // recovery requests only
+	Commitment string // recovery requests only: with FileID, the record it is for
+	State      string // "open" until a recovery or an apply uses it, then "used"
+	Created    string
+	Canonical  []byte
 }
 
 // Governance is one change to who approves, or how many must: exactly one field is set.
