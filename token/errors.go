@@ -188,6 +188,22 @@ func lookup(ctx opContext, code uint) sentence {
 	return sentence{msg: "the token refused the operation with an unexpected error; retry, and report it if it persists"}
 }
 
+// Broken reports whether err means that the token or the session can do nothing more for now
+// (the token is gone, the session was lost or logged out, the device or the module is out of
+// order), as opposed to the failure of one operation on its input (a ciphertext that does not
+// decrypt, a mechanism parameter the token refuses). A batch stops at the first; it can skip
+// the item that caused the second and go on.
+func Broken(err error) bool {
+	switch {
+	case err == nil:
+		return false
+	case errors.Is(err, ErrNoToken), errors.Is(err, ErrNotLoggedIn), errors.Is(err, ErrWrongPIN), errors.Is(err, ErrPINLocked):
+		return true
+	}
+	return isCode(err, pkcs11.CKR_DEVICE_ERROR, pkcs11.CKR_DEVICE_MEMORY, pkcs11.CKR_HOST_MEMORY,
+		pkcs11.CKR_CRYPTOKI_NOT_INITIALIZED, pkcs11.CKR_SESSION_READ_ONLY, pkcs11.CKR_OPERATION_ACTIVE)
+}
+
 // isCode reports whether err is the PKCS#11 code (raw or inside *Error).
 func isCode(err error, codes ...uint) bool {
 	var got uint

@@ -2,6 +2,7 @@ package authority
 
 import (
 	"bytes"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"sync"
@@ -39,8 +40,10 @@ type IntakeResult struct {
 //  3. the record and an audit entry are stored in one transaction.
 //
 // A record that fails is rejected (and the rejection audited) with a one-line reason; nothing
-// of it is stored. A valid record whose file ID is already held is reported as a duplicate. The
-// returned error is for failures of the token or the store, after which intake should stop.
+// of it is stored. So is a record the HSM cannot process (see recordOrFatal). A valid record
+// whose file ID and key commitment are already held is reported as a duplicate. The returned
+// error is for failures that would hit every record (the token gone or logged out, the store),
+// after which intake should stop.
 func (a *Authority) Intake(name string, data []byte) (IntakeResult, error) {
 	return a.commit(a.check(name, data, nil, a.Token, a.keyPair))
 }
@@ -79,23 +82,63 @@ func (a *Authority) check(name string, data []byte, readErr error, on *token.Tok
 		return c
 	}
 	c.h, c.st = h, st
-	if c.key, err = a.keyForTag(st.Args[1]); err != nil {
+	if err := ownerMatches(rec, h); err != nil {
 		c.bad = err
+		return c
+	}
+	if c.key, err = a.keyForTag(st.Args[1]); err != nil {
+		c.bad, c.err = recordOrFatal(err)
 		return c
 	}
 	kp, err := keyPair(c.key)
 	if err != nil {
-		c.err = err
+		c.bad, c.err = recordOrFatal(err)
 		return c
 	}
-	err = VerifyOnToken(rec, h, st, kp.On(on))
-	var re *escrow.RecordError
-	if errors.As(err, &re) {
-		c.bad = err
-	} else {
-		c.err = err
-	}
+	c.bad, c.err = recordOrFatal(VerifyOnToken(rec, h, st, kp.On(on)))
 	return c
+}
+
+// recordOrFatal sorts a failure to check one record: into a reason to reject that record, or,
+// for a failure that would hit every record (the token gone or logged out, the store), into an
+// error that stops intake. A record the HSM cannot process (a mechanism or parameter it
+// refuses, such as a sha256 stanza on a SHA-1-only HSM, or a key not found for its tag) is
+// rejected with the HSM's reason, so that one bad record does not stop a batch.
+func recordOrFatal(err error) (bad, fatal error) {
+	var re *escrow.RecordError
+	var te *token.Error
+	switch {
+	case err == nil:
+		return nil, nil
+	case errors.As(err, &re):
+		return err, nil
+	case token.Broken(err):
+		return nil, err
+	case errors.As(err, &te), errors.Is(err, token.ErrKeyNotFound), errors.Is(err, errKeyUnusable):
+		return &escrow.RecordError{Reason: "the HSM cannot process it: " + err.Error()}, nil
+	}
+	return nil, err
+}
+
+// errKeyUnusable is why a record wrapped for a live authority key not found on the token is
+// rejected.
+var errKeyUnusable = errors.New("its authority key is not usable on this token")
+
+// ownerMatches checks that the record's owner fingerprint is the key the header's owner stanza
+// is addressed to (the stanza's tag is the fingerprint's first 4 bytes), so that a record cannot
+// name an owner the file was not made for.
+func ownerMatches(rec *escrow.Record, h *escrow.Header) error {
+	for _, s := range h.Stanzas {
+		if escrow.StanzaRole(s) != escrow.RoleOwner {
+			continue
+		}
+		fpr := rec.Owner.Fingerprint
+		if len(fpr) != 64 || len(s.Args) < 2 || subtle.ConstantTimeCompare([]byte(fpr[:8]), []byte(s.Args[1])) != 1 {
+			return &escrow.RecordError{Reason: fmt.Sprintf("its owner fingerprint does not match the header's owner stanza (key tag %s)", s.Args[1])}
+		}
+		return nil
+	}
+	return &escrow.RecordError{Reason: "its header has no owner stanza"}
 }
 
 // commit stores a checked record, or audits its rejection.
@@ -151,7 +194,7 @@ func (p *checkPool) keyPair(k *AuthorityKey) (*token.KeyPair, error) {
 	if kp, ok := p.keys[k.Fingerprint]; ok {
 		return kp, nil
 	}
-	return nil, fmt.Errorf("authority key %q (%s) is not usable on this token", k.Label, k.Tag)
+	return nil, fmt.Errorf("%w: %q (%s)", errKeyUnusable, k.Label, k.Tag)
 }
 
 // findKeys finds every live authority key that is on the token; the others stay missing, so
