@@ -1,13 +1,16 @@
 package authority
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"database/sql"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/url"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -132,13 +135,25 @@ func migrate3(tx *sql.Tx) error {
 		`CREATE INDEX records_serial ON records(owner_token_serial)`,
 		`CREATE INDEX wraps_key ON wraps(key_fingerprint)`,
 		`CREATE INDEX requests_record ON requests(file_id, commitment)`,
+		`ALTER TABLE audit ADD COLUMN state TEXT NOT NULL DEFAULT ''`,
 	}
 	for _, q := range stmts {
 		if _, err := tx.Exec(q); err != nil {
 			return err
 		}
 	}
-	return nil
+	// From here on every change records the rows it wrote in its audit entry; this entry
+	// records the rows as they are, so that --verify can check every row. In a new database it
+	// is the first entry, and records the instance ID and the default policy.
+	action := "bind-state"
+	var n int
+	if err := tx.QueryRow(`SELECT COUNT(*) FROM audit`).Scan(&n); err != nil {
+		return err
+	}
+	if n == 0 {
+		action = "create"
+	}
+	return bindAll(tx, Event{Time: time.Now(), Actor: "p11escrow", Action: action, Details: `{"schema":3}`})
 }
 
 // recordCommitment reads the key commitment from a stored record's header.
@@ -242,35 +257,273 @@ func now() string { return time.Now().UTC().Format(time.RFC3339) }
 
 func (s *sqliteStore) Close() error { return s.db.Close() }
 
-// update runs f and appends ev to the audit log in one transaction.
+// update runs f and appends ev to the audit log in one transaction. Every row of a bound table
+// that f inserts, updates or deletes is recorded in the entry's State (see bindTouched), so that
+// the state that decides recoveries is bound to the chain and `audit --verify` catches a row
+// changed without p11escrow. This is the one path by which the store changes anything.
 func (s *sqliteStore) update(ev Event, f func(tx *sql.Tx) error) error {
 	tx, err := s.db.Begin()
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback()
+	if err := watchBound(tx); err != nil {
+		return err
+	}
 	if f != nil {
 		if err := f(tx); err != nil {
 			return err
 		}
 	}
-	if err := appendAudit(tx, ev); err != nil {
+	state, err := bindTouched(tx)
+	if err != nil {
+		return err
+	}
+	if err := appendAudit(tx, ev, state); err != nil {
 		return err
 	}
 	return tx.Commit()
 }
 
-// appendAudit chains ev to the head and moves the head, inside the caller's transaction.
-func appendAudit(tx *sql.Tx, ev Event) error {
+// boundTable is a table whose rows decide recoveries. Each row is named by its key columns, and
+// rows for which skip (an SQL condition, %[1]s standing for the row prefix) holds are not bound.
+type boundTable struct {
+	name string
+	key  []string
+	skip string
+}
+
+// boundTables are the state bound to the audit chain: policy and instance ID (meta, but not the
+// audit head, which the chain itself checks), authority keys, records and their wraps, officers,
+// and recovery and change requests. A new table that decides recoveries belongs here.
+var boundTables = []boundTable{
+	{"meta", []string{"key"}, "%[1]skey IN ('audit_count', 'audit_head')"},
+	{"authority_keys", []string{"fingerprint"}, ""},
+	{"records", []string{"file_id", "commitment"}, ""},
+	{"wraps", []string{"file_id", "commitment", "key_fingerprint"}, ""},
+	{"officers", []string{"fingerprint"}, ""},
+	{"requests", []string{"id"}, ""},
+	{"change_requests", []string{"id"}, ""},
+}
+
+// keyExpr is the SQL text of a row's key (its key columns joined by spaces; no key column holds
+// a space), for the row prefix p ("NEW.", "OLD." or "").
+func (t boundTable) keyExpr(p string) string {
+	parts := make([]string, len(t.key))
+	for i, k := range t.key {
+		parts[i] = p + k
+	}
+	return strings.Join(parts, " || ' ' || ")
+}
+
+// watchBound makes sure this connection has the TEMP triggers that note every row written to a
+// bound table in temp.touched. They are TEMP, so they exist only in p11escrow's own connections:
+// a change made with another SQLite client is noted nowhere, and --verify reports it.
+func watchBound(tx *sql.Tx) error {
+	var n int
+	if err := tx.QueryRow(`SELECT COUNT(*) FROM temp.sqlite_master WHERE type = 'trigger' AND name LIKE 'bind\_%' ESCAPE '\'`).Scan(&n); err != nil {
+		return err
+	}
+	if n == 3*len(boundTables) {
+		return nil
+	}
+	stmts := []string{`CREATE TEMP TABLE IF NOT EXISTS touched (tbl TEXT NOT NULL, key TEXT NOT NULL, PRIMARY KEY (tbl, key))`}
+	for _, t := range boundTables {
+		when := func(p string) string {
+			if t.skip == "" {
+				return ""
+			}
+			return " WHEN NOT (" + fmt.Sprintf(t.skip, p) + ")"
+		}
+		note := func(p string) string {
+			return fmt.Sprintf(`INSERT OR IGNORE INTO temp.touched VALUES ('%s', %s);`, t.name, t.keyExpr(p))
+		}
+		stmts = append(stmts,
+			fmt.Sprintf(`CREATE TEMP TRIGGER IF NOT EXISTS bind_%s_i AFTER INSERT ON main.%s%s BEGIN %s END`, t.name, t.name, when("NEW."), note("NEW.")),
+			fmt.Sprintf(`CREATE TEMP TRIGGER IF NOT EXISTS bind_%s_u AFTER UPDATE ON main.%s%s BEGIN %s %s END`, t.name, t.name, when("NEW."), note("OLD."), note("NEW.")),
+			fmt.Sprintf(`CREATE TEMP TRIGGER IF NOT EXISTS bind_%s_d AFTER DELETE ON main.%s%s BEGIN %s END`, t.name, t.name, when("OLD."), note("OLD.")))
+	}
+	for _, q := range stmts {
+		if _, err := tx.Exec(q); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// bindTouched returns the State lines for the rows noted in temp.touched, and empties it.
+func bindTouched(tx *sql.Tx) (string, error) {
+	rows, err := tx.Query(`SELECT tbl, key FROM temp.touched ORDER BY tbl, key`)
+	if err != nil {
+		return "", err
+	}
+	var touched [][2]string
+	for rows.Next() {
+		var t, k string
+		if err := rows.Scan(&t, &k); err != nil {
+			rows.Close()
+			return "", err
+		}
+		touched = append(touched, [2]string{t, k})
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return "", err
+	}
+	var lines []string
+	for _, tk := range touched {
+		t := tableNamed(tk[0])
+		cond := make([]string, len(t.key))
+		for i, k := range t.key {
+			cond[i] = k + " = ?"
+		}
+		args := []any{}
+		for _, v := range strings.Split(tk[1], " ") {
+			args = append(args, v)
+		}
+		got, err := hashRows(tx, t, `SELECT * FROM `+t.name+` WHERE `+strings.Join(cond, " AND "), args...)
+		if err != nil {
+			return "", err
+		}
+		h := "-"
+		if d, ok := got[tk[1]]; ok {
+			h = hex.EncodeToString(d)
+		}
+		lines = append(lines, t.name+" "+tk[1]+" "+h)
+	}
+	if _, err := tx.Exec(`DELETE FROM temp.touched`); err != nil {
+		return "", err
+	}
+	sort.Strings(lines)
+	return strings.Join(lines, "\n"), nil
+}
+
+func tableNamed(name string) boundTable {
+	for _, t := range boundTables {
+		if t.name == name {
+			return t
+		}
+	}
+	panic("authority: no bound table " + name)
+}
+
+type rowQuerier interface {
+	Query(query string, args ...any) (*sql.Rows, error)
+}
+
+// hashRows runs q on table t and returns each row's digest by key. A row's digest is SHA-256 of
+// a length-prefixed encoding of the table name and every non-NULL column's name, type and value,
+// so a column added later as NULL leaves older rows' digests alone.
+func hashRows(db rowQuerier, t boundTable, q string, args ...any) (map[string][]byte, error) {
+	rows, err := db.Query(q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	cols, err := rows.Columns()
+	if err != nil {
+		return nil, err
+	}
+	idx := map[string]int{}
+	for i, c := range cols {
+		idx[c] = i
+	}
+	out := map[string][]byte{}
+	vals := make([]any, len(cols))
+	ptrs := make([]any, len(cols))
+	for i := range vals {
+		ptrs[i] = &vals[i]
+	}
+	for rows.Next() {
+		if err := rows.Scan(ptrs...); err != nil {
+			return nil, err
+		}
+		var keyParts []string
+		for _, k := range t.key {
+			keyParts = append(keyParts, fmt.Sprint(vals[idx[k]]))
+		}
+		key := strings.Join(keyParts, " ")
+		if t.skip != "" && t.name == "meta" && (key == "audit_count" || key == "audit_head") {
+			continue
+		}
+		out[key] = rowDigest(t.name, cols, vals)
+	}
+	return out, rows.Err()
+}
+
+func rowDigest(table string, cols []string, vals []any) []byte {
+	h := sha256.New()
+	field := func(tag byte, b []byte) {
+		var n [5]byte
+		n[0] = tag
+		binary.BigEndian.PutUint32(n[1:], uint32(len(b)))
+		h.Write(n[:])
+		h.Write(b)
+	}
+	h.Write([]byte("p11escrow-row/v1\n"))
+	field('n', []byte(table))
+	for i, v := range vals {
+		if v == nil {
+			continue
+		}
+		field('c', []byte(cols[i]))
+		switch v := v.(type) {
+		case []byte:
+			field('b', v)
+		case string:
+			field('t', []byte(v))
+		case int64:
+			field('i', []byte(strconv.FormatInt(v, 10)))
+		default:
+			field('o', []byte(fmt.Sprint(v)))
+		}
+	}
+	return h.Sum(nil)
+}
+
+// currentState hashes every row of every bound table, keyed "TABLE KEY".
+func currentState(db rowQuerier) (map[string][]byte, error) {
+	all := map[string][]byte{}
+	for _, t := range boundTables {
+		rows, err := hashRows(db, t, `SELECT * FROM `+t.name)
+		if err != nil {
+			return nil, err
+		}
+		for k, d := range rows {
+			all[t.name+" "+k] = d
+		}
+	}
+	return all, nil
+}
+
+// bindAll appends an entry that records every bound row as it is: used once by the migration
+// that introduced state binding, for the rows made before it. A later migration that rewrites
+// bound rows must call it too.
+func bindAll(tx *sql.Tx, ev Event) error {
+	state, err := currentState(tx)
+	if err != nil {
+		return err
+	}
+	lines := make([]string, 0, len(state))
+	for k, d := range state {
+		lines = append(lines, k+" "+hex.EncodeToString(d))
+	}
+	sort.Strings(lines)
+	return appendAudit(tx, ev, strings.Join(lines, "\n"))
+}
+
+// appendAudit chains ev, with the state lines of the rows its change wrote, to the head and
+// moves the head, inside the caller's transaction.
+func appendAudit(tx *sql.Tx, ev Event, state string) error {
 	count, head, err := readHead(tx)
 	if err != nil {
 		return err
 	}
 	e := &AuditEntry{Seq: count + 1, Time: ev.Time.UTC().Format(time.RFC3339Nano), Actor: ev.Actor,
-		Action: ev.Action, Details: ev.Details, PrevHash: head}
+		Action: ev.Action, Details: ev.Details, PrevHash: head, State: state}
 	e.Hash = e.ComputeHash()
-	if _, err := tx.Exec(`INSERT INTO audit(seq, time, actor, action, details, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-		e.Seq, e.Time, e.Actor, e.Action, e.Details, e.PrevHash, e.Hash); err != nil {
+	if _, err := tx.Exec(`INSERT INTO audit(seq, time, actor, action, details, prev_hash, hash, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+		e.Seq, e.Time, e.Actor, e.Action, e.Details, e.PrevHash, e.Hash, e.State); err != nil {
 		return err
 	}
 	_, err = tx.Exec(`UPDATE meta SET value = CASE key WHEN 'audit_count' THEN ? ELSE ? END WHERE key IN ('audit_count', 'audit_head')`,
@@ -499,8 +752,33 @@ func (s *sqliteStore) RetireKey(fingerprint string, ev Event) error {
 }
 
 func (s *sqliteStore) AddOfficer(o *Officer, ev Event) error {
-	return s.update(ev, func(tx *sql.Tx) error { return insertOfficer(tx, o) })
+	return s.update(ev, func(tx *sql.Tx) error {
+		if err := refuseGoverned(tx); err != nil {
+			return err
+		}
+		return insertOfficer(tx, o)
+	})
 }
+
+// governed is the one statement of the rule "a quorum is registered" (see Authority.Governed).
+func governed(q querier) (bool, error) {
+	var g bool
+	err := q.QueryRow(`SELECT (SELECT COUNT(*) FROM officers) >=
+		(SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'approvals')`).Scan(&g)
+	return g, err
+}
+
+// refuseGoverned returns ErrGoverned once a quorum is registered. Inside the transaction that
+// makes a direct change, it keeps concurrent direct changes from passing the check together.
+func refuseGoverned(tx *sql.Tx) error {
+	g, err := governed(tx)
+	if err == nil && g {
+		err = ErrGoverned
+	}
+	return err
+}
+
+func (s *sqliteStore) Governed() (bool, error) { return governed(s.db) }
 
 func insertOfficer(tx *sql.Tx, o *Officer) error {
 	var n int
@@ -541,7 +819,12 @@ func (s *sqliteStore) Approvals() (int, error) {
 }
 
 func (s *sqliteStore) SetApprovals(n int, ev Event) error {
-	return s.update(ev, func(tx *sql.Tx) error { return setApprovals(tx, n) })
+	return s.update(ev, func(tx *sql.Tx) error {
+		if err := refuseGoverned(tx); err != nil {
+			return err
+		}
+		return setApprovals(tx, n)
+	})
 }
 
 func setApprovals(tx *sql.Tx, n int) error {
@@ -618,8 +901,31 @@ func (s *sqliteStore) Recovered(requestID string, ev Event) error {
 
 func (s *sqliteStore) Log(ev Event) error { return s.update(ev, nil) }
 
-func (s *sqliteStore) Audit() ([]*AuditEntry, error) {
-	rows, err := s.db.Query(`SELECT seq, time, actor, action, details, prev_hash, hash FROM audit ORDER BY seq`)
+func (s *sqliteStore) Audit() ([]*AuditEntry, error) { return readAudit(s.db) }
+
+// AuditSnapshot reads the log, its head and the bound state in one read transaction: a writer
+// that commits between the reads could otherwise make a sound log look broken.
+func (s *sqliteStore) AuditSnapshot() (*AuditSnapshot, error) {
+	tx, err := s.db.BeginTx(context.Background(), &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+	snap := &AuditSnapshot{}
+	if snap.Entries, err = readAudit(tx); err != nil {
+		return nil, err
+	}
+	if snap.Count, snap.Head, err = readHead(tx); err != nil {
+		return nil, err
+	}
+	if snap.State, err = currentState(tx); err != nil {
+		return nil, err
+	}
+	return snap, nil
+}
+
+func readAudit(db rowQuerier) ([]*AuditEntry, error) {
+	rows, err := db.Query(`SELECT seq, time, actor, action, details, prev_hash, hash, state FROM audit ORDER BY seq`)
 	if err != nil {
 		return nil, err
 	}
@@ -627,7 +933,7 @@ func (s *sqliteStore) Audit() ([]*AuditEntry, error) {
 	var out []*AuditEntry
 	for rows.Next() {
 		e := &AuditEntry{}
-		if err := rows.Scan(&e.Seq, &e.Time, &e.Actor, &e.Action, &e.Details, &e.PrevHash, &e.Hash); err != nil {
+		if err := rows.Scan(&e.Seq, &e.Time, &e.Actor, &e.Action, &e.Details, &e.PrevHash, &e.Hash, &e.State); err != nil {
 			return nil, err
 		}
 		out = append(out, e)

@@ -40,10 +40,17 @@ type Store interface {
 	// has no wrap under any other key that is not retired.
 	RetireKey(fingerprint string, ev Event) error
 
-	AddOfficer(o *Officer, ev Event) error // ErrExists for a known key or name
+	// AddOfficer registers an officer directly, which is allowed only while the authority is
+	// bootstrapping (see Governed): it returns ErrGoverned otherwise, checked in the same
+	// transaction as the insert. ErrExists for a known key or name.
+	AddOfficer(o *Officer, ev Event) error
 	Officers() ([]*Officer, error)
 	Approvals() (int, error)
+	// SetApprovals sets the policy directly; like AddOfficer, only while bootstrapping.
 	SetApprovals(n int, ev Event) error
+	// Governed reports whether at least as many officers are registered as the policy needs:
+	// from then on officers and policy change only by approved change requests.
+	Governed() (bool, error)
 
 	AddRequest(r *StoredRequest, ev Event) error
 	Request(id string) (*StoredRequest, error) // ErrNotFound if absent
@@ -59,6 +66,9 @@ type Store interface {
 	// Log appends an event that changes nothing else (a rejection, an approval).
 	Log(ev Event) error
 	Audit() ([]*AuditEntry, error)
+	// AuditSnapshot reads the log, its head and the digest of every bound row (the state that
+	// decides recoveries, see FORMAT.md section 12) in one read transaction.
+	AuditSnapshot() (*AuditSnapshot, error)
 	// AuditHead is the number of entries and the last entry's hash, kept apart from the log so
 	// that deleting the last entries is caught.
 	AuditHead() (count int64, hash []byte, err error)
@@ -66,11 +76,21 @@ type Store interface {
 	Close() error
 }
 
+// AuditSnapshot is the audit log, its head and the current bound state, read at one instant.
+type AuditSnapshot struct {
+	Entries []*AuditEntry
+	Count   int64
+	Head    []byte
+	State   map[string][]byte // "TABLE KEY" to the row's digest
+}
+
 // Store errors that callers branch on.
 var (
 	ErrNotFound = errors.New("not found")
 	ErrExists   = errors.New("already exists")
 	ErrInUse    = errors.New("still in use")
+	// ErrGoverned: a direct change to officers or policy once a quorum is registered.
+	ErrGoverned = errors.New("a quorum of officers is registered")
 )
 
 // Record statuses.
