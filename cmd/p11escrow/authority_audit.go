@@ -42,7 +42,7 @@ func backupCommand() *cli.Command {
 // backupAction lets SQLite write the copy into the empty temporary file of createOutput, which
 // is then synced and moved into place like every other output.
 func backupAction(c *cli.Context) error {
-	return withStore(c, func(a *authority.Authority) error {
+	return withExistingStore(c, func(a *authority.Authority) error {
 		o, err := createOutput(c.String("out"), c.Bool("force"))
 		if err != nil {
 			return err
@@ -63,7 +63,7 @@ func backupAction(c *cli.Context) error {
 }
 
 func auditAction(c *cli.Context) error {
-	return withStore(c, func(a *authority.Authority) error {
+	return withExistingStore(c, func(a *authority.Authority) error {
 		if c.Bool("verify") {
 			return verifyAudit(a, c.StringSlice("anchor"))
 		}

@@ -95,7 +95,7 @@ func listAction(c *cli.Context) error {
 		}
 		f.Since = t
 	}
-	return withStore(c, func(a *authority.Authority) error {
+	return withExistingStore(c, func(a *authority.Authority) error {
 		recs, err := a.Store.Records(f)
 		if err != nil {
 			return err
@@ -167,7 +167,7 @@ func showAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	return withStore(c, func(a *authority.Authority) error {
+	return withExistingStore(c, func(a *authority.Authority) error {
 		r, err := a.FindRecord(id, commitment)
 		if err != nil {
 			return err

@@ -37,9 +37,20 @@ func osUser() string {
 	return fmt.Sprintf("uid:%d", os.Getuid())
 }
 
-// withStore opens the store and runs f with an Authority that has no token.
+// withStore opens the store, creating it if needed, and runs f with an Authority that has no
+// token.
 func withStore(c *cli.Context, f func(a *authority.Authority) error) error {
-	st, err := authority.OpenSQLite(c.String("db"))
+	return runStore(c, authority.OpenSQLite, f)
+}
+
+// withExistingStore is withStore for commands that only read (list, show, audit, backup): they
+// never create a database, so a mistyped --db is an error, not an empty store.
+func withExistingStore(c *cli.Context, f func(a *authority.Authority) error) error {
+	return runStore(c, authority.OpenSQLiteExisting, f)
+}
+
+func runStore(c *cli.Context, open func(string) (authority.Store, error), f func(a *authority.Authority) error) error {
+	st, err := open(c.String("db"))
 	if err != nil {
 		return err
 	}

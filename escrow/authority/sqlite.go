@@ -9,7 +9,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/url"
+	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -24,19 +27,51 @@ type sqliteStore struct {
 	db *sql.DB
 }
 
-// OpenSQLite opens (creating if needed) the store at path and applies pending migrations.
+// OpenSQLite opens the store at path, creating it (mode 0600) if it does not exist, and applies
+// pending migrations. path is a file path, never a URI: "ops?2026.db" and "a#b.db" name those
+// files, and ":memory:" is refused, since an authority's store must persist.
 //
 // The database runs in WAL mode with synchronous=FULL, so a transaction acknowledged to the
 // caller survives a crash or power loss; foreign keys are on; and every transaction begins
 // IMMEDIATE, so two processes never interleave the read-then-append of the audit chain.
-func OpenSQLite(path string) (Store, error) {
+func OpenSQLite(path string) (Store, error) { return openSQLite(path, true) }
+
+// OpenSQLiteExisting is OpenSQLite for commands that only read: a missing file is an error, so
+// that a mistyped --db is reported instead of answered from a new, empty store.
+func OpenSQLiteExisting(path string) (Store, error) { return openSQLite(path, false) }
+
+func openSQLite(path string, create bool) (Store, error) {
+	if path == "" || path == ":memory:" || strings.HasPrefix(path, ":memory:") {
+		return nil, fmt.Errorf("the authority database must be a file, not %q", path)
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("the authority database %s: %w", path, err)
+	}
+	if create {
+		// Made here, not by SQLite, so that it is 0600 whatever the umask; SQLite gives its
+		// -wal and -shm files the database file's permissions. O_EXCL: of processes creating
+		// it at once, one makes it and the others open it.
+		f, err := os.OpenFile(abs, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+		if err == nil {
+			f.Close()
+		} else if !errors.Is(err, fs.ErrExist) {
+			return nil, fmt.Errorf("creating the authority database %s: %w", path, unwrapPathErr(err))
+		}
+	} else if _, err := os.Stat(abs); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("the authority database %s does not exist; check --db (or $P11ESCROW_DB), or create the authority with `p11escrow authority init`", path)
+		}
+		return nil, fmt.Errorf("the authority database %s: %w", path, unwrapPathErr(err))
+	}
 	q := url.Values{}
 	q.Add("_pragma", "busy_timeout(10000)")
 	q.Add("_pragma", "journal_mode(WAL)")
 	q.Add("_pragma", "synchronous(FULL)")
 	q.Add("_pragma", "foreign_keys(1)")
 	q.Set("_txlock", "immediate")
-	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	q.Set("mode", "rw") // never let SQLite create the file: done above, or refused
+	db, err := sql.Open("sqlite", "file:"+uriPath(abs)+"?"+q.Encode())
 	if err != nil {
 		return nil, fmt.Errorf("opening the authority database %s: %w", path, err)
 	}
@@ -47,6 +82,21 @@ func OpenSQLite(path string) (Store, error) {
 		return nil, fmt.Errorf("the authority database %s: %w", path, err)
 	}
 	return s, nil
+}
+
+// uriPath writes an absolute file path for a SQLite URI: the characters that URIs give a meaning
+// ('%', '?', '#') are percent-encoded, so that every path names its own file.
+func uriPath(abs string) string {
+	return strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(filepath.ToSlash(abs))
+}
+
+// unwrapPathErr drops the *fs.PathError wrapping, whose text repeats the path.
+func unwrapPathErr(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
 }
 
 // migrations are applied in order, each in its own transaction, and recorded in the migrations
@@ -222,35 +272,44 @@ func migrate1(tx *sql.Tx) error {
 	return err
 }
 
+// migrate applies the pending migrations. Each runs in its own IMMEDIATE transaction that first
+// reads the schema version again: of processes that open a new database at once, one applies a
+// migration and the others find it applied.
 func (s *sqliteStore) migrate() error {
 	if _, err := s.db.Exec(`CREATE TABLE IF NOT EXISTS migrations (version INTEGER PRIMARY KEY, applied TEXT NOT NULL)`); err != nil {
 		return err
 	}
+	for v := 1; v <= len(migrations); v++ {
+		if err := s.migrateTo(v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *sqliteStore) migrateTo(v int) error {
+	tx, err := s.db.Begin()
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
 	var have int
-	if err := s.db.QueryRow(`SELECT COALESCE(MAX(version), 0) FROM migrations`).Scan(&have); err != nil {
+	if err := tx.QueryRow(`SELECT COALESCE(MAX(version), 0) FROM migrations`).Scan(&have); err != nil {
 		return err
 	}
 	if have > len(migrations) {
 		return fmt.Errorf("it has schema version %d, newer than this p11escrow knows (%d); upgrade p11escrow", have, len(migrations))
 	}
-	for v := have + 1; v <= len(migrations); v++ {
-		tx, err := s.db.Begin()
-		if err != nil {
-			return err
-		}
-		if err := migrations[v-1](tx); err != nil {
-			tx.Rollback()
-			return fmt.Errorf("schema migration %d: %w", v, err)
-		}
-		if _, err := tx.Exec(`INSERT INTO migrations(version, applied) VALUES (?, ?)`, v, now()); err != nil {
-			tx.Rollback()
-			return err
-		}
-		if err := tx.Commit(); err != nil {
-			return err
-		}
+	if have >= v {
+		return nil
 	}
-	return nil
+	if err := migrations[v-1](tx); err != nil {
+		return fmt.Errorf("schema migration %d: %w", v, err)
+	}
+	if _, err := tx.Exec(`INSERT INTO migrations(version, applied) VALUES (?, ?)`, v, now()); err != nil {
+		return err
+	}
+	return tx.Commit()
 }
 
 func now() string { return time.Now().UTC().Format(time.RFC3339) }

@@ -3,7 +3,12 @@ package authority
 import (
 	"crypto"
 	"database/sql"
+	"errors"
+	"io/fs"
+	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -107,5 +112,97 @@ func TestMigrateV2(t *testing.T) {
 	sk.Destroy()
 	if v, err := IntegrityCheck(st); err != nil || v != "ok" {
 		t.Errorf("integrity_check: %q %v", v, err)
+	}
+}
+
+// TestOpenPath: --db is a path, never a URI; a new database is 0600; a read-only open never
+// creates one.
+func TestOpenPath(t *testing.T) {
+	dir := t.TempDir()
+	for _, name := range []string{"ops?2026.db", "a#b.db", "100%.db", "file:x.db"} {
+		st, err := OpenSQLite(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if err := st.Log(Event{Time: time.Now(), Action: "note"}); err != nil {
+			t.Fatal(err)
+		}
+		st.Close()
+		fi, err := os.Stat(filepath.Join(dir, name))
+		if err != nil {
+			t.Errorf("%s: the database is not at that path: %v", name, err)
+			continue
+		}
+		if fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: mode %v, want 0600", name, fi.Mode().Perm())
+		}
+	}
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if n := e.Name(); n == "ops" || n == "a" || n == "100" || n == "x.db" {
+			t.Errorf("a database was made at %q, not at the path given", n)
+		}
+		if fi, _ := e.Info(); fi != nil && fi.Mode().Perm()&0o077 != 0 {
+			t.Errorf("%s has mode %v", e.Name(), fi.Mode().Perm())
+		}
+	}
+	for _, bad := range []string{":memory:", ""} {
+		if st, err := OpenSQLite(bad); err == nil {
+			st.Close()
+			t.Errorf("OpenSQLite(%q) succeeded", bad)
+		}
+	}
+	missing := filepath.Join(dir, "typo.db")
+	if st, err := OpenSQLiteExisting(missing); err == nil || !strings.Contains(err.Error(), "does not exist") {
+		t.Errorf("OpenSQLiteExisting(missing) = %v", err)
+		if st != nil {
+			st.Close()
+		}
+	}
+	if _, err := os.Stat(missing); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("a read-only open created %s", missing)
+	}
+}
+
+// TestConcurrentCreate: processes that open a new database at once all succeed (each migration
+// re-reads the schema version in its own transaction).
+func TestConcurrentCreate(t *testing.T) {
+	for round := 0; round < 8; round++ {
+		path := filepath.Join(t.TempDir(), "new.db")
+		var wg sync.WaitGroup
+		errs := make([]error, 3)
+		for i := range errs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				st, err := OpenSQLite(path)
+				if err == nil {
+					st.Close()
+				}
+				errs[i] = err
+			}()
+		}
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil {
+				t.Fatalf("round %d, opener %d: %v", round, i, err)
+			}
+		}
+	}
+}
+
+// TestListReadsNoBlobs: listing records does not load their record bytes.
+func TestListReadsNoBlobs(t *testing.T) {
+	a, kp := newAuthority(t)
+	owner, err := a.Token.GenerateRSA(uniq(t, "alice"), 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, err := a.Intake("f", encryptFor(t, owner, kp.Public, 10).record); err != nil || res.Outcome != Held {
+		t.Fatal(res, err)
+	}
+	recs, err := a.Store.Records(Filter{})
+	if err != nil || len(recs) != 1 || recs[0].Record != nil || recs[0].Commitment == "" {
+		t.Errorf("Records = %+v, %v; want one record without its bytes", recs, err)
 	}
 }
