@@ -52,15 +52,14 @@ func requestCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "request",
 		Usage: "write a recovery request for a held file and a new owner's public key",
-		Flags: storeFlags(
+		Flags: storeFlags(append(recordFlags(),
 			&cli.StringFlag{Name: "id", Usage: "the file `ID` (see `p11escrow inspect FILE`); or name the record with --file"},
-			recordFlags()[0], recordFlags()[1],
 			&cli.StringFlag{Name: "to", Required: true, Usage: "the new owner's public key `FILE`"},
 			&cli.StringFlag{Name: "reason", Required: true, Usage: "why, e.g. the ticket of the identity check"},
 			&cli.DurationFlag{Name: "expires-in", Value: 7 * 24 * time.Hour, Usage: "how long the request stays valid"},
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "request `FILE` (default: FILEID.request.json)"},
 			&cli.BoolFlag{Name: "force", Usage: "replace an existing file"},
-		),
+		)...),
 		Action: requestAction,
 	}
 }

@@ -25,11 +25,16 @@ func (k hostKey) WrapOAEP(pub *rsa.PublicKey, hash crypto.Hash) ([]byte, error) 
 // hostRecord makes a correctly bound record for a file encrypted with a host key, its authority
 // stanza wrapped with authHash, and the record claiming owner fingerprint claim.
 func hostRecord(t *testing.T, owner, authority *rsa.PublicKey, authHash crypto.Hash, claim string) []byte {
+	return hostRecordFor(t, escrow.NewFileID(), owner, authority, authHash, claim)
+}
+
+// hostRecordFor is hostRecord for a file with the given ID.
+func hostRecordFor(t *testing.T, id escrow.FileID, owner, authority *rsa.PublicKey, authHash crypto.Hash, claim string) []byte {
 	t.Helper()
 	key := make(hostKey, 32)
 	rand.Read(key)
 	var out bytes.Buffer
-	w, err := escrow.Encrypt(&out, escrow.NewFileID(), key,
+	w, err := escrow.Encrypt(&out, id, key,
 		&escrow.RSARecipient{Public: owner, Hash: crypto.SHA1, Role: escrow.RoleOwner},
 		&escrow.RSARecipient{Public: authority, Hash: authHash, Role: escrow.RoleAuthority})
 	if err != nil {
@@ -86,5 +91,58 @@ func TestIntakeGoesOnAfterABadRecord(t *testing.T) {
 	}
 	if rejects != 2 {
 		t.Errorf("%d rejections audited, want 2", rejects)
+	}
+}
+
+// TestSquattedID: a record made with a copied file ID and a key of its own is held beside the
+// genuine one; a name by ID alone is then refused, and a request acts on the record whose
+// commitment it names. A request without a commitment (made by an older release) is refused.
+func TestSquattedID(t *testing.T) {
+	a, authKP := newAuthority(t)
+	owner, err := a.Token.GenerateRSA(uniq(t, "alice"), 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	genuine := encryptFor(t, owner, authKP.Public, 10)
+	rec, _ := escrow.ParseRecord(genuine.record)
+	id, _ := escrow.ParseFileID(rec.FileID)
+	mallory, _ := rsa.GenerateKey(rand.Reader, 2048)
+	mfpr, _ := escrow.FingerprintOf(&mallory.PublicKey)
+	squat := hostRecordFor(t, id, &mallory.PublicKey, authKP.Public, crypto.SHA1, mfpr.String())
+
+	for i, data := range [][]byte{squat, genuine.record, genuine.record} {
+		res, err := a.Intake("r", data)
+		want := []Outcome{Held, Held, Duplicate}[i]
+		if err != nil || res.Outcome != want {
+			t.Fatalf("intake %d: %s %v %v, want %s", i, res.Outcome, res.Reason, err, want)
+		}
+		if i == 1 && res.SameID != 1 {
+			t.Errorf("the collision was not reported: SameID %d", res.SameID)
+		}
+	}
+	if _, err := a.FindRecord(rec.FileID, ""); err == nil || !strings.Contains(err.Error(), "held 2 times") {
+		t.Errorf("FindRecord by ID alone = %v, want a refusal", err)
+	}
+	h, _, _ := rec.AuthorityStanza()
+	c := escrow.CommitmentText(h.Commitment)
+	req, err := a.NewRequest(rec.FileID, c, owner.Public, crypto.SHA1, "lost card", time.Hour)
+	if err != nil || req.KeyCommitment != c {
+		t.Fatalf("NewRequest = %v, %v", req, err)
+	}
+	if got, err := a.requestedRecord(req); err != nil || got.Commitment != c || got.OwnerFingerprint != rec.Owner.Fingerprint {
+		t.Errorf("requestedRecord = %+v, %v; want the genuine record", got, err)
+	}
+	old := *req
+	old.KeyCommitment = ""
+	if _, err := a.requestedRecord(&old); err == nil || !strings.Contains(err.Error(), "by its ID alone") {
+		t.Errorf("a request without key_commitment for an ambiguous ID = %v, want a refusal", err)
+	}
+	entries, _ := a.Store.Audit()
+	found := false
+	for _, e := range entries {
+		found = found || e.Action == "intake-collision"
+	}
+	if !found {
+		t.Error("the collision was not audited")
 	}
 }
