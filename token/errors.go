@@ -37,6 +37,9 @@ var (
 	// It wraps rsa.ErrDecryption, so code written for crypto/rsa keys (such as
 	// escrow.RSAIdentity) tells a bad ciphertext from a token failure.
 	ErrDecrypt = fmt.Errorf("decryption failed: %w", rsa.ErrDecryption)
+	// ErrKeyLength: an unwrapped key is not 32 bytes. It matches ErrDecrypt too, since the
+	// wrapped key is then corrupt or forged.
+	ErrKeyLength = fmt.Errorf("%w: the key is not 32 bytes", ErrDecrypt)
 )
 
 // Error is the error type of this package. Its message is one sentence that

@@ -61,7 +61,7 @@ func (k *KeyPair) unwrapOAEP(hash crypto.Hash, wrapped []byte, extractable bool)
 		n, err = s.measureLen()
 	}
 	if err == nil && n != FileKeySize {
-		err = newErr("unwrap key", ErrDecrypt, "the unwrapped key is %d bytes, not %d; the header is corrupt or forged", n, FileKeySize)
+		err = newErr("unwrap key", ErrKeyLength, "the unwrapped key is %d bytes, not %d; the header is corrupt or forged", n, FileKeySize)
 	}
 	if err == nil && !extractable {
 		err = s.seal()

@@ -28,7 +28,7 @@ func TestUnwrapRefusesShortKeys(t *testing.T) {
 				sk, err = kp.UnwrapOAEP(crypto.SHA1, w)
 			}
 			if n != FileKeySize {
-				if !errors.Is(err, ErrDecrypt) || sk != nil {
+				if !errors.Is(err, ErrKeyLength) || !errors.Is(err, ErrDecrypt) || sk != nil {
 					t.Errorf("%d-byte key, sealed=%v: unwrap = %v, want ErrDecrypt", n, sealed, err)
 				}
 				continue

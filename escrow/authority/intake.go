@@ -310,6 +310,9 @@ func VerifyOnToken(rec *escrow.Record, h *escrow.Header, st *escrow.Stanza, kp *
 		return &escrow.RecordError{Reason: "its wrapped key has the wrong length for the authority key"}
 	}
 	sk, err := kp.UnwrapOAEPSealed(hash, st.Body)
+	if errors.Is(err, token.ErrKeyLength) {
+		return &escrow.RecordError{Reason: "its wrapped key is not a 32-byte (AES-256) key; " + err.Error()}
+	}
 	if errors.Is(err, token.ErrDecrypt) {
 		return &escrow.RecordError{Reason: "its wrapped key does not decrypt with the authority key"}
 	}

@@ -67,8 +67,10 @@ func TestIntakeGoesOnAfterABadRecord(t *testing.T) {
 		"wrongowner": hostRecord(t, &alice.PublicKey, authKP.Public, crypto.SHA1, bobFpr.String()),
 		"good":       hostRecord(t, &alice.PublicKey, authKP.Public, crypto.SHA1, aliceFpr.String()),
 	}
-	names := []string{"sha256", "wrongowner", "good"}
-	want := map[string]string{"sha256": "the HSM cannot process it", "wrongowner": "owner fingerprint does not match"}
+	data["shortkey"] = shortKeyRecord(t, data["good"], authKP.Public)
+	names := []string{"sha256", "wrongowner", "shortkey", "good"}
+	want := map[string]string{"sha256": "the HSM cannot process it", "wrongowner": "owner fingerprint does not match",
+		"shortkey": "not a 32-byte (AES-256) key"}
 	got := map[string]IntakeResult{}
 	err = a.IntakeAll(names, func(n string) ([]byte, error) { return data[n], nil }, 2, func(_ int, r IntakeResult) { got[r.Name] = r })
 	if err != nil {
@@ -89,8 +91,8 @@ func TestIntakeGoesOnAfterABadRecord(t *testing.T) {
 			rejects++
 		}
 	}
-	if rejects != 2 {
-		t.Errorf("%d rejections audited, want 2", rejects)
+	if rejects != 3 {
+		t.Errorf("%d rejections audited, want 3", rejects)
 	}
 }
 
@@ -145,4 +147,33 @@ func TestSquattedID(t *testing.T) {
 	if !found {
 		t.Error("the collision was not audited")
 	}
+}
+
+// shortKeyRecord is good with its authority stanza (in the header and the record alike) replaced
+// by a 16-byte key wrapped for authority.
+func shortKeyRecord(t *testing.T, good []byte, authority *rsa.PublicKey) []byte {
+	t.Helper()
+	rec, err := escrow.ParseRecord(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, st, err := rec.AuthorityStanza()
+	if err != nil {
+		t.Fatal(err)
+	}
+	short := make([]byte, 16)
+	rand.Read(short)
+	body, err := rsa.EncryptOAEP(crypto.SHA1.New(), rand.Reader, authority, short, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Body = body
+	for _, s := range h.Stanzas {
+		if escrow.StanzaRole(s) == escrow.RoleAuthority {
+			s.Body = body
+		}
+	}
+	rec.Authority.WrappedKey = body
+	rec.Header = h.Marshal()
+	return rec.Marshal()
 }

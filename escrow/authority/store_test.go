@@ -113,6 +113,17 @@ func TestMigrateV2(t *testing.T) {
 	if v, err := IntegrityCheck(st); err != nil || v != "ok" {
 		t.Errorf("integrity_check: %q %v", v, err)
 	}
+	rows, err := st.(*sqliteStore).db.Query(`PRAGMA foreign_key_check`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rows.Next() {
+		t.Error("foreign_key_check reports rows after the migration")
+	}
+	rows.Close()
+	if _, _, err := New(st, nil, "test").VerifyAudit(); err != nil {
+		t.Errorf("the migrated store does not verify: %v", err)
+	}
 }
 
 // TestOpenPath: --db is a path, never a URI; a new database is 0600; a read-only open never
