@@ -337,30 +337,35 @@ func (a *Authority) store(res IntakeResult, rec *escrow.Record, h *escrow.Header
 	}
 	w := &Wrap{FileID: rec.FileID, Commitment: commitment, KeyFingerprint: key.Fingerprint, OAEPHash: st.Args[0],
 		Wrapped: st.Body, Added: now}
-	same, err := a.Store.RecordsByID(rec.FileID)
-	if err != nil {
-		return res, err
-	}
-	details := map[string]any{"file_id": rec.FileID, "key_commitment": commitment, "source": res.Name,
-		"owner": rec.Owner.Fingerprint, "authority_key": key.Fingerprint}
-	var others []string
-	for _, r := range same {
-		if r.Commitment == commitment {
-			return a.duplicate(res, r, h)
+	// Another intake may hold a record under this ID between the read and the write; the store
+	// then refuses (ErrChanged) and the collision is read again, so that it is always audited.
+	for try := 0; ; try++ {
+		same, err := a.Store.RecordsByID(rec.FileID)
+		if err != nil {
+			return res, err
 		}
-		others = append(others, r.Commitment)
-	}
-	action := "intake"
-	if len(others) > 0 {
-		action, details["same_file_id"] = "intake-collision", others
-		res.SameID = len(others)
-	}
-	err = a.Store.Intake(held, w, a.event(action, details))
-	if errors.Is(err, ErrExists) { // another intake held it in the meantime
-		return a.duplicate(res, nil, h)
-	}
-	if err != nil {
-		return res, err
+		details := map[string]any{"file_id": rec.FileID, "key_commitment": commitment, "source": res.Name,
+			"owner": rec.Owner.Fingerprint, "authority_key": key.Fingerprint}
+		var others []string
+		for _, r := range same {
+			if r.Commitment == commitment {
+				return a.duplicate(res, r, h)
+			}
+			others = append(others, r.Commitment)
+		}
+		action := "intake"
+		if len(others) > 0 {
+			action, details["same_file_id"] = "intake-collision", others
+		}
+		held.SameID, res.SameID = len(others), len(others)
+		err = a.Store.Intake(held, w, a.event(action, details))
+		if (errors.Is(err, ErrChanged) || errors.Is(err, ErrExists)) && try < 3 {
+			continue // another intake held a record under this ID meanwhile: read again
+		}
+		if err != nil {
+			return res, err
+		}
+		break
 	}
 	res.Outcome = Held
 	return res, nil
@@ -375,18 +380,16 @@ func (a *Authority) reject(res IntakeResult, why error) (IntakeResult, error) {
 	return res, a.Log("reject", details)
 }
 
-// duplicate reports a record whose file ID and key commitment are held, if held (when known)
-// has the same core as h: the same file. Another core with the same commitment could be made
-// only by someone who has the file key; it is rejected.
+// duplicate reports a record whose file ID and key commitment are held, if held has the same
+// core as h: the same file. Another core with the same commitment could be made only by someone
+// who has the file key; it is rejected.
 func (a *Authority) duplicate(res IntakeResult, held *HeldRecord, h *escrow.Header) (IntakeResult, error) {
-	if held != nil {
-		old, err := heldHeader(held)
-		if err != nil {
-			return res, err
-		}
-		if !bytes.Equal(old.Core(), h.Core()) {
-			return a.reject(res, &escrow.RecordError{Reason: "a record with this file ID and key commitment but another core line is already held"})
-		}
+	old, err := heldHeader(held)
+	if err != nil {
+		return res, err
+	}
+	if !bytes.Equal(old.Core(), h.Core()) {
+		return a.reject(res, &escrow.RecordError{Reason: "a record with this file ID and key commitment but another core line is already held"})
 	}
 	res.Outcome = Duplicate
 	return res, a.Log("duplicate", map[string]any{"source": res.Name, "file_id": res.FileID,

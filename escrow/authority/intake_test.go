@@ -3,6 +3,7 @@ package authority
 import (
 	"bytes"
 	"crypto"
+	"errors"
 	"crypto/rand"
 	"crypto/rsa"
 	"strings"
@@ -121,6 +122,12 @@ func TestSquattedID(t *testing.T) {
 		if i == 1 && res.SameID != 1 {
 			t.Errorf("the collision was not reported: SameID %d", res.SameID)
 		}
+	}
+	// A writer that did not see the records already held under the ID is refused, so that every
+	// collision is audited as one.
+	stale := &HeldRecord{FileID: rec.FileID, Commitment: "another", SameID: 0}
+	if err := a.Store.Intake(stale, &Wrap{}, a.event("intake", nil)); !errors.Is(err, ErrChanged) {
+		t.Errorf("Store.Intake with a stale collision count = %v, want ErrChanged", err)
 	}
 	if _, err := a.FindRecord(rec.FileID, ""); err == nil || !strings.Contains(err.Error(), "held 2 times") {
 		t.Errorf("FindRecord by ID alone = %v, want a refusal", err)

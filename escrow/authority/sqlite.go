@@ -621,6 +621,14 @@ func (s *sqliteStore) InstanceID() (string, error) {
 
 func (s *sqliteStore) Intake(r *HeldRecord, w *Wrap, ev Event) error {
 	return s.update(ev, func(tx *sql.Tx) error {
+		var others int
+		if err := tx.QueryRow(`SELECT COUNT(*) FROM records WHERE file_id = ? AND commitment != ?`,
+			r.FileID, r.Commitment).Scan(&others); err != nil {
+			return err
+		}
+		if others != r.SameID {
+			return ErrChanged
+		}
 		res, err := tx.Exec(`INSERT INTO records(file_id, commitment, owner_fingerprint, owner_token_label,
 			owner_token_serial, description, created, intake_time, authority_key, status, record)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(file_id, commitment) DO NOTHING`,

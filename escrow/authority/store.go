@@ -17,7 +17,9 @@ type Store interface {
 
 	// Intake stores a verified record and its first wrapped key. A record is identified by its
 	// file ID and key commitment together: it returns ErrExists, and changes nothing, if that
-	// pair is already held. Another commitment under a held file ID is a second record.
+	// pair is already held. Another commitment under a held file ID is a second record; rec.SameID
+	// says how many the caller saw (and audited in ev), and ErrChanged, with nothing changed,
+	// says that this is no longer so.
 	Intake(rec *HeldRecord, w *Wrap, ev Event) error
 	// Record returns the record with this file ID and key commitment; ErrNotFound if absent.
 	Record(fileID, commitment string) (*HeldRecord, error)
@@ -89,6 +91,8 @@ var (
 	ErrNotFound = errors.New("not found")
 	ErrExists   = errors.New("already exists")
 	ErrInUse    = errors.New("still in use")
+	// ErrChanged: what the caller read before a change is no longer so; read again and retry.
+	ErrChanged = errors.New("changed meanwhile")
 	// ErrGoverned: a direct change to officers or policy once a quorum is registered.
 	ErrGoverned = errors.New("a quorum of officers is registered")
 )
