@@ -3,9 +3,9 @@ package authority
 import (
 	"bytes"
 	"crypto"
-	"errors"
 	"crypto/rand"
 	"crypto/rsa"
+	"errors"
 	"strings"
 	"testing"
 	"time"
