@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	mrand "math/rand/v2"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -19,7 +20,8 @@ import (
 	"time"
 
 	"github.com/p11escrow/p11escrow/escrow"
-	_ "modernc.org/sqlite" // pure Go SQLite: no cgo beyond the PKCS#11 module's
+	"modernc.org/sqlite" // pure Go SQLite: no cgo beyond the PKCS#11 module's
+	sqlite3 "modernc.org/sqlite/lib"
 )
 
 // sqliteStore is the Store on an embedded SQLite database.
@@ -77,7 +79,7 @@ func openSQLite(path string, create bool) (Store, error) {
 	}
 	db.SetMaxOpenConns(1) // one writer; the pragmas are per connection
 	s := &sqliteStore{db: db}
-	if err := s.migrate(); err != nil {
+	if err := s.migrateRetrying(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("the authority database %s: %w", path, err)
 	}
@@ -285,6 +287,21 @@ func (s *sqliteStore) migrate() error {
 		}
 	}
 	return nil
+}
+
+// migrateRetrying is migrate, retried while the database is busy. The busy timeout covers
+// ordinary locks, but while another process turns a new database to WAL mode SQLite answers
+// SQLITE_BUSY at once, without waiting.
+func (s *sqliteStore) migrateRetrying() error {
+	for try := 0; ; try++ {
+		err := s.migrate()
+		var se *sqlite.Error
+		if try < 100 && errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_BUSY {
+			time.Sleep(time.Duration(5+mrand.IntN(20)) * time.Millisecond)
+			continue
+		}
+		return err
+	}
 }
 
 func (s *sqliteStore) migrateTo(v int) error {
