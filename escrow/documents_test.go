@@ -178,7 +178,7 @@ func writeDocuments(t *testing.T) {
 	}
 	fid, _ := ParseFileID("5f1c0b3e9a2d4c7b8e6f1a2b3c4d5e6f")
 	auth := "0123456789abcdef0123456789abcdef"
-	r, err := NewRequest(auth, fid, ActionReheader, &owner.PublicKey, crypto.SHA1, "ticket 42: lost card", "user=alice", created, 7*24*time.Hour)
+	r, err := NewRequest(auth, fid, "IG31jf6aGP0WxmJU6xcuQwY0w+fk12Mt76cKOnUoORk", ActionReheader, &owner.PublicKey, crypto.SHA1, "ticket 42: lost card", "user=alice", created, 7*24*time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/p11escrow/p11escrow/escrow/internal/strictjson"
@@ -43,18 +44,22 @@ const (
 // (ActionDecrypt). Officers approve it by signing its canonical bytes. Its struct tags are its
 // field table for strictjson, as for Record.
 type Request struct {
-	Format    string      `json:"format"`
-	ID        string      `json:"id"`
-	Authority string      `json:"authority"`
-	FileID    string      `json:"file_id"`
-	Action    string      `json:"action"`
-	NewOwner  RequestKey  `json:"new_owner"`
-	Reason    string      `json:"reason" max:"1024"`
-	Requester string      `json:"requester" max:"512"`
-	Created   string      `json:"created"`
-	Expires   string      `json:"expires"`
-	Approvals []*Approval `json:"approvals" max:"64"`
-	newOwner  *rsa.PublicKey
+	Format    string `json:"format"`
+	ID        string `json:"id"`
+	Authority string `json:"authority"`
+	FileID    string `json:"file_id"`
+	// KeyCommitment names the one held record of FileID that the request is for: the file's key
+	// commitment as its core line writes it (CommitmentText). A file ID alone can be copied into
+	// another file; the commitment cannot.
+	KeyCommitment string      `json:"key_commitment"`
+	Action        string      `json:"action"`
+	NewOwner      RequestKey  `json:"new_owner"`
+	Reason        string      `json:"reason" max:"1024"`
+	Requester     string      `json:"requester" max:"512"`
+	Created       string      `json:"created"`
+	Expires       string      `json:"expires"`
+	Approvals     []*Approval `json:"approvals" max:"64"`
+	newOwner      *rsa.PublicKey
 }
 
 // RequestKey is the new owner's RSA public key (PKIX DER) and the OAEP hash their token decrypts.
@@ -71,11 +76,11 @@ type Approval struct {
 	Signature []byte `json:"signature" max:"1024"`
 }
 
-// NewRequest builds an unapproved request for action (ActionReheader or ActionDecrypt), valid
-// from now until now+ttl. The reason and the requester are made valid text with safetext.Clean
+// NewRequest builds an unapproved request for action (ActionReheader or ActionDecrypt) on the
+// file with ID id and key commitment commitment (CommitmentText), valid from now until now+ttl. The reason and the requester are made valid text with safetext.Clean
 // (FORMAT.md section 5.1), so that the bytes officers sign are exactly the bytes written, and
 // the request is checked with ParseRequest.
-func NewRequest(authority string, id FileID, action string, owner *rsa.PublicKey, hash crypto.Hash, reason, requester string, now time.Time, ttl time.Duration) (*Request, error) {
+func NewRequest(authority string, id FileID, commitment, action string, owner *rsa.PublicKey, hash crypto.Hash, reason, requester string, now time.Time, ttl time.Duration) (*Request, error) {
 	if err := checkAction(action); err != nil {
 		return nil, err
 	}
@@ -99,7 +104,7 @@ func NewRequest(authority string, id FileID, action string, owner *rsa.PublicKey
 	}
 	sum := sha256.Sum256(der)
 	r := &Request{
-		Format: requestFormat, ID: rid, Authority: authority, FileID: id.String(), Action: action,
+		Format: requestFormat, ID: rid, Authority: authority, FileID: id.String(), KeyCommitment: commitment, Action: action,
 		NewOwner: RequestKey{PublicKey: der, OAEPHash: hashName, Fingerprint: hex.EncodeToString(sum[:])},
 		Reason:   safetext.Clean(reason), Requester: safetext.Clean(requester),
 		Created: formatTime(now), Expires: formatTime(now.Add(ttl)),
@@ -120,11 +125,32 @@ func checkAction(action string) error {
 }
 
 // CanonicalBytes returns request-bytes, what approvals sign (FORMAT.md section 10.1). Approvals
-// are not part of it, so each officer signs the same bytes.
+// are not part of it, so each officer signs the same bytes. The key commitment is a last field
+// when present, so that requests made before it existed keep their bytes.
 func (r *Request) CanonicalBytes() []byte {
 	return canonical(requestFormat,
-		[]byte(r.ID), []byte(r.Authority), []byte(r.FileID), []byte(r.Action), r.NewOwner.PublicKey,
-		[]byte(r.NewOwner.OAEPHash), []byte(r.Reason), []byte(r.Requester), []byte(r.Created), []byte(r.Expires))
+		[]byte(r.ID), []byte(r.Authority), []byte(r.FileID), []byte(r.KeyCommitment), []byte(r.Action),
+		r.NewOwner.PublicKey, []byte(r.NewOwner.OAEPHash), []byte(r.Reason), []byte(r.Requester),
+		[]byte(r.Created), []byte(r.Expires))
+}
+
+// CommitmentText writes a key commitment as the core line does (FORMAT.md section 2): unpadded
+// base64, 43 characters. Records held by the authority and requests name files by it.
+func CommitmentText(c [32]byte) string { return b64.EncodeToString(c[:]) }
+
+// ParseCommitment reads a key commitment written as the core line writes it, or as 64 hex
+// digits (as `p11escrow inspect` prints it).
+func ParseCommitment(s string) ([32]byte, error) {
+	var c [32]byte
+	if len(s) == 64 && isLowerHex(strings.ToLower(s)) {
+		hex.Decode(c[:], []byte(strings.ToLower(s)))
+		return c, nil
+	}
+	if b, err := b64.DecodeString(s); err == nil && len(b) == len(c) {
+		copy(c[:], b)
+		return c, nil
+	}
+	return c, fmt.Errorf("a key commitment is 43 characters of base64 (as in the file's core line) or 64 hex digits (as `p11escrow inspect` prints it), not %q", s)
 }
 
 // canonical is the versioned, length-prefixed encoding that approvals sign (section 10.1, and
@@ -195,6 +221,9 @@ func ParseRequest(data []byte) (*Request, error) {
 	}
 	if _, err := ParseFileID(r.FileID); err != nil {
 		return bad("%v", err)
+	}
+	if c, err := b64.DecodeString(r.KeyCommitment); err != nil || len(c) != 32 {
+		return bad("key_commitment is not 43 characters of base64, as in the file's core line")
 	}
 	if err := checkAction(r.Action); err != nil {
 		return bad("%v", err)

@@ -67,7 +67,7 @@ func FuzzNewRequest(f *testing.F) {
 	fid := NewFileID()
 	auth := strings.Repeat("ab", 16)
 	f.Fuzz(func(t *testing.T, reason, requester string) {
-		r, err := NewRequest(auth, fid, ActionReheader, &owner.PublicKey, crypto.SHA1, reason, requester, time.Now(), time.Hour)
+		r, err := NewRequest(auth, fid, "IG31jf6aGP0WxmJU6xcuQwY0w+fk12Mt76cKOnUoORk", ActionReheader, &owner.PublicKey, crypto.SHA1, reason, requester, time.Now(), time.Hour)
 		if err != nil {
 			if len(reason) > 1024/4 || len(requester) > 512/4 {
 				return

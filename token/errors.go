@@ -37,6 +37,9 @@ var (
 	// It wraps rsa.ErrDecryption, so code written for crypto/rsa keys (such as
 	// escrow.RSAIdentity) tells a bad ciphertext from a token failure.
 	ErrDecrypt = fmt.Errorf("decryption failed: %w", rsa.ErrDecryption)
+	// ErrKeyLength: an unwrapped key is not 32 bytes. It matches ErrDecrypt too, since the
+	// wrapped key is then corrupt or forged.
+	ErrKeyLength = fmt.Errorf("%w: the key is not 32 bytes", ErrDecrypt)
 )
 
 // Error is the error type of this package. Its message is one sentence that
@@ -122,7 +125,7 @@ var sentences = map[uint]sentence{
 	pkcs11.CKR_PIN_LOCKED:                     {"the user PIN is locked after too many wrong tries; ask the token's security officer to unlock or reset it", ErrPINLocked},
 	pkcs11.CKR_PIN_LEN_RANGE:                  {"the PIN has a length the token does not accept; check that you typed the user PIN, not the SO PIN", ErrWrongPIN},
 	pkcs11.CKR_PIN_EXPIRED:                    {"the PIN has expired; change it with the token's own tool, then try again", ErrWrongPIN},
-	pkcs11.CKR_USER_PIN_NOT_INITIALIZED:       {"the token has no user PIN yet; set one with the token's own tool (for SoftHSM: softhsm2-util --init-token)", ErrNotLoggedIn},
+	pkcs11.CKR_USER_PIN_NOT_INITIALIZED:       {"the token has no user PIN yet; its security officer must set one (C_InitPIN, e.g. pkcs11-tool --init-pin --login --login-type so), which keeps the token's keys", ErrNotLoggedIn},
 	pkcs11.CKR_USER_NOT_LOGGED_IN:             {"the token needs the user PIN for this; log in first", ErrNotLoggedIn},
 	pkcs11.CKR_USER_ANOTHER_ALREADY_LOGGED_IN: {"the security officer is logged in to this token; log the SO out, then try again", nil},
 	pkcs11.CKR_TOKEN_NOT_PRESENT:              {"no token is in the slot; insert the token and try again", ErrNoToken},
@@ -186,6 +189,22 @@ func lookup(ctx opContext, code uint) sentence {
 		return s
 	}
 	return sentence{msg: "the token refused the operation with an unexpected error; retry, and report it if it persists"}
+}
+
+// Broken reports whether err means that the token or the session can do nothing more for now
+// (the token is gone, the session was lost or logged out, the device or the module is out of
+// order), as opposed to the failure of one operation on its input (a ciphertext that does not
+// decrypt, a mechanism parameter the token refuses). A batch stops at the first; it can skip
+// the item that caused the second and go on.
+func Broken(err error) bool {
+	switch {
+	case err == nil:
+		return false
+	case errors.Is(err, ErrNoToken), errors.Is(err, ErrNotLoggedIn), errors.Is(err, ErrWrongPIN), errors.Is(err, ErrPINLocked):
+		return true
+	}
+	return isCode(err, pkcs11.CKR_DEVICE_ERROR, pkcs11.CKR_DEVICE_MEMORY, pkcs11.CKR_HOST_MEMORY,
+		pkcs11.CKR_CRYPTOKI_NOT_INITIALIZED, pkcs11.CKR_SESSION_READ_ONLY, pkcs11.CKR_OPERATION_ACTIVE)
 }
 
 // isCode reports whether err is the PKCS#11 code (raw or inside *Error).

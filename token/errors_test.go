@@ -85,3 +85,23 @@ func TestContextualMapping(t *testing.T) {
 		t.Error("isCode does not see through *Error")
 	}
 }
+
+// TestNoWipingAdvice: no error sentence may tell a user to run a command that wipes a token.
+func TestNoWipingAdvice(t *testing.T) {
+	var all []sentence
+	for _, s := range sentences {
+		all = append(all, s)
+	}
+	for _, m := range contextual {
+		for _, s := range m {
+			all = append(all, s)
+		}
+	}
+	for _, s := range all {
+		for _, bad := range []string{"--init-token", "--delete-token", "C_InitToken"} {
+			if strings.Contains(s.msg, bad) {
+				t.Errorf("advice %q suggests %s, which wipes the token", s.msg, bad)
+			}
+		}
+	}
+}

@@ -32,7 +32,7 @@ func TestUnwrapRefusesShortKeys(t *testing.T) {
 			}
 			sk, err := unwrap(crypto.SHA1, wrapped)
 			if n != FileKeySize {
-				if !errors.Is(err, ErrDecrypt) || !strings.Contains(err.Error(), "bytes, not 32") {
+				if !errors.Is(err, ErrKeyLength) || !errors.Is(err, ErrDecrypt) || !strings.Contains(err.Error(), "bytes, not 32") {
 					t.Errorf("%s: %v, want a refusal", name, err)
 				}
 				if sk != nil {

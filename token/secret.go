@@ -182,7 +182,7 @@ func (s *SecretKey) refuseLen(n int) error {
 	if n == FileKeySize {
 		return nil
 	}
-	return newErr("unwrap key", ErrDecrypt, "the unwrapped key is %d bytes, not %d; the header is corrupt or forged", n, FileKeySize)
+	return newErr("unwrap key", ErrKeyLength, "the unwrapped key is %d bytes, not %d; the header is corrupt or forged", n, FileKeySize)
 }
 
 // seal makes an extractable key non-extractable, and checks that it is.

@@ -43,7 +43,7 @@ func backupCommand() *cli.Command {
 // backupAction lets SQLite write the copy into the empty temporary file of createNamedOutput, which
 // is then synced and moved into place like every other output.
 func backupAction(c *cli.Context) error {
-	return withStore(c, func(a *authority.Authority) error {
+	return withExistingStore(c, func(a *authority.Authority) error {
 		o, err := createNamedOutput(c.String("out"), c.Bool("force"))
 		if err != nil {
 			return err
@@ -64,7 +64,7 @@ func backupAction(c *cli.Context) error {
 }
 
 func auditAction(c *cli.Context) error {
-	return withStore(c, func(a *authority.Authority) error {
+	return withExistingStore(c, func(a *authority.Authority) error {
 		if c.Bool("verify") {
 			return verifyAudit(a, c.StringSlice("anchor"))
 		}

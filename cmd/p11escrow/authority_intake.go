@@ -41,8 +41,8 @@ func showCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "show",
 		Usage:     "show one held record and the authority keys that wrap it",
-		ArgsUsage: "FILEID",
-		Flags:     storeFlags(&cli.BoolFlag{Name: "json", Usage: "print JSON"}),
+		ArgsUsage: "[FILEID]",
+		Flags:     storeFlags(append(recordFlags(), &cli.BoolFlag{Name: "json", Usage: "print JSON"})...),
 		Action:    showAction,
 	}
 }
@@ -64,6 +64,10 @@ func intakeAction(c *cli.Context) error {
 				return
 			}
 			fmt.Printf("%s %s %s %s\n", prefix, res.Outcome, res.FileID, safetext.Clean(res.Name))
+			if res.SameID > 0 {
+				fmt.Printf("%s   warning: file ID %s was already held with %d other key commitment(s); both are held, see `authority show %s`\n",
+					prefix, res.FileID, res.SameID, res.FileID)
+			}
 		}
 		if err := a.IntakeAll(names, readRecord, runtime.NumCPU(), report); err != nil {
 			return fmt.Errorf("%w (stopped after %d held; rerun to continue)", err, count[authority.Held])
@@ -91,7 +95,7 @@ func listAction(c *cli.Context) error {
 		}
 		f.Since = t
 	}
-	return withStore(c, func(a *authority.Authority) error {
+	return withExistingStore(c, func(a *authority.Authority) error {
 		recs, err := a.Store.Records(f)
 		if err != nil {
 			return err
@@ -107,11 +111,15 @@ func listAction(c *cli.Context) error {
 			return err
 		}
 		w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintf(w, "FILE ID\tOWNER\tTOKEN\tSERIAL\tINTAKE\tKEY\tSTATUS\tDESCRIPTION\n")
+		fmt.Fprintf(w, "FILE ID\tCOMMITMENT\tOWNER\tTOKEN\tSERIAL\tINTAKE\tKEY\tSTATUS\tDESCRIPTION\n")
 		for _, r := range recs {
-			fmt.Fprintf(w, "%s\t%.8s\t%s\t%s\t%s\t%s\t%s\t%s\n", safetext.Clean(r.FileID), safetext.Clean(r.OwnerFingerprint),
-				safetext.Clean(r.OwnerTokenLabel), safetext.Clean(r.OwnerTokenSerial), safetext.Clean(r.IntakeTime),
-				safetext.Clean(labels[r.AuthorityKey]), safetext.Clean(string(r.Status)), safetext.Clean(r.Description))
+			status := safetext.Clean(string(r.Status))
+			if r.SameID > 0 {
+				status += fmt.Sprintf(" (file ID held %d times)", r.SameID+1)
+			}
+			fmt.Fprintf(w, "%s\t%.12s\t%.8s\t%s\t%s\t%s\t%s\t%s\t%s\n", safetext.Clean(r.FileID), safetext.Clean(r.Commitment),
+				safetext.Clean(r.OwnerFingerprint), safetext.Clean(r.OwnerTokenLabel), safetext.Clean(r.OwnerTokenSerial),
+				safetext.Clean(r.IntakeTime), safetext.Clean(labels[r.AuthorityKey]), status, safetext.Clean(r.Description))
 		}
 		return w.Flush()
 	})
@@ -153,17 +161,19 @@ type shownWrap struct {
 }
 
 func showAction(c *cli.Context) error {
-	if c.NArg() != 1 {
-		return errors.New("show takes one file ID (see `p11escrow inspect FILE`)")
+	if c.NArg() > 1 {
+		return errors.New("show takes one file ID (see `p11escrow inspect FILE`), or --file FILE")
 	}
-	return withStore(c, func(a *authority.Authority) error {
-		r, err := a.Store.Record(c.Args().First())
-		if errors.Is(err, authority.ErrNotFound) {
-			return fmt.Errorf("the authority holds no record for file %s", c.Args().First())
-		} else if err != nil {
+	id, commitment, err := recordChoice(c, c.Args().First())
+	if err != nil {
+		return err
+	}
+	return withExistingStore(c, func(a *authority.Authority) error {
+		r, err := a.FindRecord(id, commitment)
+		if err != nil {
 			return err
 		}
-		wraps, err := a.Store.Wraps(r.FileID)
+		wraps, err := a.Store.Wraps(r.FileID, r.Commitment)
 		if err != nil {
 			return err
 		}
@@ -180,6 +190,10 @@ func showAction(c *cli.Context) error {
 		}
 		// Every field may be outside text, or an old row written before the strict reader.
 		fmt.Printf("file ID:       %s\n", safetext.Clean(r.FileID))
+		fmt.Printf("commitment:    %s\n", safetext.Clean(r.Commitment))
+		if r.SameID > 0 {
+			fmt.Printf("warning:       %d other record(s) are held under this file ID (see `authority list`); name this one with --commitment %s\n", r.SameID, safetext.Clean(r.Commitment))
+		}
 		fmt.Printf("description:   %s\n", safetext.Clean(r.Description))
 		fmt.Printf("owner:         %s (token %s, serial %s)\n", safetext.Clean(r.OwnerFingerprint),
 			safetext.Quote(r.OwnerTokenLabel), safetext.Clean(r.OwnerTokenSerial))

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -59,15 +58,15 @@ func requestCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "request",
 		Usage: "write a recovery request for a held file and a new owner's public key",
-		Flags: storeFlags(
-			&cli.StringFlag{Name: "id", Required: true, Usage: "the file `ID` (see `p11escrow inspect FILE`)"},
+		Flags: storeFlags(append(recordFlags(),
+			&cli.StringFlag{Name: "id", Usage: "the file `ID` (see `p11escrow inspect FILE`); or name the record with --file"},
 			&cli.StringFlag{Name: "to", Required: true, Usage: "the new owner's public key `FILE`"},
 			&cli.StringFlag{Name: "action", Value: escrow.ActionReheader, Usage: "what the officers approve: `reheader` (a new header for the new owner's key) or decrypt (the plaintext, decrypted on the HSM, for the operator to hand over)"},
 			&cli.StringFlag{Name: "reason", Required: true, Usage: "why, e.g. the ticket of the identity check"},
 			&cli.DurationFlag{Name: "expires-in", Value: 7 * 24 * time.Hour, Usage: "how long the request stays valid"},
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "request `FILE` (default: FILEID.request.json)"},
 			&cli.BoolFlag{Name: "force", Usage: "replace an existing file"},
-		),
+		)...),
 		Action: requestAction,
 	}
 }
@@ -123,9 +122,13 @@ func requestAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	id, commitment, err := recordChoice(c, c.String("id"))
+	if err != nil {
+		return err
+	}
 	out := c.String("output")
 	if out == "" {
-		out = c.String("id") + ".request.json"
+		out = id + ".request.json"
 	}
 	return withStore(c, func(a *authority.Authority) error {
 		o, err := createOutput(out, c.Bool("force"))
@@ -133,7 +136,7 @@ func requestAction(c *cli.Context) error {
 			return err
 		}
 		defer o.abort()
-		req, err := a.NewRequest(c.String("id"), c.String("action"), k.pub, k.hash, c.String("reason"), c.Duration("expires-in"))
+		req, err := a.NewRequest(id, commitment, c.String("action"), k.pub, k.hash, c.String("reason"), c.Duration("expires-in"))
 		if err != nil {
 			return err
 		}
@@ -213,18 +216,19 @@ func describeApprovable(a *authority.Authority, req escrow.Approvable) string {
 	switch r := req.(type) {
 	case *escrow.Request:
 		desc := "(not held by this authority)"
-		if rec, err := a.Store.Record(r.FileID); err == nil {
-			desc = strconv.Quote(rec.Description)
+		if rec, err := a.Store.Record(r.FileID, r.KeyCommitment); err == nil {
+			desc = safetext.Quote(rec.Description)
 		}
 		what := "a new header for the new owner's key (reheader)"
 		if r.Action == escrow.ActionDecrypt {
 			what = "the file's plaintext, decrypted on the HSM and handed to the operator (decrypt)"
 		}
 		fmt.Fprintf(&b, "  file:        %s %s\n", r.FileID, desc)
+		fmt.Fprintf(&b, "  commitment:  %s\n", r.KeyCommitment)
 		fmt.Fprintf(&b, "  action:      %s\n", what)
 		fmt.Fprintf(&b, "  new owner:   %s\n", r.NewOwner.Fingerprint)
-		fmt.Fprintf(&b, "  reason:      %s\n", strconv.Quote(r.Reason))
-		fmt.Fprintf(&b, "  requester:   %s\n", strconv.Quote(r.Requester))
+		fmt.Fprintf(&b, "  reason:      %s\n", safetext.Quote(r.Reason))
+		fmt.Fprintf(&b, "  requester:   %s\n", safetext.Quote(r.Requester))
 		fmt.Fprintf(&b, "  expires:     %s\n", r.Expires)
 	case *escrow.ChangeRequest:
 		fmt.Fprintf(&b, "  change:      %s\n", r.Change.Kind)
@@ -232,10 +236,10 @@ func describeApprovable(a *authority.Authority, req escrow.Approvable) string {
 			fmt.Fprintf(&b, "  approvals:   %d\n", r.Change.Approvals)
 		} else {
 			sum := sha256.Sum256(r.Change.PublicKey)
-			fmt.Fprintf(&b, "  officer:     %s, key %x\n", strconv.Quote(r.Change.Name), sum)
+			fmt.Fprintf(&b, "  officer:     %s, key %x\n", safetext.Quote(r.Change.Name), sum)
 		}
-		fmt.Fprintf(&b, "  reason:      %s\n", strconv.Quote(r.Reason))
-		fmt.Fprintf(&b, "  requester:   %s\n", strconv.Quote(r.Requester))
+		fmt.Fprintf(&b, "  reason:      %s\n", safetext.Quote(r.Reason))
+		fmt.Fprintf(&b, "  requester:   %s\n", safetext.Quote(r.Requester))
 		fmt.Fprintf(&b, "  expires:     %s\n", r.Expires)
 	}
 	return b.String()

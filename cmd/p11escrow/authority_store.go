@@ -2,6 +2,7 @@ package main
 
 import (
 	"crypto"
+	"errors"
 	"fmt"
 	"os"
 	"os/user"
@@ -36,9 +37,20 @@ func osUser() string {
 	return fmt.Sprintf("uid:%d", os.Getuid())
 }
 
-// withStore opens the store and runs f with an Authority that has no token.
+// withStore opens the store, creating it if needed, and runs f with an Authority that has no
+// token.
 func withStore(c *cli.Context, f func(a *authority.Authority) error) error {
-	st, err := authority.OpenSQLite(c.String("db"))
+	return runStore(c, authority.OpenSQLite, f)
+}
+
+// withExistingStore is withStore for commands that only read (list, show, audit, backup): they
+// never create a database, so a mistyped --db is an error, not an empty store.
+func withExistingStore(c *cli.Context, f func(a *authority.Authority) error) error {
+	return runStore(c, authority.OpenSQLiteExisting, f)
+}
+
+func runStore(c *cli.Context, open func(string) (authority.Store, error), f func(a *authority.Authority) error) error {
+	st, err := open(c.String("db"))
 	if err != nil {
 		return err
 	}
@@ -76,6 +88,53 @@ func readSigningPublicKey(name string) (crypto.PublicKey, error) {
 		return nil, fmt.Errorf("%s: %v", name, err)
 	}
 	return pub, nil
+}
+
+// recordFlags name one held record for commands that act on one (show, request). A file ID can
+// be copied into another file, so the ID alone may name several held records; --file and
+// --commitment pick one.
+func recordFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "file", Usage: "name the record by the encrypted `FILE` itself (its file ID and key commitment)"},
+		&cli.StringFlag{Name: "commitment", Usage: "the record's key `COMMITMENT` (base64 as in `authority list --json`, or hex as `inspect` prints it), for a file ID held more than once"},
+	}
+}
+
+// recordChoice returns the file ID and key commitment (escrow.CommitmentText, or empty for "the
+// only record with this ID") that id, --file and --commitment name.
+func recordChoice(c *cli.Context, id string) (string, string, error) {
+	var commitment string
+	if s := c.String("commitment"); s != "" {
+		cm, err := escrow.ParseCommitment(s)
+		if err != nil {
+			return "", "", fmt.Errorf("--commitment: %v", err)
+		}
+		commitment = escrow.CommitmentText(cm)
+	}
+	name := c.String("file")
+	if name == "" {
+		if id == "" {
+			return "", "", errors.New("name the file with --file FILE.p11e or its file ID")
+		}
+		return id, commitment, nil
+	}
+	f, err := os.Open(name)
+	if err != nil {
+		return "", "", unwrapPath(err)
+	}
+	defer f.Close()
+	h, _, err := escrow.ParseHeader(f)
+	if err != nil {
+		return "", "", fmt.Errorf("%s: %w", name, err)
+	}
+	fc := escrow.CommitmentText(h.Commitment)
+	switch {
+	case id != "" && id != h.ID.String():
+		return "", "", fmt.Errorf("%s is file %s, not %s", name, h.ID, id)
+	case commitment != "" && commitment != fc:
+		return "", "", fmt.Errorf("%s has key commitment %s, not %s", name, fc, commitment)
+	}
+	return h.ID.String(), fc, nil
 }
 
 // readRequest reads and parses a recovery request file.

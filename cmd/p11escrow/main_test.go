@@ -47,6 +47,7 @@ func TestScripts(t *testing.T) {
 			"splicerecord": spliceRecord,
 			"sqlexec":      sqlExec,
 			"fileid":       fileID,
+			"squat":        squat,
 		},
 	})
 }

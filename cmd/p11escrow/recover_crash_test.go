@@ -8,7 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	
+
 	"github.com/p11escrow/p11escrow/escrow/authority"
 	softhsmtest "github.com/p11escrow/p11escrow/softhsm-test"
 )

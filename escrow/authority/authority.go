@@ -248,16 +248,17 @@ func (a *Authority) Log(action string, details map[string]any) error {
 	return a.Store.Log(a.event(action, details))
 }
 
-// VerifyAudit checks the whole audit chain against the head and returns the entry count.
+// VerifyAudit checks the whole audit chain against the head, and every row that decides
+// recoveries against the last state the chain recorded for it, all read at one instant. It
+// returns the entry count and the head.
 func (a *Authority) VerifyAudit() (int64, []byte, error) {
-	entries, err := a.Store.Audit()
+	snap, err := a.Store.AuditSnapshot()
 	if err != nil {
 		return 0, nil, err
 	}
-	count, head, err := a.Store.AuditHead()
+	n, err := VerifyChain(snap.Entries, snap.Count, snap.Head)
 	if err != nil {
 		return 0, nil, err
 	}
-	n, err := VerifyChain(entries, count, head)
-	return n, head, err
+	return n, snap.Head, VerifyState(snap.Entries, snap.State)
 }

@@ -178,7 +178,7 @@ func TestLostCard(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	req, err := a.NewRequest(res.FileID, escrow.ActionReheader, alice2.Public, crypto.SHA1, "lost card", time.Hour)
+	req, err := a.NewRequest(res.FileID, "", escrow.ActionReheader, alice2.Public, crypto.SHA1, "lost card", time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,7 +229,7 @@ func TestLostCard(t *testing.T) {
 	}
 
 	// Decrypt-only recovery needs its own approved request, and produces the same plaintext.
-	req2, err := a.NewRequest(res.FileID, escrow.ActionDecrypt, alice2.Public, crypto.SHA1, "plaintext only", time.Hour)
+	req2, err := a.NewRequest(res.FileID, "", escrow.ActionDecrypt, alice2.Public, crypto.SHA1, "plaintext only", time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -284,7 +284,7 @@ func TestApprovalsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	newReq := func(ttl time.Duration) *escrow.Request {
-		req, err := a.NewRequest(res.FileID, escrow.ActionReheader, alice.Public, crypto.SHA1, "test", ttl)
+		req, err := a.NewRequest(res.FileID, "", escrow.ActionReheader, alice.Public, crypto.SHA1, "test", ttl)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -450,7 +450,7 @@ func TestRotation(t *testing.T) {
 	o1 := officer(t, a, "o1", token.SignECDSAP256)
 	o2 := officer(t, a, "o2", token.SignECDSAP256)
 	rec, _ := escrow.ParseRecord(files[0].record)
-	req, err := a.NewRequest(rec.FileID, escrow.ActionReheader, alice.Public, crypto.SHA1, "after rotation", time.Hour)
+	req, err := a.NewRequest(rec.FileID, "", escrow.ActionReheader, alice.Public, crypto.SHA1, "after rotation", time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -509,7 +509,8 @@ func TestAuditTamper(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if n, _, err := a.VerifyAudit(); err != nil || n != 5 {
+		// 1 is the "create" entry, which binds the new database's state.
+		if n, _, err := a.VerifyAudit(); err != nil || n != 6 {
 			t.Fatalf("untouched log: %d %v", n, err)
 		}
 		return a, st.(*sqliteStore)
@@ -519,15 +520,15 @@ func TestAuditTamper(t *testing.T) {
 		sql  []string
 		seq  int64
 	}{
-		{"edit", []string{`UPDATE audit SET details = '{"n":9}' WHERE seq = 3`}, 3},
-		{"edit actor", []string{`UPDATE audit SET actor = 'someone' WHERE seq = 2`}, 2},
-		{"delete middle", []string{`DELETE FROM audit WHERE seq = 3`}, 3},
-		{"delete last", []string{`DELETE FROM audit WHERE seq = 5`}, 5},
+		{"edit", []string{`UPDATE audit SET details = '{"n":9}' WHERE seq = 4`}, 4},
+		{"edit actor", []string{`UPDATE audit SET actor = 'someone' WHERE seq = 3`}, 3},
+		{"delete middle", []string{`DELETE FROM audit WHERE seq = 4`}, 4},
+		{"delete last", []string{`DELETE FROM audit WHERE seq = 6`}, 6},
 		{"delete first", []string{`DELETE FROM audit WHERE seq = 1`}, 1},
-		{"reorder", []string{`UPDATE audit SET seq = 100 WHERE seq = 2`, `UPDATE audit SET seq = 2 WHERE seq = 3`, `UPDATE audit SET seq = 3 WHERE seq = 100`}, 2},
-		{"insert", []string{`UPDATE audit SET seq = seq + 100 WHERE seq >= 4`, `UPDATE audit SET seq = seq - 99 WHERE seq >= 100`,
-			`INSERT INTO audit(seq, time, actor, action, details, prev_hash, hash) SELECT 4, time, actor, action, details, hash, hash FROM audit WHERE seq = 3`}, 4},
-		{"append", []string{`INSERT INTO audit(seq, time, actor, action, details, prev_hash, hash) SELECT 6, time, actor, action, details, hash, hash FROM audit WHERE seq = 5`}, 6},
+		{"reorder", []string{`UPDATE audit SET seq = 100 WHERE seq = 3`, `UPDATE audit SET seq = 3 WHERE seq = 4`, `UPDATE audit SET seq = 4 WHERE seq = 100`}, 3},
+		{"insert", []string{`UPDATE audit SET seq = seq + 100 WHERE seq >= 5`, `UPDATE audit SET seq = seq - 99 WHERE seq >= 100`,
+			`INSERT INTO audit(seq, time, actor, action, details, prev_hash, hash) SELECT 5, time, actor, action, details, hash, hash FROM audit WHERE seq = 4`}, 5},
+		{"append", []string{`INSERT INTO audit(seq, time, actor, action, details, prev_hash, hash) SELECT 7, time, actor, action, details, hash, hash FROM audit WHERE seq = 6`}, 7},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

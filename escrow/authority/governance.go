@@ -17,24 +17,19 @@ import (
 // Officers are never removed and a policy above the number of officers is refused once
 // governed (checkChange), so an authority that is governed stays governed: nobody can reopen
 // the direct path.
-func (a *Authority) Governed() (bool, error) {
-	n, err := a.Store.Approvals()
-	if err != nil {
-		return false, err
-	}
-	officers, err := a.Store.Officers()
-	if err != nil {
-		return false, err
-	}
-	return len(officers) >= n, nil
-}
+func (a *Authority) Governed() (bool, error) { return a.Store.Governed() }
 
-// refuseIfGoverned refuses a direct governance change once a quorum exists.
+// refuseIfGoverned refuses a direct governance change once a quorum exists. The store checks
+// again in the transaction that makes the change (ErrGoverned), which governedErr words alike.
 func (a *Authority) refuseIfGoverned(what string) error {
 	governed, err := a.Governed()
 	if err != nil || !governed {
 		return err
 	}
+	return governedErr(what)
+}
+
+func governedErr(what string) error {
 	return fmt.Errorf("%s needs the officers' approval now that a quorum is registered: make a change request", what)
 }
 

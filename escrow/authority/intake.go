@@ -1,6 +1,8 @@
 package authority
 
 import (
+	"bytes"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"sync"
@@ -26,6 +28,7 @@ type IntakeResult struct {
 	FileID  string // empty if the record could not be parsed
 	Outcome Outcome
 	Reason  error // why it was rejected
+	SameID  int   // held: how many other records were already held under the same file ID
 }
 
 // Intake verifies one escrow record on the HSM and stores it (verified escrow, README):
@@ -37,8 +40,10 @@ type IntakeResult struct {
 //  3. the record and an audit entry are stored in one transaction.
 //
 // A record that fails is rejected (and the rejection audited) with a one-line reason; nothing
-// of it is stored. A valid record whose file ID is already held is reported as a duplicate. The
-// returned error is for failures of the token or the store, after which intake should stop.
+// of it is stored. So is a record the HSM cannot process (see recordOrFatal). A valid record
+// whose file ID and key commitment are already held is reported as a duplicate. The returned
+// error is for failures that would hit every record (the token gone or logged out, the store),
+// after which intake should stop.
 func (a *Authority) Intake(name string, data []byte) (IntakeResult, error) {
 	return a.commit(a.check(name, data, nil, a.Token, a.keyPair))
 }
@@ -47,6 +52,7 @@ func (a *Authority) Intake(name string, data []byte) (IntakeResult, error) {
 type checked struct {
 	res IntakeResult
 	rec *escrow.Record
+	h   *escrow.Header
 	st  *escrow.Stanza
 	key *AuthorityKey
 	bad error // why the record is rejected; nil if it verified
@@ -75,24 +81,64 @@ func (a *Authority) check(name string, data []byte, readErr error, on *token.Tok
 		c.bad = err
 		return c
 	}
-	c.st = st
-	if c.key, err = a.keyForTag(st.Args[1]); err != nil {
+	c.h, c.st = h, st
+	if err := ownerMatches(rec, h); err != nil {
 		c.bad = err
+		return c
+	}
+	if c.key, err = a.keyForTag(st.Args[1]); err != nil {
+		c.bad, c.err = recordOrFatal(err)
 		return c
 	}
 	kp, err := keyPair(c.key)
 	if err != nil {
-		c.err = err
+		c.bad, c.err = recordOrFatal(err)
 		return c
 	}
-	err = VerifyOnToken(rec, h, st, kp.On(on))
-	var re *escrow.RecordError
-	if errors.As(err, &re) {
-		c.bad = err
-	} else {
-		c.err = err
-	}
+	c.bad, c.err = recordOrFatal(VerifyOnToken(rec, h, st, kp.On(on)))
 	return c
+}
+
+// recordOrFatal sorts a failure to check one record: into a reason to reject that record, or,
+// for a failure that would hit every record (the token gone or logged out, the store), into an
+// error that stops intake. A record the HSM cannot process (a mechanism or parameter it
+// refuses, such as a sha256 stanza on a SHA-1-only HSM, or a key not found for its tag) is
+// rejected with the HSM's reason, so that one bad record does not stop a batch.
+func recordOrFatal(err error) (bad, fatal error) {
+	var re *escrow.RecordError
+	var te *token.Error
+	switch {
+	case err == nil:
+		return nil, nil
+	case errors.As(err, &re):
+		return err, nil
+	case token.Broken(err):
+		return nil, err
+	case errors.As(err, &te), errors.Is(err, token.ErrKeyNotFound), errors.Is(err, errKeyUnusable):
+		return &escrow.RecordError{Reason: "the HSM cannot process it: " + err.Error()}, nil
+	}
+	return nil, err
+}
+
+// errKeyUnusable is why a record wrapped for a live authority key not found on the token is
+// rejected.
+var errKeyUnusable = errors.New("its authority key is not usable on this token")
+
+// ownerMatches checks that the record's owner fingerprint is the key the header's owner stanza
+// is addressed to (the stanza's tag is the fingerprint's first 4 bytes), so that a record cannot
+// name an owner the file was not made for.
+func ownerMatches(rec *escrow.Record, h *escrow.Header) error {
+	for _, s := range h.Stanzas {
+		if escrow.StanzaRole(s) != escrow.RoleOwner {
+			continue
+		}
+		fpr := rec.Owner.Fingerprint
+		if len(fpr) != 64 || len(s.Args) < 2 || subtle.ConstantTimeCompare([]byte(fpr[:8]), []byte(s.Args[1])) != 1 {
+			return &escrow.RecordError{Reason: fmt.Sprintf("its owner fingerprint does not match the header's owner stanza (key tag %s)", s.Args[1])}
+		}
+		return nil
+	}
+	return &escrow.RecordError{Reason: "its header has no owner stanza"}
 }
 
 // commit stores a checked record, or audits its rejection.
@@ -103,7 +149,7 @@ func (a *Authority) commit(c checked) (IntakeResult, error) {
 	case c.bad != nil:
 		return a.reject(c.res, c.bad)
 	}
-	return a.store(c.res, c.rec, c.st, c.key)
+	return a.store(c.res, c.rec, c.h, c.st, c.key)
 }
 
 // IntakeAll takes in many records. The token checks run on up to sessions sessions of the
@@ -148,7 +194,7 @@ func (p *checkPool) keyPair(k *AuthorityKey) (*token.KeyPair, error) {
 	if kp, ok := p.keys[k.Fingerprint]; ok {
 		return kp, nil
 	}
-	return nil, fmt.Errorf("authority key %q (%s) is not usable on this token", k.Label, k.Tag)
+	return nil, fmt.Errorf("%w: %q (%s)", errKeyUnusable, k.Label, k.Tag)
 }
 
 // findKeys finds every live authority key that is on the token; the others stay missing, so
@@ -264,6 +310,9 @@ func VerifyOnToken(rec *escrow.Record, h *escrow.Header, st *escrow.Stanza, kp *
 		return &escrow.RecordError{Reason: "its wrapped key has the wrong length for the authority key"}
 	}
 	sk, err := kp.UnwrapOAEPSealed(hash, st.Body)
+	if errors.Is(err, token.ErrKeyLength) {
+		return &escrow.RecordError{Reason: "its wrapped key is not a 32-byte (AES-256) key; " + err.Error()}
+	}
 	if errors.Is(err, token.ErrDecrypt) {
 		return &escrow.RecordError{Reason: "its wrapped key does not decrypt with the authority key"}
 	}
@@ -274,22 +323,49 @@ func VerifyOnToken(rec *escrow.Record, h *escrow.Header, st *escrow.Stanza, kp *
 	return rec.VerifyOn(h, sk)
 }
 
-func (a *Authority) store(res IntakeResult, rec *escrow.Record, st *escrow.Stanza, key *AuthorityKey) (IntakeResult, error) {
+// store holds a verified record. A record is identified by its file ID and key commitment: a
+// record with a held file ID but another commitment is held too (someone made a file with a
+// copied ID, or the owner's genuine record arrives after such a copy), and the collision is
+// audited. Only the same core, byte for byte, is "already held".
+func (a *Authority) store(res IntakeResult, rec *escrow.Record, h *escrow.Header, st *escrow.Stanza, key *AuthorityKey) (IntakeResult, error) {
 	now := a.Now().UTC().Format(time.RFC3339)
+	commitment := escrow.CommitmentText(h.Commitment)
 	held := &HeldRecord{
-		FileID: rec.FileID, OwnerFingerprint: rec.Owner.Fingerprint, OwnerTokenLabel: rec.Owner.TokenLabel,
-		OwnerTokenSerial: rec.Owner.TokenSerial, Description: rec.Description, Created: rec.Created,
-		IntakeTime: now, AuthorityKey: key.Fingerprint, Status: StatusHeld, Record: rec.Marshal(),
+		FileID: rec.FileID, Commitment: commitment, OwnerFingerprint: rec.Owner.Fingerprint,
+		OwnerTokenLabel: rec.Owner.TokenLabel, OwnerTokenSerial: rec.Owner.TokenSerial, Description: rec.Description,
+		Created: rec.Created, IntakeTime: now, AuthorityKey: key.Fingerprint, Status: StatusHeld, Record: rec.Marshal(),
 	}
-	w := &Wrap{FileID: rec.FileID, KeyFingerprint: key.Fingerprint, OAEPHash: st.Args[0], Wrapped: st.Body, Added: now}
-	ev := a.event("intake", map[string]any{"file_id": rec.FileID, "source": res.Name,
-		"owner": rec.Owner.Fingerprint, "authority_key": key.Fingerprint})
-	err := a.Store.Intake(held, w, ev)
-	if errors.Is(err, ErrExists) {
-		return a.duplicate(res)
-	}
-	if err != nil {
-		return res, err
+	w := &Wrap{FileID: rec.FileID, Commitment: commitment, KeyFingerprint: key.Fingerprint, OAEPHash: st.Args[0],
+		Wrapped: st.Body, Added: now}
+	// Another intake may hold a record under this ID between the read and the write; the store
+	// then refuses (ErrChanged) and the collision is read again, so that it is always audited.
+	for try := 0; ; try++ {
+		same, err := a.Store.RecordsByID(rec.FileID)
+		if err != nil {
+			return res, err
+		}
+		details := map[string]any{"file_id": rec.FileID, "key_commitment": commitment, "source": res.Name,
+			"owner": rec.Owner.Fingerprint, "authority_key": key.Fingerprint}
+		var others []string
+		for _, r := range same {
+			if r.Commitment == commitment {
+				return a.duplicate(res, r, h)
+			}
+			others = append(others, r.Commitment)
+		}
+		action := "intake"
+		if len(others) > 0 {
+			action, details["same_file_id"] = "intake-collision", others
+		}
+		held.SameID, res.SameID = len(others), len(others)
+		err = a.Store.Intake(held, w, a.event(action, details))
+		if (errors.Is(err, ErrChanged) || errors.Is(err, ErrExists)) && try < 3 {
+			continue // another intake held a record under this ID meanwhile: read again
+		}
+		if err != nil {
+			return res, err
+		}
+		break
 	}
 	res.Outcome = Held
 	return res, nil
@@ -304,7 +380,18 @@ func (a *Authority) reject(res IntakeResult, why error) (IntakeResult, error) {
 	return res, a.Log("reject", details)
 }
 
-func (a *Authority) duplicate(res IntakeResult) (IntakeResult, error) {
+// duplicate reports a record whose file ID and key commitment are held, if held has the same
+// core as h: the same file. Another core with the same commitment could be made only by someone
+// who has the file key; it is rejected.
+func (a *Authority) duplicate(res IntakeResult, held *HeldRecord, h *escrow.Header) (IntakeResult, error) {
+	old, err := heldHeader(held)
+	if err != nil {
+		return res, err
+	}
+	if !bytes.Equal(old.Core(), h.Core()) {
+		return a.reject(res, &escrow.RecordError{Reason: "a record with this file ID and key commitment but another core line is already held"})
+	}
 	res.Outcome = Duplicate
-	return res, a.Log("duplicate", map[string]any{"source": res.Name, "file_id": res.FileID})
+	return res, a.Log("duplicate", map[string]any{"source": res.Name, "file_id": res.FileID,
+		"key_commitment": escrow.CommitmentText(h.Commitment)})
 }

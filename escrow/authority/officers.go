@@ -26,7 +26,11 @@ func (a *Authority) AddOfficer(name string, pub crypto.PublicKey) (*Officer, err
 	if err != nil {
 		return nil, err
 	}
-	return o, a.officerExists(a.Store.AddOfficer(o, a.event("officer-add", officerDetails(o))), o)
+	err = a.Store.AddOfficer(o, a.event("officer-add", officerDetails(o)))
+	if errors.Is(err, ErrGoverned) { // another officer was registered since the check above
+		return nil, governedErr("registering an officer")
+	}
+	return o, a.officerExists(err, o)
 }
 
 // newOfficer builds the Officer row for a signing public key. The name is made valid text by
@@ -78,5 +82,9 @@ func (a *Authority) SetApprovals(n int) error {
 	if err := a.refuseIfGoverned("changing the policy"); err != nil {
 		return err
 	}
-	return a.Store.SetApprovals(n, a.event("policy", map[string]any{"approvals": n, "was": old}))
+	err = a.Store.SetApprovals(n, a.event("policy", map[string]any{"approvals": n, "was": old}))
+	if errors.Is(err, ErrGoverned) {
+		return governedErr("changing the policy")
+	}
+	return err
 }

@@ -14,11 +14,13 @@ import (
 	"github.com/p11escrow/p11escrow/token"
 )
 
-// NewRequest makes a recovery request for a held file and registers it in the store, so that
-// a request file altered later is refused. action is escrow.ActionReheader (a new header for
-// owner's key) or escrow.ActionDecrypt (the plaintext, decrypted on the HSM, for owner); it is
-// part of what the officers sign. requester is a.Actor.
-func (a *Authority) NewRequest(fileID, action string, owner *rsa.PublicKey, hash crypto.Hash, reason string, ttl time.Duration) (*escrow.Request, error) {
+// NewRequest makes a recovery request for a held record and registers it in the store, so that
+// a request file altered later is refused. The record is named by its file ID and key commitment;
+// an empty commitment names the only record held under the ID (see FindRecord). The request
+// carries the commitment, so that approvals name one exact record. action is
+// escrow.ActionReheader (a new header for owner's key) or escrow.ActionDecrypt (the plaintext,
+// decrypted on the HSM, for owner); it is part of what the officers sign. requester is a.Actor.
+func (a *Authority) NewRequest(fileID, commitment, action string, owner *rsa.PublicKey, hash crypto.Hash, reason string, ttl time.Duration) (*escrow.Request, error) {
 	id, err := escrow.ParseFileID(fileID)
 	if err != nil {
 		return nil, err
@@ -26,23 +28,29 @@ func (a *Authority) NewRequest(fileID, action string, owner *rsa.PublicKey, hash
 	if reason == "" {
 		return nil, errors.New("give the reason for the recovery with --reason")
 	}
-	if _, err := a.Store.Record(fileID); errors.Is(err, ErrNotFound) {
-		return nil, fmt.Errorf("the authority holds no record for file %s", fileID)
-	} else if err != nil {
+	rec, err := a.FindRecord(fileID, commitment)
+	if err != nil {
 		return nil, err
 	}
 	inst, err := a.Store.InstanceID()
 	if err != nil {
 		return nil, err
 	}
-	req, err := escrow.NewRequest(inst, id, action, owner, hash, reason, a.Actor, a.Now(), ttl)
+	req, err := escrow.NewRequest(inst, id, rec.Commitment, action, owner, hash, reason, a.Actor, a.Now(), ttl)
 	if err != nil {
 		return nil, err
 	}
-	ev := a.event("request", map[string]any{"request": req.ID, "file_id": fileID, "action": action,
+	ev := a.event("request", map[string]any{"request": req.ID, "file_id": fileID, "key_commitment": rec.Commitment, "action": action,
 		"new_owner": req.NewOwner.Fingerprint, "reason": reason, "expires": req.Expires})
-	err = a.Store.AddRequest(&StoredRequest{ID: req.ID, FileID: fileID, Created: req.Created, Canonical: req.CanonicalBytes()}, ev)
+	err = a.Store.AddRequest(&StoredRequest{ID: req.ID, FileID: fileID, Commitment: rec.Commitment,
+		Created: req.Created, Canonical: req.CanonicalBytes()}, ev)
 	return req, err
+}
+
+// requestedRecord returns the held record a recovery request is for: the one with the file ID
+// and key commitment it names.
+func (a *Authority) requestedRecord(req *escrow.Request) (*HeldRecord, error) {
+	return a.FindRecord(req.FileID, req.KeyCommitment)
 }
 
 // checkOpen checks that req is this authority's, registered, unaltered, unused and unexpired.
@@ -195,8 +203,8 @@ var testHookUnwrapped func(*token.SecretKey)
 
 // unwrapHeld unwraps a held record's key on the HSM, sensitive, preferring the current
 // authority key's wrap. extractable is needed only to re-wrap it.
-func (a *Authority) unwrapHeld(fileID string, extractable bool) (*token.SecretKey, *AuthorityKey, *Wrap, error) {
-	wraps, err := a.Store.Wraps(fileID)
+func (a *Authority) unwrapHeld(rec RecordRef, extractable bool) (*token.SecretKey, *AuthorityKey, *Wrap, error) {
+	wraps, err := a.Store.Wraps(rec.FileID, rec.Commitment)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -214,7 +222,7 @@ func (a *Authority) unwrapHeld(fileID string, extractable bool) (*token.SecretKe
 			}
 		}
 	}
-	return nil, nil, nil, fmt.Errorf("file %s has no wrapped key under a live authority key", fileID)
+	return nil, nil, nil, fmt.Errorf("file %s (key commitment %s) has no wrapped key under a live authority key", rec.FileID, rec.Commitment)
 }
 
 func (a *Authority) unwrapWith(k *AuthorityKey, w *Wrap, extractable bool) (*token.SecretKey, error) {
@@ -250,11 +258,7 @@ func (a *Authority) unwrapWith(k *AuthorityKey, w *Wrap, extractable bool) (*tok
 }
 
 // heldHeader returns the header of a held record (as received, so authenticated at intake).
-func (a *Authority) heldHeader(fileID string) (*escrow.Header, error) {
-	rec, err := a.Store.Record(fileID)
-	if err != nil {
-		return nil, err
-	}
+func heldHeader(rec *HeldRecord) (*escrow.Header, error) {
 	r, err := escrow.ParseRecord(rec.Record)
 	if err != nil {
 		return nil, err
@@ -344,16 +348,20 @@ func (a *Authority) runRecovery(req *escrow.Request, names []string, deliver fun
 // called once the attempt is audited; the header is written to what it returns and committed
 // (see the steps above).
 func (a *Authority) Recover(req *escrow.Request, create func() (Delivery, error)) error {
-	names, err := a.checkRecovery(req, escrow.ActionReheader, nil)
+	var rec *HeldRecord
+	names, err := a.checkRecovery(req, escrow.ActionReheader, func() (err error) {
+		rec, err = a.requestedRecord(req)
+		return err
+	})
 	if err != nil {
 		return err
 	}
 	return a.runRecovery(req, names, func() (*AuthorityKey, error) {
-		old, err := a.heldHeader(req.FileID)
+		old, err := heldHeader(rec)
 		if err != nil {
 			return nil, err
 		}
-		sk, key, w, err := a.unwrapHeld(req.FileID, true)
+		sk, key, w, err := a.unwrapHeld(rec.Ref(), true)
 		if err != nil {
 			return nil, err
 		}
@@ -412,8 +420,13 @@ func (a *Authority) newStanzas(sk *token.SecretKey, old *escrow.Header, key *Aut
 func (a *Authority) RecoverDecrypt(req *escrow.Request, in io.Reader, create func() (Delivery, error)) error {
 	var h *escrow.Header
 	var payload io.Reader
+	var rec *HeldRecord
 	names, err := a.checkRecovery(req, escrow.ActionDecrypt, func() error {
-		held, err := a.heldHeader(req.FileID)
+		var err error
+		if rec, err = a.requestedRecord(req); err != nil {
+			return err
+		}
+		held, err := heldHeader(rec)
 		if err != nil {
 			return err
 		}
@@ -421,7 +434,8 @@ func (a *Authority) RecoverDecrypt(req *escrow.Request, in io.Reader, create fun
 			return err
 		}
 		if h.ID != held.ID || h.Commitment != held.Commitment {
-			return fmt.Errorf("the input is file %s, but the request is for file %s", h.ID, req.FileID)
+			return fmt.Errorf("the input is file %s with key commitment %s, but the request is for file %s with key commitment %s",
+				h.ID, escrow.CommitmentText(h.Commitment), req.FileID, rec.Commitment)
 		}
 		return nil
 	})
@@ -429,7 +443,7 @@ func (a *Authority) RecoverDecrypt(req *escrow.Request, in io.Reader, create fun
 		return err
 	}
 	return a.runRecovery(req, names, func() (*AuthorityKey, error) {
-		sk, key, _, err := a.unwrapHeld(req.FileID, false)
+		sk, key, _, err := a.unwrapHeld(rec.Ref(), false)
 		if err != nil {
 			return nil, err
 		}

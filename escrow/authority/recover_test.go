@@ -78,7 +78,7 @@ func TestRecoveryExactlyOnce(t *testing.T) {
 	}
 	o1 := officer(t, a, "o1", token.SignECDSAP256)
 	o2 := officer(t, a, "o2", token.SignECDSAP256)
-	req, err := a.NewRequest(res.FileID, escrow.ActionDecrypt, alice.Public, crypto.SHA1, "plaintext", time.Hour)
+	req, err := a.NewRequest(res.FileID, "", escrow.ActionDecrypt, alice.Public, crypto.SHA1, "plaintext", time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,7 +163,7 @@ func TestActionIsSigned(t *testing.T) {
 	}
 	o1 := officer(t, a, "o1", token.SignECDSAP256)
 	o2 := officer(t, a, "o2", token.SignECDSAP256)
-	req, err := a.NewRequest(res.FileID, escrow.ActionReheader, alice.Public, crypto.SHA1, "new card", time.Hour)
+	req, err := a.NewRequest(res.FileID, "", escrow.ActionReheader, alice.Public, crypto.SHA1, "new card", time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -200,7 +200,7 @@ func TestConcurrentRecoveryIsVisible(t *testing.T) {
 	}
 	o1 := officer(t, a, "o1", token.SignECDSAP256)
 	o2 := officer(t, a, "o2", token.SignECDSAP256)
-	req, err := a.NewRequest(res.FileID, escrow.ActionReheader, alice.Public, crypto.SHA1, "new card", time.Hour)
+	req, err := a.NewRequest(res.FileID, "", escrow.ActionReheader, alice.Public, crypto.SHA1, "new card", time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

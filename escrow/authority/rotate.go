@@ -68,23 +68,27 @@ func (a *Authority) Rotate(progress RotateProgress) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	for i, id := range pending {
-		if err := a.rewrap(id, cur); err != nil {
-			return i, fmt.Errorf("re-wrapping file %s: %w", id, err)
+	for i, ref := range pending {
+		if err := a.rewrap(ref, cur); err != nil {
+			return i, fmt.Errorf("re-wrapping file %s: %w", ref.FileID, err)
 		}
 		if progress != nil {
-			progress(id, i+1, len(pending))
+			progress(ref.FileID, i+1, len(pending))
 		}
 	}
 	return len(pending), a.Log("rotate-done", map[string]any{"key": cur.Fingerprint, "rewrapped": len(pending)})
 }
 
-func (a *Authority) rewrap(fileID string, cur *AuthorityKey) error {
-	h, err := a.heldHeader(fileID)
+func (a *Authority) rewrap(ref RecordRef, cur *AuthorityKey) error {
+	rec, err := a.Store.Record(ref.FileID, ref.Commitment)
 	if err != nil {
 		return err
 	}
-	sk, from, _, err := a.unwrapHeld(fileID, true)
+	h, err := heldHeader(rec)
+	if err != nil {
+		return err
+	}
+	sk, from, _, err := a.unwrapHeld(ref, true)
 	if err != nil {
 		return err
 	}
@@ -100,9 +104,9 @@ func (a *Authority) rewrap(fileID string, cur *AuthorityKey) error {
 	if err != nil {
 		return err
 	}
-	w := &Wrap{FileID: fileID, KeyFingerprint: cur.Fingerprint, OAEPHash: cur.OAEPHash, Wrapped: wrapped,
+	w := &Wrap{FileID: ref.FileID, Commitment: ref.Commitment, KeyFingerprint: cur.Fingerprint, OAEPHash: cur.OAEPHash, Wrapped: wrapped,
 		Added: a.Now().UTC().Format(time.RFC3339)}
-	return a.Store.AddWrap(w, a.event("rewrap", map[string]any{"file_id": fileID, "from": from.Fingerprint, "to": cur.Fingerprint}))
+	return a.Store.AddWrap(w, a.event("rewrap", map[string]any{"file_id": ref.FileID, "key_commitment": ref.Commitment, "from": from.Fingerprint, "to": cur.Fingerprint}))
 }
 
 // RetireKey marks an authority key retired once no record depends on it alone. The current key

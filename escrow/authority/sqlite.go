@@ -1,18 +1,27 @@
 package authority
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"database/sql"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
+	mrand "math/rand/v2"
 	"net/url"
+	"os"
+	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
 
-	_ "modernc.org/sqlite" // pure Go SQLite: no cgo beyond the PKCS#11 module's
+	"github.com/p11escrow/p11escrow/escrow"
+	"modernc.org/sqlite" // pure Go SQLite: no cgo beyond the PKCS#11 module's
+	sqlite3 "modernc.org/sqlite/lib"
 )
 
 // sqliteStore is the Store on an embedded SQLite database.
@@ -20,29 +29,76 @@ type sqliteStore struct {
 	db *sql.DB
 }
 
-// OpenSQLite opens (creating if needed) the store at path and applies pending migrations.
+// OpenSQLite opens the store at path, creating it (mode 0600) if it does not exist, and applies
+// pending migrations. path is a file path, never a URI: "ops?2026.db" and "a#b.db" name those
+// files, and ":memory:" is refused, since an authority's store must persist.
 //
 // The database runs in WAL mode with synchronous=FULL, so a transaction acknowledged to the
 // caller survives a crash or power loss; foreign keys are on; and every transaction begins
 // IMMEDIATE, so two processes never interleave the read-then-append of the audit chain.
-func OpenSQLite(path string) (Store, error) {
+func OpenSQLite(path string) (Store, error) { return openSQLite(path, true) }
+
+// OpenSQLiteExisting is OpenSQLite for commands that only read: a missing file is an error, so
+// that a mistyped --db is reported instead of answered from a new, empty store.
+func OpenSQLiteExisting(path string) (Store, error) { return openSQLite(path, false) }
+
+func openSQLite(path string, create bool) (Store, error) {
+	if path == "" || path == ":memory:" || strings.HasPrefix(path, ":memory:") {
+		return nil, fmt.Errorf("the authority database must be a file, not %q", path)
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("the authority database %s: %w", path, err)
+	}
+	if create {
+		// Made here, not by SQLite, so that it is 0600 whatever the umask; SQLite gives its
+		// -wal and -shm files the database file's permissions. O_EXCL: of processes creating
+		// it at once, one makes it and the others open it.
+		f, err := os.OpenFile(abs, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+		if err == nil {
+			f.Close()
+		} else if !errors.Is(err, fs.ErrExist) {
+			return nil, fmt.Errorf("creating the authority database %s: %w", path, unwrapPathErr(err))
+		}
+	} else if _, err := os.Stat(abs); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("the authority database %s does not exist; check --db (or $P11ESCROW_DB), or create the authority with `p11escrow authority init`", path)
+		}
+		return nil, fmt.Errorf("the authority database %s: %w", path, unwrapPathErr(err))
+	}
 	q := url.Values{}
 	q.Add("_pragma", "busy_timeout(10000)")
 	q.Add("_pragma", "journal_mode(WAL)")
 	q.Add("_pragma", "synchronous(FULL)")
 	q.Add("_pragma", "foreign_keys(1)")
 	q.Set("_txlock", "immediate")
-	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	q.Set("mode", "rw") // never let SQLite create the file: done above, or refused
+	db, err := sql.Open("sqlite", "file:"+uriPath(abs)+"?"+q.Encode())
 	if err != nil {
 		return nil, fmt.Errorf("opening the authority database %s: %w", path, err)
 	}
 	db.SetMaxOpenConns(1) // one writer; the pragmas are per connection
 	s := &sqliteStore{db: db}
-	if err := s.migrate(); err != nil {
+	if err := s.migrateRetrying(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("the authority database %s: %w", path, err)
 	}
 	return s, nil
+}
+
+// uriPath writes an absolute file path for a SQLite URI: the characters that URIs give a meaning
+// ('%', '?', '#') are percent-encoded, so that every path names its own file.
+func uriPath(abs string) string {
+	return strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(filepath.ToSlash(abs))
+}
+
+// unwrapPathErr drops the *fs.PathError wrapping, whose text repeats the path.
+func unwrapPathErr(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
 }
 
 // migrations are applied in order, each in its own transaction, and recorded in the migrations
@@ -50,6 +106,119 @@ func OpenSQLite(path string) (Store, error) {
 var migrations = []func(tx *sql.Tx) error{
 	migrate1,
 	migrate2,
+	migrate3,
+}
+
+// migrate3 identifies a held record by its file ID and key commitment together (issue 7): a
+// file ID is in the clear header, so anyone can copy it into a file of their own, and a store
+// keyed by the ID alone let such a copy squat the genuine record. Records, their wraps and
+// recovery requests are rebuilt with the commitment, which is filled from each stored record's
+// header (the ID was unique until now, so every wrap and request names exactly one record).
+func migrate3(tx *sql.Tx) error {
+	stmts := []string{
+		`ALTER TABLE records RENAME TO records_v2`,
+		`ALTER TABLE wraps RENAME TO wraps_v2`,
+		`ALTER TABLE requests RENAME TO requests_v2`,
+		`DROP INDEX records_owner`,
+		`DROP INDEX records_serial`,
+		`DROP INDEX wraps_key`,
+		`CREATE TABLE records (
+			file_id TEXT NOT NULL, commitment TEXT NOT NULL, owner_fingerprint TEXT NOT NULL,
+			owner_token_label TEXT NOT NULL, owner_token_serial TEXT NOT NULL, description TEXT NOT NULL,
+			created TEXT NOT NULL, intake_time TEXT NOT NULL,
+			authority_key TEXT NOT NULL REFERENCES authority_keys(fingerprint),
+			status TEXT NOT NULL CHECK (status IN ('held', 'recovered')), record BLOB NOT NULL,
+			PRIMARY KEY (file_id, commitment))`,
+		`CREATE TABLE wraps (
+			file_id TEXT NOT NULL, commitment TEXT NOT NULL,
+			key_fingerprint TEXT NOT NULL REFERENCES authority_keys(fingerprint),
+			oaep_hash TEXT NOT NULL, wrapped BLOB NOT NULL, added TEXT NOT NULL,
+			PRIMARY KEY (file_id, commitment, key_fingerprint),
+			FOREIGN KEY (file_id, commitment) REFERENCES records(file_id, commitment))`,
+		`CREATE TABLE requests (
+			id TEXT PRIMARY KEY, file_id TEXT NOT NULL, commitment TEXT NOT NULL,
+			state TEXT NOT NULL CHECK (state IN ('open', 'used')), created TEXT NOT NULL, canonical BLOB NOT NULL,
+			FOREIGN KEY (file_id, commitment) REFERENCES records(file_id, commitment))`,
+	}
+	for _, q := range stmts {
+		if _, err := tx.Exec(q); err != nil {
+			return err
+		}
+	}
+	rows, err := tx.Query(`SELECT file_id, record FROM records_v2`)
+	if err != nil {
+		return err
+	}
+	commitments := map[string]string{}
+	for rows.Next() {
+		var id string
+		var data []byte
+		if err := rows.Scan(&id, &data); err != nil {
+			rows.Close()
+			return err
+		}
+		c, err := recordCommitment(data)
+		if err != nil {
+			rows.Close()
+			return fmt.Errorf("the held record of file %s: %w", id, err)
+		}
+		commitments[id] = c
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for id, c := range commitments {
+		if _, err := tx.Exec(`INSERT INTO records SELECT file_id, ?, owner_fingerprint, owner_token_label,
+			owner_token_serial, description, created, intake_time, authority_key, status, record
+			FROM records_v2 WHERE file_id = ?`, c, id); err != nil {
+			return err
+		}
+	}
+	stmts = []string{
+		`INSERT INTO wraps SELECT w.file_id, r.commitment, w.key_fingerprint, w.oaep_hash, w.wrapped, w.added
+			FROM wraps_v2 w JOIN records r ON r.file_id = w.file_id`,
+		`INSERT INTO requests SELECT q.id, q.file_id, r.commitment, q.state, q.created, q.canonical
+			FROM requests_v2 q JOIN records r ON r.file_id = q.file_id`,
+		`DROP TABLE requests_v2`,
+		`DROP TABLE wraps_v2`,
+		`DROP TABLE records_v2`,
+		`CREATE INDEX records_owner ON records(owner_fingerprint)`,
+		`CREATE INDEX records_serial ON records(owner_token_serial)`,
+		`CREATE INDEX wraps_key ON wraps(key_fingerprint)`,
+		`CREATE INDEX requests_record ON requests(file_id, commitment)`,
+		`ALTER TABLE audit ADD COLUMN state TEXT NOT NULL DEFAULT ''`,
+	}
+	for _, q := range stmts {
+		if _, err := tx.Exec(q); err != nil {
+			return err
+		}
+	}
+	// From here on every change records the rows it wrote in its audit entry; this entry
+	// records the rows as they are, so that --verify can check every row. In a new database it
+	// is the first entry, and records the instance ID and the default policy.
+	action := "bind-state"
+	var n int
+	if err := tx.QueryRow(`SELECT COUNT(*) FROM audit`).Scan(&n); err != nil {
+		return err
+	}
+	if n == 0 {
+		action = "create"
+	}
+	return bindAll(tx, Event{Time: time.Now(), Actor: "p11escrow", Action: action, Details: `{"schema":3}`})
+}
+
+// recordCommitment reads the key commitment from a stored record's header.
+func recordCommitment(data []byte) (string, error) {
+	rec, err := escrow.ParseRecord(data)
+	if err != nil {
+		return "", err
+	}
+	h, _, err := rec.AuthorityStanza()
+	if err != nil {
+		return "", err
+	}
+	return escrow.CommitmentText(h.Commitment), nil
 }
 
 // migrate2 adds governance change requests (FORMAT.md section 13), kept apart from recovery
@@ -105,70 +274,332 @@ func migrate1(tx *sql.Tx) error {
 	return err
 }
 
+// migrate applies the pending migrations. Each runs in its own IMMEDIATE transaction that first
+// reads the schema version again: of processes that open a new database at once, one applies a
+// migration and the others find it applied.
 func (s *sqliteStore) migrate() error {
 	if _, err := s.db.Exec(`CREATE TABLE IF NOT EXISTS migrations (version INTEGER PRIMARY KEY, applied TEXT NOT NULL)`); err != nil {
 		return err
 	}
-	var have int
-	if err := s.db.QueryRow(`SELECT COALESCE(MAX(version), 0) FROM migrations`).Scan(&have); err != nil {
-		return err
-	}
-	if have > len(migrations) {
-		return fmt.Errorf("it has schema version %d, newer than this p11escrow knows (%d); upgrade p11escrow", have, len(migrations))
-	}
-	for v := have + 1; v <= len(migrations); v++ {
-		tx, err := s.db.Begin()
-		if err != nil {
-			return err
-		}
-		if err := migrations[v-1](tx); err != nil {
-			tx.Rollback()
-			return fmt.Errorf("schema migration %d: %w", v, err)
-		}
-		if _, err := tx.Exec(`INSERT INTO migrations(version, applied) VALUES (?, ?)`, v, now()); err != nil {
-			tx.Rollback()
-			return err
-		}
-		if err := tx.Commit(); err != nil {
+	for v := 1; v <= len(migrations); v++ {
+		if err := s.migrateTo(v); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
+// migrateRetrying is migrate, retried while the database is busy. The busy timeout covers
+// ordinary locks, but while another process turns a new database to WAL mode SQLite answers
+// SQLITE_BUSY at once, without waiting.
+func (s *sqliteStore) migrateRetrying() error {
+	for try := 0; ; try++ {
+		err := s.migrate()
+		var se *sqlite.Error
+		if try < 100 && errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_BUSY {
+			time.Sleep(time.Duration(5+mrand.IntN(20)) * time.Millisecond)
+			continue
+		}
+		return err
+	}
+}
+
+func (s *sqliteStore) migrateTo(v int) error {
+	tx, err := s.db.Begin()
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	var have int
+	if err := tx.QueryRow(`SELECT COALESCE(MAX(version), 0) FROM migrations`).Scan(&have); err != nil {
+		return err
+	}
+	if have > len(migrations) {
+		return fmt.Errorf("it has schema version %d, newer than this p11escrow knows (%d); upgrade p11escrow", have, len(migrations))
+	}
+	if have >= v {
+		return nil
+	}
+	if err := migrations[v-1](tx); err != nil {
+		return fmt.Errorf("schema migration %d: %w", v, err)
+	}
+	if _, err := tx.Exec(`INSERT INTO migrations(version, applied) VALUES (?, ?)`, v, now()); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
 func now() string { return time.Now().UTC().Format(time.RFC3339) }
 
 func (s *sqliteStore) Close() error { return s.db.Close() }
 
-// update runs f and appends ev to the audit log in one transaction.
+// update runs f and appends ev to the audit log in one transaction. Every row of a bound table
+// that f inserts, updates or deletes is recorded in the entry's State (see bindTouched), so that
+// the state that decides recoveries is bound to the chain and `audit --verify` catches a row
+// changed without p11escrow. This is the one path by which the store changes anything.
 func (s *sqliteStore) update(ev Event, f func(tx *sql.Tx) error) error {
 	tx, err := s.db.Begin()
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback()
+	if err := watchBound(tx); err != nil {
+		return err
+	}
 	if f != nil {
 		if err := f(tx); err != nil {
 			return err
 		}
 	}
-	if err := appendAudit(tx, ev); err != nil {
+	state, err := bindTouched(tx)
+	if err != nil {
+		return err
+	}
+	if err := appendAudit(tx, ev, state); err != nil {
 		return err
 	}
 	return tx.Commit()
 }
 
-// appendAudit chains ev to the head and moves the head, inside the caller's transaction.
-func appendAudit(tx *sql.Tx, ev Event) error {
+// boundTable is a table whose rows decide recoveries. Each row is named by its key columns, and
+// rows for which skip (an SQL condition, %[1]s standing for the row prefix) holds are not bound.
+type boundTable struct {
+	name string
+	key  []string
+	skip string
+}
+
+// boundTables are the state bound to the audit chain: policy and instance ID (meta, but not the
+// audit head, which the chain itself checks), authority keys, records and their wraps, officers,
+// and recovery and change requests. A new table that decides recoveries belongs here.
+var boundTables = []boundTable{
+	{"meta", []string{"key"}, "%[1]skey IN ('audit_count', 'audit_head')"},
+	{"authority_keys", []string{"fingerprint"}, ""},
+	{"records", []string{"file_id", "commitment"}, ""},
+	{"wraps", []string{"file_id", "commitment", "key_fingerprint"}, ""},
+	{"officers", []string{"fingerprint"}, ""},
+	{"requests", []string{"id"}, ""},
+	{"change_requests", []string{"id"}, ""},
+}
+
+// keyExpr is the SQL text of a row's key (its key columns joined by spaces; no key column holds
+// a space), for the row prefix p ("NEW.", "OLD." or "").
+func (t boundTable) keyExpr(p string) string {
+	parts := make([]string, len(t.key))
+	for i, k := range t.key {
+		parts[i] = p + k
+	}
+	return strings.Join(parts, " || ' ' || ")
+}
+
+// watchBound makes sure this connection has the TEMP triggers that note every row written to a
+// bound table in temp.touched. They are TEMP, so they exist only in p11escrow's own connections:
+// a change made with another SQLite client is noted nowhere, and --verify reports it.
+func watchBound(tx *sql.Tx) error {
+	var n int
+	if err := tx.QueryRow(`SELECT COUNT(*) FROM temp.sqlite_master WHERE type = 'trigger' AND name LIKE 'bind\_%' ESCAPE '\'`).Scan(&n); err != nil {
+		return err
+	}
+	if n == 3*len(boundTables) {
+		return nil
+	}
+	stmts := []string{`CREATE TEMP TABLE IF NOT EXISTS touched (tbl TEXT NOT NULL, key TEXT NOT NULL, PRIMARY KEY (tbl, key))`}
+	for _, t := range boundTables {
+		when := func(p string) string {
+			if t.skip == "" {
+				return ""
+			}
+			return " WHEN NOT (" + fmt.Sprintf(t.skip, p) + ")"
+		}
+		note := func(p string) string {
+			return fmt.Sprintf(`INSERT OR IGNORE INTO temp.touched VALUES ('%s', %s);`, t.name, t.keyExpr(p))
+		}
+		stmts = append(stmts,
+			fmt.Sprintf(`CREATE TEMP TRIGGER IF NOT EXISTS bind_%s_i AFTER INSERT ON main.%s%s BEGIN %s END`, t.name, t.name, when("NEW."), note("NEW.")),
+			fmt.Sprintf(`CREATE TEMP TRIGGER IF NOT EXISTS bind_%s_u AFTER UPDATE ON main.%s%s BEGIN %s %s END`, t.name, t.name, when("NEW."), note("OLD."), note("NEW.")),
+			fmt.Sprintf(`CREATE TEMP TRIGGER IF NOT EXISTS bind_%s_d AFTER DELETE ON main.%s%s BEGIN %s END`, t.name, t.name, when("OLD."), note("OLD.")))
+	}
+	for _, q := range stmts {
+		if _, err := tx.Exec(q); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// bindTouched returns the State lines for the rows noted in temp.touched, and empties it.
+func bindTouched(tx *sql.Tx) (string, error) {
+	rows, err := tx.Query(`SELECT tbl, key FROM temp.touched ORDER BY tbl, key`)
+	if err != nil {
+		return "", err
+	}
+	var touched [][2]string
+	for rows.Next() {
+		var t, k string
+		if err := rows.Scan(&t, &k); err != nil {
+			rows.Close()
+			return "", err
+		}
+		touched = append(touched, [2]string{t, k})
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return "", err
+	}
+	var lines []string
+	for _, tk := range touched {
+		t := tableNamed(tk[0])
+		cond := make([]string, len(t.key))
+		for i, k := range t.key {
+			cond[i] = k + " = ?"
+		}
+		args := []any{}
+		for _, v := range strings.Split(tk[1], " ") {
+			args = append(args, v)
+		}
+		got, err := hashRows(tx, t, `SELECT * FROM `+t.name+` WHERE `+strings.Join(cond, " AND "), args...)
+		if err != nil {
+			return "", err
+		}
+		h := "-"
+		if d, ok := got[tk[1]]; ok {
+			h = hex.EncodeToString(d)
+		}
+		lines = append(lines, t.name+" "+tk[1]+" "+h)
+	}
+	if _, err := tx.Exec(`DELETE FROM temp.touched`); err != nil {
+		return "", err
+	}
+	sort.Strings(lines)
+	return strings.Join(lines, "\n"), nil
+}
+
+func tableNamed(name string) boundTable {
+	for _, t := range boundTables {
+		if t.name == name {
+			return t
+		}
+	}
+	panic("authority: no bound table " + name)
+}
+
+type rowQuerier interface {
+	Query(query string, args ...any) (*sql.Rows, error)
+}
+
+// hashRows runs q on table t and returns each row's digest by key. A row's digest is SHA-256 of
+// a length-prefixed encoding of the table name and every non-NULL column's name, type and value,
+// so a column added later as NULL leaves older rows' digests alone.
+func hashRows(db rowQuerier, t boundTable, q string, args ...any) (map[string][]byte, error) {
+	rows, err := db.Query(q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	cols, err := rows.Columns()
+	if err != nil {
+		return nil, err
+	}
+	idx := map[string]int{}
+	for i, c := range cols {
+		idx[c] = i
+	}
+	out := map[string][]byte{}
+	vals := make([]any, len(cols))
+	ptrs := make([]any, len(cols))
+	for i := range vals {
+		ptrs[i] = &vals[i]
+	}
+	for rows.Next() {
+		if err := rows.Scan(ptrs...); err != nil {
+			return nil, err
+		}
+		var keyParts []string
+		for _, k := range t.key {
+			keyParts = append(keyParts, fmt.Sprint(vals[idx[k]]))
+		}
+		out[strings.Join(keyParts, " ")] = rowDigest(t.name, cols, vals)
+	}
+	return out, rows.Err()
+}
+
+func rowDigest(table string, cols []string, vals []any) []byte {
+	h := sha256.New()
+	field := func(tag byte, b []byte) {
+		var n [5]byte
+		n[0] = tag
+		binary.BigEndian.PutUint32(n[1:], uint32(len(b)))
+		h.Write(n[:])
+		h.Write(b)
+	}
+	h.Write([]byte("p11escrow-row/v1\n"))
+	field('n', []byte(table))
+	for i, v := range vals {
+		if v == nil {
+			continue
+		}
+		field('c', []byte(cols[i]))
+		switch v := v.(type) {
+		case []byte:
+			field('b', v)
+		case string:
+			field('t', []byte(v))
+		case int64:
+			field('i', []byte(strconv.FormatInt(v, 10)))
+		default:
+			field('o', []byte(fmt.Sprint(v)))
+		}
+	}
+	return h.Sum(nil)
+}
+
+// currentState hashes every row of every bound table, keyed "TABLE KEY".
+func currentState(db rowQuerier) (map[string][]byte, error) {
+	all := map[string][]byte{}
+	for _, t := range boundTables {
+		q := `SELECT * FROM ` + t.name
+		if t.skip != "" {
+			q += ` WHERE NOT (` + fmt.Sprintf(t.skip, "") + `)`
+		}
+		rows, err := hashRows(db, t, q)
+		if err != nil {
+			return nil, err
+		}
+		for k, d := range rows {
+			all[t.name+" "+k] = d
+		}
+	}
+	return all, nil
+}
+
+// bindAll appends an entry that records every bound row as it is: used once by the migration
+// that introduced state binding, for the rows made before it. A later migration that rewrites
+// bound rows must call it too.
+func bindAll(tx *sql.Tx, ev Event) error {
+	state, err := currentState(tx)
+	if err != nil {
+		return err
+	}
+	lines := make([]string, 0, len(state))
+	for k, d := range state {
+		lines = append(lines, k+" "+hex.EncodeToString(d))
+	}
+	sort.Strings(lines)
+	return appendAudit(tx, ev, strings.Join(lines, "\n"))
+}
+
+// appendAudit chains ev, with the state lines of the rows its change wrote, to the head and
+// moves the head, inside the caller's transaction.
+func appendAudit(tx *sql.Tx, ev Event, state string) error {
 	count, head, err := readHead(tx)
 	if err != nil {
 		return err
 	}
 	e := &AuditEntry{Seq: count + 1, Time: ev.Time.UTC().Format(time.RFC3339Nano), Actor: ev.Actor,
-		Action: ev.Action, Details: ev.Details, PrevHash: head}
+		Action: ev.Action, Details: ev.Details, PrevHash: head, State: state}
 	e.Hash = e.ComputeHash()
-	if _, err := tx.Exec(`INSERT INTO audit(seq, time, actor, action, details, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-		e.Seq, e.Time, e.Actor, e.Action, e.Details, e.PrevHash, e.Hash); err != nil {
+	if _, err := tx.Exec(`INSERT INTO audit(seq, time, actor, action, details, prev_hash, hash, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+		e.Seq, e.Time, e.Actor, e.Action, e.Details, e.PrevHash, e.Hash, e.State); err != nil {
 		return err
 	}
 	_, err = tx.Exec(`UPDATE meta SET value = CASE key WHEN 'audit_count' THEN ? ELSE ? END WHERE key IN ('audit_count', 'audit_head')`,
@@ -207,11 +638,19 @@ func (s *sqliteStore) InstanceID() (string, error) {
 
 func (s *sqliteStore) Intake(r *HeldRecord, w *Wrap, ev Event) error {
 	return s.update(ev, func(tx *sql.Tx) error {
-		res, err := tx.Exec(`INSERT INTO records(file_id, owner_fingerprint, owner_token_label, owner_token_serial,
-			description, created, intake_time, authority_key, status, record) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-			ON CONFLICT(file_id) DO NOTHING`,
-			r.FileID, r.OwnerFingerprint, r.OwnerTokenLabel, r.OwnerTokenSerial, r.Description, r.Created,
-			r.IntakeTime, r.AuthorityKey, r.Status, r.Record)
+		var others int
+		if err := tx.QueryRow(`SELECT COUNT(*) FROM records WHERE file_id = ? AND commitment != ?`,
+			r.FileID, r.Commitment).Scan(&others); err != nil {
+			return err
+		}
+		if others != r.SameID {
+			return ErrChanged
+		}
+		res, err := tx.Exec(`INSERT INTO records(file_id, commitment, owner_fingerprint, owner_token_label,
+			owner_token_serial, description, created, intake_time, authority_key, status, record)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(file_id, commitment) DO NOTHING`,
+			r.FileID, r.Commitment, r.OwnerFingerprint, r.OwnerTokenLabel, r.OwnerTokenSerial, r.Description,
+			r.Created, r.IntakeTime, r.AuthorityKey, r.Status, r.Record)
 		if err != nil {
 			return err
 		}
@@ -223,26 +662,40 @@ func (s *sqliteStore) Intake(r *HeldRecord, w *Wrap, ev Event) error {
 }
 
 func insertWrap(tx *sql.Tx, w *Wrap) error {
-	_, err := tx.Exec(`INSERT INTO wraps(file_id, key_fingerprint, oaep_hash, wrapped, added) VALUES (?, ?, ?, ?, ?)`,
-		w.FileID, w.KeyFingerprint, w.OAEPHash, w.Wrapped, w.Added)
+	_, err := tx.Exec(`INSERT INTO wraps(file_id, commitment, key_fingerprint, oaep_hash, wrapped, added) VALUES (?, ?, ?, ?, ?, ?)`,
+		w.FileID, w.Commitment, w.KeyFingerprint, w.OAEPHash, w.Wrapped, w.Added)
 	return err
 }
 
-const recordColumns = `file_id, owner_fingerprint, owner_token_label, owner_token_serial, description, created,
-	intake_time, authority_key, status, record`
+// listColumns are what listing needs: everything but the record bytes, which can be large and
+// are read only for the one record an operation uses. same_id counts the other records held
+// under the same file ID.
+const listColumns = `file_id, commitment, owner_fingerprint, owner_token_label, owner_token_serial,
+	description, created, intake_time, authority_key, status,
+	(SELECT COUNT(*) - 1 FROM records o WHERE o.file_id = records.file_id)`
 
-func scanRecord(row interface{ Scan(...any) error }) (*HeldRecord, error) {
+func scanRecord(row interface{ Scan(...any) error }, withBytes bool) (*HeldRecord, error) {
 	r := &HeldRecord{}
-	err := row.Scan(&r.FileID, &r.OwnerFingerprint, &r.OwnerTokenLabel, &r.OwnerTokenSerial, &r.Description,
-		&r.Created, &r.IntakeTime, &r.AuthorityKey, &r.Status, &r.Record)
+	dest := []any{&r.FileID, &r.Commitment, &r.OwnerFingerprint, &r.OwnerTokenLabel, &r.OwnerTokenSerial,
+		&r.Description, &r.Created, &r.IntakeTime, &r.AuthorityKey, &r.Status, &r.SameID}
+	if withBytes {
+		dest = append(dest, &r.Record)
+	}
+	err := row.Scan(dest...)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
 	return r, err
 }
 
-func (s *sqliteStore) Record(fileID string) (*HeldRecord, error) {
-	return scanRecord(s.db.QueryRow(`SELECT `+recordColumns+` FROM records WHERE file_id = ?`, fileID))
+func (s *sqliteStore) Record(fileID, commitment string) (*HeldRecord, error) {
+	return scanRecord(s.db.QueryRow(`SELECT `+listColumns+`, record FROM records WHERE file_id = ? AND commitment = ?`,
+		fileID, commitment), true)
+}
+
+func (s *sqliteStore) RecordsByID(fileID string) ([]*HeldRecord, error) {
+	return s.queryRecords(`SELECT `+listColumns+`, record FROM records WHERE file_id = ? ORDER BY intake_time, commitment`,
+		true, fileID)
 }
 
 func (s *sqliteStore) Records(f Filter) ([]*HeldRecord, error) {
@@ -258,18 +711,22 @@ func (s *sqliteStore) Records(f Filter) ([]*HeldRecord, error) {
 		// RFC 3339 UTC to the second sorts as text.
 		where, args = append(where, "intake_time >= ?"), append(args, f.Since.UTC().Format(time.RFC3339))
 	}
-	q := `SELECT ` + recordColumns + ` FROM records`
+	q := `SELECT ` + listColumns + ` FROM records`
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
-	rows, err := s.db.Query(q+" ORDER BY intake_time, file_id", args...)
+	return s.queryRecords(q+" ORDER BY intake_time, file_id, commitment", false, args...)
+}
+
+func (s *sqliteStore) queryRecords(q string, withBytes bool, args ...any) ([]*HeldRecord, error) {
+	rows, err := s.db.Query(q, args...)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
 	var out []*HeldRecord
 	for rows.Next() {
-		r, err := scanRecord(rows)
+		r, err := scanRecord(rows, withBytes)
 		if err != nil {
 			return nil, err
 		}
@@ -278,8 +735,9 @@ func (s *sqliteStore) Records(f Filter) ([]*HeldRecord, error) {
 	return out, rows.Err()
 }
 
-func (s *sqliteStore) Wraps(fileID string) ([]*Wrap, error) {
-	rows, err := s.db.Query(`SELECT file_id, key_fingerprint, oaep_hash, wrapped, added FROM wraps WHERE file_id = ? ORDER BY added`, fileID)
+func (s *sqliteStore) Wraps(fileID, commitment string) ([]*Wrap, error) {
+	rows, err := s.db.Query(`SELECT file_id, commitment, key_fingerprint, oaep_hash, wrapped, added FROM wraps
+		WHERE file_id = ? AND commitment = ? ORDER BY added`, fileID, commitment)
 	if err != nil {
 		return nil, err
 	}
@@ -287,7 +745,7 @@ func (s *sqliteStore) Wraps(fileID string) ([]*Wrap, error) {
 	var out []*Wrap
 	for rows.Next() {
 		w := &Wrap{}
-		if err := rows.Scan(&w.FileID, &w.KeyFingerprint, &w.OAEPHash, &w.Wrapped, &w.Added); err != nil {
+		if err := rows.Scan(&w.FileID, &w.Commitment, &w.KeyFingerprint, &w.OAEPHash, &w.Wrapped, &w.Added); err != nil {
 			return nil, err
 		}
 		out = append(out, w)
@@ -295,20 +753,21 @@ func (s *sqliteStore) Wraps(fileID string) ([]*Wrap, error) {
 	return out, rows.Err()
 }
 
-func (s *sqliteStore) PendingRewrap(to string) ([]string, error) {
-	rows, err := s.db.Query(`SELECT file_id FROM records WHERE file_id NOT IN
-		(SELECT file_id FROM wraps WHERE key_fingerprint = ?) ORDER BY file_id`, to)
+func (s *sqliteStore) PendingRewrap(to string) ([]RecordRef, error) {
+	rows, err := s.db.Query(`SELECT file_id, commitment FROM records r WHERE NOT EXISTS
+		(SELECT 1 FROM wraps w WHERE w.file_id = r.file_id AND w.commitment = r.commitment AND w.key_fingerprint = ?)
+		ORDER BY file_id, commitment`, to)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var out []string
+	var out []RecordRef
 	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
+		var r RecordRef
+		if err := rows.Scan(&r.FileID, &r.Commitment); err != nil {
 			return nil, err
 		}
-		out = append(out, id)
+		out = append(out, r)
 	}
 	return out, rows.Err()
 }
@@ -318,7 +777,8 @@ func (s *sqliteStore) AddWrap(w *Wrap, ev Event) error {
 		if err := insertWrap(tx, w); err != nil {
 			return err
 		}
-		_, err := tx.Exec(`UPDATE records SET authority_key = ? WHERE file_id = ?`, w.KeyFingerprint, w.FileID)
+		_, err := tx.Exec(`UPDATE records SET authority_key = ? WHERE file_id = ? AND commitment = ?`,
+			w.KeyFingerprint, w.FileID, w.Commitment)
 		return err
 	})
 }
@@ -363,7 +823,7 @@ func (s *sqliteStore) RetireKey(fingerprint string, ev Event) error {
 		var n int
 		err := tx.QueryRow(`SELECT COUNT(*) FROM records r WHERE NOT EXISTS (
 			SELECT 1 FROM wraps w JOIN authority_keys k ON k.fingerprint = w.key_fingerprint
-			WHERE w.file_id = r.file_id AND k.state != 'retired' AND k.fingerprint != ?)`, fingerprint).Scan(&n)
+			WHERE w.file_id = r.file_id AND w.commitment = r.commitment AND k.state != 'retired' AND k.fingerprint != ?)`, fingerprint).Scan(&n)
 		if err != nil {
 			return err
 		}
@@ -376,8 +836,33 @@ func (s *sqliteStore) RetireKey(fingerprint string, ev Event) error {
 }
 
 func (s *sqliteStore) AddOfficer(o *Officer, ev Event) error {
-	return s.update(ev, func(tx *sql.Tx) error { return insertOfficer(tx, o) })
+	return s.update(ev, func(tx *sql.Tx) error {
+		if err := refuseGoverned(tx); err != nil {
+			return err
+		}
+		return insertOfficer(tx, o)
+	})
 }
+
+// governed is the one statement of the rule "a quorum is registered" (see Authority.Governed).
+func governed(q querier) (bool, error) {
+	var g bool
+	err := q.QueryRow(`SELECT (SELECT COUNT(*) FROM officers) >=
+		(SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'approvals')`).Scan(&g)
+	return g, err
+}
+
+// refuseGoverned returns ErrGoverned once a quorum is registered. Inside the transaction that
+// makes a direct change, it keeps concurrent direct changes from passing the check together.
+func refuseGoverned(tx *sql.Tx) error {
+	g, err := governed(tx)
+	if err == nil && g {
+		err = ErrGoverned
+	}
+	return err
+}
+
+func (s *sqliteStore) Governed() (bool, error) { return governed(s.db) }
 
 func insertOfficer(tx *sql.Tx, o *Officer) error {
 	var n int
@@ -418,7 +903,12 @@ func (s *sqliteStore) Approvals() (int, error) {
 }
 
 func (s *sqliteStore) SetApprovals(n int, ev Event) error {
-	return s.update(ev, func(tx *sql.Tx) error { return setApprovals(tx, n) })
+	return s.update(ev, func(tx *sql.Tx) error {
+		if err := refuseGoverned(tx); err != nil {
+			return err
+		}
+		return setApprovals(tx, n)
+	})
 }
 
 func setApprovals(tx *sql.Tx, n int) error {
@@ -462,16 +952,16 @@ func (s *sqliteStore) ApplyChange(requestID string, g Governance, ev Event) erro
 
 func (s *sqliteStore) AddRequest(r *StoredRequest, ev Event) error {
 	return s.update(ev, func(tx *sql.Tx) error {
-		_, err := tx.Exec(`INSERT INTO requests(id, file_id, state, created, canonical) VALUES (?, ?, 'open', ?, ?)`,
-			r.ID, r.FileID, r.Created, r.Canonical)
+		_, err := tx.Exec(`INSERT INTO requests(id, file_id, commitment, state, created, canonical) VALUES (?, ?, ?, 'open', ?, ?)`,
+			r.ID, r.FileID, r.Commitment, r.Created, r.Canonical)
 		return err
 	})
 }
 
 func (s *sqliteStore) Request(id string) (*StoredRequest, error) {
 	r := &StoredRequest{}
-	err := s.db.QueryRow(`SELECT id, file_id, state, created, canonical FROM requests WHERE id = ?`, id).
-		Scan(&r.ID, &r.FileID, &r.State, &r.Created, &r.Canonical)
+	err := s.db.QueryRow(`SELECT id, file_id, commitment, state, created, canonical FROM requests WHERE id = ?`, id).
+		Scan(&r.ID, &r.FileID, &r.Commitment, &r.State, &r.Created, &r.Canonical)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -487,15 +977,39 @@ func (s *sqliteStore) Recovered(requestID string, ev Event) error {
 		if n, _ := res.RowsAffected(); n != 1 {
 			return fmt.Errorf("request %s was already used", requestID)
 		}
-		_, err = tx.Exec(`UPDATE records SET status = 'recovered' WHERE file_id = (SELECT file_id FROM requests WHERE id = ?)`, requestID)
+		_, err = tx.Exec(`UPDATE records SET status = 'recovered'
+			WHERE (file_id, commitment) = (SELECT file_id, commitment FROM requests WHERE id = ?)`, requestID)
 		return err
 	})
 }
 
 func (s *sqliteStore) Log(ev Event) error { return s.update(ev, nil) }
 
-func (s *sqliteStore) Audit() ([]*AuditEntry, error) {
-	rows, err := s.db.Query(`SELECT seq, time, actor, action, details, prev_hash, hash FROM audit ORDER BY seq`)
+func (s *sqliteStore) Audit() ([]*AuditEntry, error) { return readAudit(s.db) }
+
+// AuditSnapshot reads the log, its head and the bound state in one read transaction: a writer
+// that commits between the reads could otherwise make a sound log look broken.
+func (s *sqliteStore) AuditSnapshot() (*AuditSnapshot, error) {
+	tx, err := s.db.BeginTx(context.Background(), &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+	snap := &AuditSnapshot{}
+	if snap.Entries, err = readAudit(tx); err != nil {
+		return nil, err
+	}
+	if snap.Count, snap.Head, err = readHead(tx); err != nil {
+		return nil, err
+	}
+	if snap.State, err = currentState(tx); err != nil {
+		return nil, err
+	}
+	return snap, nil
+}
+
+func readAudit(db rowQuerier) ([]*AuditEntry, error) {
+	rows, err := db.Query(`SELECT seq, time, actor, action, details, prev_hash, hash, state FROM audit ORDER BY seq`)
 	if err != nil {
 		return nil, err
 	}
@@ -503,7 +1017,7 @@ func (s *sqliteStore) Audit() ([]*AuditEntry, error) {
 	var out []*AuditEntry
 	for rows.Next() {
 		e := &AuditEntry{}
-		if err := rows.Scan(&e.Seq, &e.Time, &e.Actor, &e.Action, &e.Details, &e.PrevHash, &e.Hash); err != nil {
+		if err := rows.Scan(&e.Seq, &e.Time, &e.Actor, &e.Action, &e.Details, &e.PrevHash, &e.Hash, &e.State); err != nil {
 			return nil, err
 		}
 		out = append(out, e)

@@ -15,14 +15,22 @@ type Store interface {
 	// approval given for one authority cannot be replayed at another.
 	InstanceID() (string, error)
 
-	// Intake stores a verified record and its first wrapped key. It returns ErrExists, and
-	// changes nothing, if the file ID is already held.
+	// Intake stores a verified record and its first wrapped key. A record is identified by its
+	// file ID and key commitment together: it returns ErrExists, and changes nothing, if that
+	// pair is already held. Another commitment under a held file ID is a second record; rec.SameID
+	// says how many the caller saw (and audited in ev), and ErrChanged, with nothing changed,
+	// says that this is no longer so.
 	Intake(rec *HeldRecord, w *Wrap, ev Event) error
-	Record(fileID string) (*HeldRecord, error) // ErrNotFound if absent
+	// Record returns the record with this file ID and key commitment; ErrNotFound if absent.
+	Record(fileID, commitment string) (*HeldRecord, error)
+	// RecordsByID returns every record held under a file ID (more than one if the ID was
+	// copied into another file), with their record bytes.
+	RecordsByID(fileID string) ([]*HeldRecord, error)
+	// Records lists records without their record bytes (HeldRecord.Record is nil).
 	Records(f Filter) ([]*HeldRecord, error)
-	Wraps(fileID string) ([]*Wrap, error)
-	// PendingRewrap lists the file IDs that have no wrap under key fingerprint to.
-	PendingRewrap(to string) ([]string, error)
+	Wraps(fileID, commitment string) ([]*Wrap, error)
+	// PendingRewrap lists the records that have no wrap under key fingerprint to.
+	PendingRewrap(to string) ([]RecordRef, error)
 	// AddWrap stores a record's key wrapped under another authority key (rotation) and makes
 	// that key the record's authority key.
 	AddWrap(w *Wrap, ev Event) error
@@ -34,10 +42,17 @@ type Store interface {
 	// has no wrap under any other key that is not retired.
 	RetireKey(fingerprint string, ev Event) error
 
-	AddOfficer(o *Officer, ev Event) error // ErrExists for a known key or name
+	// AddOfficer registers an officer directly, which is allowed only while the authority is
+	// bootstrapping (see Governed): it returns ErrGoverned otherwise, checked in the same
+	// transaction as the insert. ErrExists for a known key or name.
+	AddOfficer(o *Officer, ev Event) error
 	Officers() ([]*Officer, error)
 	Approvals() (int, error)
+	// SetApprovals sets the policy directly; like AddOfficer, only while bootstrapping.
 	SetApprovals(n int, ev Event) error
+	// Governed reports whether at least as many officers are registered as the policy needs:
+	// from then on officers and policy change only by approved change requests.
+	Governed() (bool, error)
 
 	AddRequest(r *StoredRequest, ev Event) error
 	Request(id string) (*StoredRequest, error) // ErrNotFound if absent
@@ -53,6 +68,9 @@ type Store interface {
 	// Log appends an event that changes nothing else (a rejection, an approval).
 	Log(ev Event) error
 	Audit() ([]*AuditEntry, error)
+	// AuditSnapshot reads the log, its head and the digest of every bound row (the state that
+	// decides recoveries, see FORMAT.md section 12) in one read transaction.
+	AuditSnapshot() (*AuditSnapshot, error)
 	// AuditHead is the number of entries and the last entry's hash, kept apart from the log so
 	// that deleting the last entries is caught.
 	AuditHead() (count int64, hash []byte, err error)
@@ -60,11 +78,23 @@ type Store interface {
 	Close() error
 }
 
+// AuditSnapshot is the audit log, its head and the current bound state, read at one instant.
+type AuditSnapshot struct {
+	Entries []*AuditEntry
+	Count   int64
+	Head    []byte
+	State   map[string][]byte // "TABLE KEY" to the row's digest
+}
+
 // Store errors that callers branch on.
 var (
 	ErrNotFound = errors.New("not found")
 	ErrExists   = errors.New("already exists")
 	ErrInUse    = errors.New("still in use")
+	// ErrChanged: what the caller read before a change is no longer so; read again and retry.
+	ErrChanged = errors.New("changed meanwhile")
+	// ErrGoverned: a direct change to officers or policy once a quorum is registered.
+	ErrGoverned = errors.New("a quorum of officers is registered")
 )
 
 // Record statuses.
@@ -80,9 +110,16 @@ const (
 	KeyRetired  = "retired"  // no record depends on it; the tool no longer uses it
 )
 
+// RecordRef names one held record: a file ID and a key commitment (escrow.CommitmentText).
+type RecordRef struct {
+	FileID     string `json:"file_id"`
+	Commitment string `json:"key_commitment"`
+}
+
 // HeldRecord is one escrow record in the store.
 type HeldRecord struct {
 	FileID           string `json:"file_id"`
+	Commitment       string `json:"key_commitment"` // the header's, as escrow.CommitmentText writes it
 	OwnerFingerprint string `json:"owner_fingerprint"`
 	OwnerTokenLabel  string `json:"owner_token_label"`
 	OwnerTokenSerial string `json:"owner_token_serial"`
@@ -91,12 +128,19 @@ type HeldRecord struct {
 	IntakeTime       string `json:"intake_time"`   // when the authority verified it
 	AuthorityKey     string `json:"authority_key"` // fingerprint of the key that wraps it now
 	Status           string `json:"status"`
-	Record           []byte `json:"-"` // the record as received
+	// SameID is how many other records are held under the same file ID: someone copied the ID
+	// into another file, so the ID alone does not name this record.
+	SameID int    `json:"same_file_id"`
+	Record []byte `json:"-"` // the record as received
 }
+
+// Ref returns the record's identity.
+func (r *HeldRecord) Ref() RecordRef { return RecordRef{FileID: r.FileID, Commitment: r.Commitment} }
 
 // Wrap is a record's file key wrapped under one authority key.
 type Wrap struct {
 	FileID         string
+	Commitment     string
 	KeyFingerprint string
 	OAEPHash       string
 	Wrapped        []byte
@@ -126,11 +170,12 @@ type Officer struct {
 // StoredRequest is a recovery or change request as registered: its canonical bytes, so that a
 // request file altered afterwards is refused.
 type StoredRequest struct {
-	ID        string
-	FileID    string // recovery requests only
-	State     string // "open" until a recovery or an apply uses it, then "used"
-	Created   string
-	Canonical []byte
+	ID         string
+	FileID     string // recovery requests only
+	Commitment string // recovery requests only: with FileID, the record it is for
+	State      string // "open" until a recovery or an apply uses it, then "used"
+	Created    string
+	Canonical  []byte
 }
 
 // Governance is one change to who approves, or how many must: exactly one field is set.
