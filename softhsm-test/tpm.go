@@ -186,8 +186,8 @@ func (p *TPM) Stop() {
 }
 
 // Environ returns the variables a process needs to use this TPM through
-// tpm2-pkcs11 (and tpm2-tools), with the module's and the TSS's logging off so
-// that their stderr lines do not mix with p11escrow's.
+// tpm2-pkcs11 (and tpm2-tools), with the module's logging at errors only and
+// the TSS's off, so that few of their stderr lines mix with p11escrow's.
 func (p *TPM) Environ() []string {
 	return []string{
 		"TPM2_PKCS11_TCTI=" + p.TCTI,

@@ -50,8 +50,10 @@ func KeyID(pub *rsa.PublicKey) ([]byte, error) {
 // and similar), the random ID is kept and returned in KeyPair.ID.
 //
 // GenerateRSA refuses a label that any key on the token already has, so
-// that labels keep naming exactly one pair.
-func (t *Token) GenerateRSA(label string, bits int) (*KeyPair, error) {
+// that labels keep naming exactly one pair. With AllowDualUse, a token that
+// refuses the decrypt-only template gets a key without that restriction
+// (see AllowDualUse); check PrivateAttributes().DualUse().
+func (t *Token) GenerateRSA(label string, bits int, opts ...GenOption) (*KeyPair, error) {
 	op := fmt.Sprintf("generate RSA key %q", label)
 	if bits != 2048 && bits != 3072 && bits != 4096 {
 		return nil, newErr(op, nil, "%d-bit RSA is not offered; choose 2048, 3072 or 4096", bits)
@@ -69,9 +71,9 @@ func (t *Token) GenerateRSA(label string, bits int) (*KeyPair, error) {
 		return nil, err
 	}
 	mech := []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_RSA_PKCS_KEY_PAIR_GEN, nil)}
-	pubH, privH, err := t.ctx.GenerateKeyPair(t.sh, mech, rsaPublicTemplate(label, tmpID, bits), rsaPrivateTemplate(label, tmpID))
+	pubH, privH, err := t.generateKeyPair(mech, rsaPublicTemplate(label, tmpID, bits), rsaPrivateTemplate(label, tmpID), opts)
 	if err != nil {
-		return nil, tokenErr(op, ctxPlain, err)
+		return nil, tokenErr(op, ctxGenerate, err)
 	}
 	kp, err := t.finishRSA(label, tmpID, pubH, privH)
 	if err != nil {
@@ -313,17 +315,29 @@ func (k *KeyPair) DecryptOAEP(hash crypto.Hash, ciphertext []byte) ([]byte, erro
 	return pt, nil
 }
 
-// KeyAttributes are the security attributes of a private key.
+// KeyAttributes are the security and usage attributes of a private key.
 type KeyAttributes struct {
 	Sensitive, Extractable, AlwaysSensitive, NeverExtractable, Token bool
+	// Sign and Decrypt are CKA_SIGN and CKA_DECRYPT: what the key may be used for.
+	Sign, Decrypt bool
 }
 
+// DualUse reports a key that may both sign and decrypt, as every key on a TPM
+// (tpm2-pkcs11) is.
+func (a KeyAttributes) DualUse() bool { return a.Sign && a.Decrypt }
+
 // PrivateAttributes reads the private key's CKA_SENSITIVE, CKA_EXTRACTABLE,
-// CKA_ALWAYS_SENSITIVE, CKA_NEVER_EXTRACTABLE and CKA_TOKEN, so `key list`
-// and tests can show that the key cannot leave the token.
+// CKA_ALWAYS_SENSITIVE, CKA_NEVER_EXTRACTABLE, CKA_TOKEN, CKA_SIGN and
+// CKA_DECRYPT, so `key list` and tests can show that the key cannot leave the
+// token and what it may do.
 func (k *KeyPair) PrivateAttributes() (KeyAttributes, error) {
-	a, err := k.t.attrs(k.priv, pkcs11.CKA_SENSITIVE, pkcs11.CKA_EXTRACTABLE,
-		pkcs11.CKA_ALWAYS_SENSITIVE, pkcs11.CKA_NEVER_EXTRACTABLE, pkcs11.CKA_TOKEN)
+	return k.t.privateAttributes(k.priv)
+}
+
+func (t *Token) privateAttributes(priv pkcs11.ObjectHandle) (KeyAttributes, error) {
+	a, err := t.attrs(priv, pkcs11.CKA_SENSITIVE, pkcs11.CKA_EXTRACTABLE,
+		pkcs11.CKA_ALWAYS_SENSITIVE, pkcs11.CKA_NEVER_EXTRACTABLE, pkcs11.CKA_TOKEN,
+		pkcs11.CKA_SIGN, pkcs11.CKA_DECRYPT)
 	if err != nil {
 		return KeyAttributes{}, tokenErr("read key attributes", ctxPlain, err)
 	}
@@ -333,5 +347,7 @@ func (k *KeyPair) PrivateAttributes() (KeyAttributes, error) {
 		AlwaysSensitive:  boolAttr(a[pkcs11.CKA_ALWAYS_SENSITIVE]),
 		NeverExtractable: boolAttr(a[pkcs11.CKA_NEVER_EXTRACTABLE]),
 		Token:            boolAttr(a[pkcs11.CKA_TOKEN]),
+		Sign:             boolAttr(a[pkcs11.CKA_SIGN]),
+		Decrypt:          boolAttr(a[pkcs11.CKA_DECRYPT]),
 	}, nil
 }

@@ -110,7 +110,7 @@ func TestGenerateRSA(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a != (KeyAttributes{Sensitive: true, Extractable: false, AlwaysSensitive: true, NeverExtractable: true, Token: true}) {
+	if a != (KeyAttributes{Sensitive: true, Extractable: false, AlwaysSensitive: true, NeverExtractable: true, Token: true, Decrypt: true}) {
 		t.Errorf("PrivateAttributes() = %+v", a)
 	}
 	der, _ := x509.MarshalPKIXPublicKey(kp.Public)

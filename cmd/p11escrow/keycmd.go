@@ -80,8 +80,11 @@ func generateKey(c *cli.Context, what string) error {
 		if err := s.login(); err != nil {
 			return err
 		}
-		kp, err := s.token.GenerateRSA(label, bits)
+		kp, err := s.token.GenerateRSA(label, bits, token.AllowDualUse)
 		if err != nil {
+			return err
+		}
+		if err := warnDualUse(kp.PrivateAttributes()); err != nil {
 			return err
 		}
 		if err := writePublicKey(o, kp); err != nil {
@@ -92,6 +95,18 @@ func generateKey(c *cli.Context, what string) error {
 			what, label, bits, fpr.Tag(), s.token.Info().Label, out)
 		return nil
 	})
+}
+
+// warnDualUse says once that the token made a key that can both sign and decrypt, because it
+// refused a single-use key (every key on a TPM is dual-use).
+func warnDualUse(attrs token.KeyAttributes, err error) error {
+	if err != nil {
+		return err
+	}
+	if attrs.DualUse() {
+		warn("the token does not make single-use keys, so this key can both sign and decrypt (dual-use)")
+	}
+	return nil
 }
 
 // writePublicKey probes the key's OAEP hash with one round trip and writes the PEM file.
@@ -120,15 +135,15 @@ func listKeys(c *cli.Context) error {
 			return err
 		}
 		w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintf(w, "LABEL\tID\tTYPE\tTAG\tSENSITIVE\tEXTRACTABLE\tFINGERPRINT\n")
+		fmt.Fprintf(w, "LABEL\tID\tTYPE\tTAG\tSENSITIVE\tEXTRACTABLE\tDUAL-USE\tFINGERPRINT\n")
 		for _, kp := range kps {
 			fpr, _ := escrow.FingerprintOf(kp.Public)
 			attrs, err := kp.PrivateAttributes()
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(w, "%s\t%x\tRSA-%d\t%s\t%v\t%v\t%s\n", safetext.Clean(kp.Label), kp.ID, kp.Public.N.BitLen(),
-				fpr.Tag(), attrs.Sensitive, attrs.Extractable, fpr)
+			fmt.Fprintf(w, "%s\t%x\tRSA-%d\t%s\t%v\t%v\t%v\t%s\n", safetext.Clean(kp.Label), kp.ID, kp.Public.N.BitLen(),
+				fpr.Tag(), attrs.Sensitive, attrs.Extractable, attrs.DualUse(), fpr)
 		}
 		return w.Flush()
 	})
@@ -173,8 +188,11 @@ func generateSigningKey(c *cli.Context) error {
 		if err := s.login(); err != nil {
 			return err
 		}
-		signer, err := s.token.GenerateSigner(label, typ)
+		signer, err := s.token.GenerateSigner(label, typ, token.AllowDualUse)
 		if err != nil {
+			return err
+		}
+		if err := warnDualUse(signer.PrivateAttributes()); err != nil {
 			return err
 		}
 		der, err := x509.MarshalPKIXPublicKey(signer.Public())
