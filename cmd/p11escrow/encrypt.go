@@ -132,7 +132,8 @@ func extraRecipients(c *cli.Context) ([]escrow.Recipient, error) {
 	return rs, nil
 }
 
-// newEncryptPlan logs in once, finds the owner's key and decides its OAEP hash.
+// newEncryptPlan logs in once, finds the owner's key and decides its OAEP hash (cached: see
+// oaepHashFor).
 func newEncryptPlan(s *session, keyLabel string, others []escrow.Recipient) (*encryptPlan, error) {
 	if err := s.login(); err != nil {
 		return nil, err
@@ -141,7 +142,7 @@ func newEncryptPlan(s *session, keyLabel string, others []escrow.Recipient) (*en
 	if err != nil {
 		return nil, err
 	}
-	hash, err := kp.OAEPHash()
+	hash, err := oaepHashFor(kp)
 	if err != nil {
 		return nil, err
 	}

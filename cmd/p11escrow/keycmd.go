@@ -109,9 +109,10 @@ func warnDualUse(attrs token.KeyAttributes, err error) error {
 	return nil
 }
 
-// writePublicKey probes the key's OAEP hash with one round trip and writes the PEM file.
+// writePublicKey probes the key's OAEP hash with one round trip (or takes it from the cache,
+// see oaepHashFor) and writes the PEM file.
 func writePublicKey(o *output, kp *token.KeyPair) error {
-	hash, err := kp.OAEPHash()
+	hash, err := oaepHashFor(kp)
 	if err != nil {
 		return err
 	}
