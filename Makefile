@@ -15,11 +15,14 @@ deps:
 vet:
 	$(GO) vet ./...
 
-# Every test runs against real SoftHSM2 tokens that the tests create in temporary directories.
-# The Go benchmarks run once each, so that they cannot rot.
+# Every test runs against real SoftHSM2 tokens that the tests create in temporary directories,
+# and the TPM tests against their own swtpm (a TPM 2.0 simulator) on a loopback port, which they
+# stop themselves. The Go benchmarks run once each, so that they cannot rot. In CI, no swtpm
+# may outlive the tests.
 test: deps vet
 	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x ./...
 	$(GO) test -count=1 ./...
+	@if [ -n "$$CI" ] && pgrep -x swtpm >/dev/null; then echo "a swtpm outlived the tests:"; pgrep -a -x swtpm; exit 1; fi
 
 demo: deps build
 	./softhsm-test/demo.sh

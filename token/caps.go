@@ -105,3 +105,20 @@ func (c Capabilities) Plan() (Path, string) {
 		return PathHostWrap, "the token cannot wrap with CKM_RSA_PKCS_OAEP, so the key is drawn with C_GenerateRandom and wrapped on the host"
 	}
 }
+
+// KeepsKeysInside reports whether the token can keep session keys inside it, as a backup
+// authority's HSM must: unwrap with RSA-OAEP (C_UnwrapKey), AES-GCM and SHA-256 digests of keys
+// (C_DigestKey) all on the token. It also names, for a person, each mechanism that is missing
+// (a TPM through tpm2-pkcs11 lacks the first two).
+func (c Capabilities) KeepsKeysInside() (ok bool, missing []string) {
+	if !c.UnwrapWithOAEP {
+		missing = append(missing, "C_UnwrapKey with CKM_RSA_PKCS_OAEP")
+	}
+	if !c.AESGCM {
+		missing = append(missing, "CKM_AES_GCM")
+	}
+	if !c.SHA256Digest {
+		missing = append(missing, "CKM_SHA256 digests")
+	}
+	return len(missing) == 0, missing
+}

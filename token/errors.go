@@ -81,10 +81,11 @@ func ckrName(code uint) string {
 type opContext int
 
 const (
-	ctxPlain   opContext = iota
-	ctxOAEP              // OAEP encrypt or wrap
-	ctxDecrypt           // OAEP decrypt or unwrap
-	ctxGCMOpen           // AES-GCM decrypt
+	ctxPlain    opContext = iota
+	ctxOAEP               // OAEP encrypt or wrap
+	ctxDecrypt            // OAEP decrypt or unwrap
+	ctxGCMOpen            // AES-GCM decrypt
+	ctxGenerate           // key pair generation
 )
 
 type sentence struct {
@@ -110,6 +111,10 @@ var contextual = map[opContext]map[uint]sentence{
 		pkcs11.CKR_WRAPPED_KEY_LEN_RANGE:    {msgNotForKey, ErrDecrypt},
 		pkcs11.CKR_GENERAL_ERROR:            {msgNotForKey, ErrDecrypt},
 		pkcs11.CKR_DATA_LEN_RANGE:           {msgNotForKey, ErrDecrypt},
+	},
+	ctxGenerate: {
+		// tpm2-pkcs11 answers a template it will not honour this way; no retry can fix that.
+		pkcs11.CKR_GENERAL_ERROR: {"the token refused to generate this key; it may not allow the key's type, size or usage, and retrying will not help (the token's log may say why)", nil},
 	},
 	ctxGCMOpen: {
 		pkcs11.CKR_ENCRYPTED_DATA_INVALID:   {"the data failed authentication; it was altered or the key is wrong", ErrAuthFailed},

@@ -6,6 +6,7 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/hex"
+	"errors"
 	"math/big"
 
 	"github.com/miekg/pkcs11"
@@ -132,7 +133,8 @@ func (k *FileKey) Value() ([]byte, error) {
 // label). hash must be crypto.SHA1 or crypto.SHA256; note SoftHSM2 2.6.1
 // does OAEP with SHA-1 only. On PathTokenWrap the key never leaves the token
 // unwrapped: pub is imported as a session object (cached per Token) and
-// C_WrapKey runs there. On PathHostWrap crypto/rsa does it.
+// C_WrapKey runs there, unless the token refuses hash (SoftHSM2 and
+// SHA-256): then, as on PathHostWrap, crypto/rsa does it.
 func (k *FileKey) WrapOAEP(pub *rsa.PublicKey, hash crypto.Hash) ([]byte, error) {
 	const op = "wrap file key"
 	mech, err := oaepMech(hash)
@@ -152,12 +154,35 @@ func (k *FileKey) WrapOAEP(pub *rsa.PublicKey, hash crypto.Hash) ([]byte, error)
 		}
 		return w, nil
 	}
-	ph, err := k.t.importPublic(pub)
+	if !k.t.noWrapHash[hash] {
+		ph, err := k.t.importPublic(pub)
+		if err != nil {
+			return nil, err
+		}
+		w, err := k.t.ctx.WrapKey(k.t.sh, mech, ph, k.secret.h)
+		err = tokenErr(op, ctxOAEP, err)
+		if !errors.Is(err, ErrMechanism) {
+			return w, err
+		}
+		// The token cannot wrap with this OAEP hash (SoftHSM2 2.6.1 knows only SHA-1), but the
+		// recipient's key file asks for it. The key is already readable by this host on this
+		// path (non-sensitive: the host does the bulk AES-GCM), so wrap it here instead, and
+		// remember the refusal for the rest of the session.
+		if k.t.noWrapHash == nil {
+			k.t.noWrapHash = map[crypto.Hash]bool{}
+		}
+		k.t.noWrapHash[hash] = true
+	}
+	v, err := k.Value()
 	if err != nil {
 		return nil, err
 	}
-	w, err := k.t.ctx.WrapKey(k.t.sh, mech, ph, k.secret.h)
-	return w, tokenErr(op, ctxOAEP, err)
+	defer clear(v)
+	w, err := rsa.EncryptOAEP(hash.New(), rand.Reader, pub, v, nil)
+	if err != nil {
+		return nil, newErr(op, nil, "RSA-OAEP on the host failed (%v); check the recipient's public key", err)
+	}
+	return w, nil
 }
 
 // Destroy removes the session object and clears any Go copy. Idempotent.

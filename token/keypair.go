@@ -50,9 +50,11 @@ func KeyID(pub *rsa.PublicKey) ([]byte, error) {
 // and similar), the random ID is kept and returned in KeyPair.ID.
 //
 // GenerateRSA refuses a label that any key on the token already has, so
-// that labels keep naming exactly one pair.
-func (t *Token) GenerateRSA(label string, bits int) (*KeyPair, error) {
-	return t.generateRSA(label, bits, false)
+// that labels keep naming exactly one pair. With AllowDualUse, a token that
+// refuses the decrypt-only template gets a key without that restriction
+// (see AllowDualUse); check PrivateAttributes().DualUse().
+func (t *Token) GenerateRSA(label string, bits int, opts ...GenOption) (*KeyPair, error) {
+	return t.generateRSA(label, bits, false, opts)
 }
 
 // GenerateUnwrapRSA is GenerateRSA for a backup authority's key: the private
@@ -62,12 +64,14 @@ func (t *Token) GenerateRSA(label string, bits int) (*KeyPair, error) {
 // also carries {CKA_SENSITIVE true}, so that a module that enforces the
 // template makes every key it unwraps sensitive whatever the caller asks for
 // (SoftHSM2 2.6.1 stores the template; see the README for what it enforces).
-// A module that refuses the template attribute gets the key without it.
+// A module that refuses the template attribute gets the key without it. It
+// takes no AllowDualUse: an authority key that can also decrypt or sign is
+// exactly what it must not be.
 func (t *Token) GenerateUnwrapRSA(label string, bits int) (*KeyPair, error) {
-	return t.generateRSA(label, bits, true)
+	return t.generateRSA(label, bits, true, nil)
 }
 
-func (t *Token) generateRSA(label string, bits int, unwrapOnly bool) (*KeyPair, error) {
+func (t *Token) generateRSA(label string, bits int, unwrapOnly bool, opts []GenOption) (*KeyPair, error) {
 	op := fmt.Sprintf("generate RSA key %q", label)
 	if bits != 2048 && bits != 3072 && bits != 4096 {
 		return nil, newErr(op, nil, "%d-bit RSA is not offered; choose 2048, 3072 or 4096", bits)
@@ -97,10 +101,10 @@ func (t *Token) generateRSA(label string, bits int, unwrapOnly bool) (*KeyPair, 
 			pubH, privH, err = t.ctx.GenerateKeyPair(t.sh, mech, rsaPublicTemplate(label, tmpID, bits), priv)
 		}
 	} else {
-		pubH, privH, err = t.ctx.GenerateKeyPair(t.sh, mech, rsaPublicTemplate(label, tmpID, bits), priv)
+		pubH, privH, err = t.generateKeyPair(mech, rsaPublicTemplate(label, tmpID, bits), priv, opts)
 	}
 	if err != nil {
-		return nil, tokenErr(op, ctxPlain, err)
+		return nil, tokenErr(op, ctxGenerate, err)
 	}
 	kp, err := t.finishRSA(label, tmpID, pubH, privH)
 	if err != nil {
@@ -344,15 +348,16 @@ func (k *KeyPair) DecryptOAEP(hash crypto.Hash, ciphertext []byte) ([]byte, erro
 	return pt, nil
 }
 
-// KeyAttributes are the security attributes of a private key.
+// KeyAttributes are the security and usage attributes of a private key.
 type KeyAttributes struct {
 	Sensitive, Extractable, AlwaysSensitive, NeverExtractable, Token bool
 	// Local: the token generated the key itself (CKA_LOCAL); false for an
 	// imported key.
 	Local bool
-	// Decrypt and Unwrap are CKA_DECRYPT and CKA_UNWRAP. An authority key
-	// made by GenerateUnwrapRSA unwraps and does not decrypt.
-	Decrypt, Unwrap bool
+	// Sign, Decrypt and Unwrap are CKA_SIGN, CKA_DECRYPT and CKA_UNWRAP: what
+	// the key may be used for. An authority key made by GenerateUnwrapRSA
+	// unwraps and does not decrypt.
+	Sign, Decrypt, Unwrap bool
 }
 
 // NeverLeftToken reports whether the key was generated on the token and its
@@ -363,14 +368,22 @@ func (a KeyAttributes) NeverLeftToken() bool {
 	return a.Local && a.AlwaysSensitive && a.NeverExtractable
 }
 
+// DualUse reports a key that may both sign and decrypt, as every key on a TPM
+// (tpm2-pkcs11) is.
+func (a KeyAttributes) DualUse() bool { return a.Sign && a.Decrypt }
+
 // PrivateAttributes reads the private key's CKA_SENSITIVE, CKA_EXTRACTABLE,
 // CKA_ALWAYS_SENSITIVE, CKA_NEVER_EXTRACTABLE, CKA_TOKEN, CKA_LOCAL,
-// CKA_DECRYPT and CKA_UNWRAP, so `key list`, the authority and tests can
-// show that the key cannot leave the token and what it may do.
+// CKA_SIGN, CKA_DECRYPT and CKA_UNWRAP, so `key list`, the authority and tests
+// can show that the key cannot leave the token and what it may do.
 func (k *KeyPair) PrivateAttributes() (KeyAttributes, error) {
-	a, err := k.t.attrs(k.priv, pkcs11.CKA_SENSITIVE, pkcs11.CKA_EXTRACTABLE,
+	return k.t.privateAttributes(k.priv)
+}
+
+func (t *Token) privateAttributes(priv pkcs11.ObjectHandle) (KeyAttributes, error) {
+	a, err := t.attrs(priv, pkcs11.CKA_SENSITIVE, pkcs11.CKA_EXTRACTABLE,
 		pkcs11.CKA_ALWAYS_SENSITIVE, pkcs11.CKA_NEVER_EXTRACTABLE, pkcs11.CKA_TOKEN,
-		pkcs11.CKA_LOCAL, pkcs11.CKA_DECRYPT, pkcs11.CKA_UNWRAP)
+		pkcs11.CKA_LOCAL, pkcs11.CKA_SIGN, pkcs11.CKA_DECRYPT, pkcs11.CKA_UNWRAP)
 	if err != nil {
 		return KeyAttributes{}, tokenErr("read key attributes", ctxPlain, err)
 	}
@@ -381,6 +394,7 @@ func (k *KeyPair) PrivateAttributes() (KeyAttributes, error) {
 		NeverExtractable: boolAttr(a[pkcs11.CKA_NEVER_EXTRACTABLE]),
 		Token:            boolAttr(a[pkcs11.CKA_TOKEN]),
 		Local:            boolAttr(a[pkcs11.CKA_LOCAL]),
+		Sign:             boolAttr(a[pkcs11.CKA_SIGN]),
 		Decrypt:          boolAttr(a[pkcs11.CKA_DECRYPT]),
 		Unwrap:           boolAttr(a[pkcs11.CKA_UNWRAP]),
 	}, nil

@@ -58,12 +58,21 @@ type Signer struct {
 // Public returns the public half: *ecdsa.PublicKey or *rsa.PublicKey.
 func (s *Signer) Public() crypto.PublicKey { return s.pub }
 
+// PrivateAttributes reads the private key's security and usage attributes,
+// as KeyPair.PrivateAttributes does.
+func (s *Signer) PrivateAttributes() (KeyAttributes, error) {
+	return s.t.privateAttributes(s.priv)
+}
+
 // GenerateSigner creates a signing key pair of the given type with explicit
 // templates. The private key is a token object that is private, sensitive,
 // never extractable, and may only sign. Its CKA_ID is KeyID-style: the first
 // 16 bytes of SHA-256 over the PKIX public key (kept random if the token
-// refuses the update). A label already used on the token is refused.
-func (t *Token) GenerateSigner(label string, typ SignKeyType) (*Signer, error) {
+// refuses the update). A label already used on the token is refused. With
+// AllowDualUse, a token that refuses the sign-only template gets a key
+// without that restriction (see AllowDualUse); check
+// PrivateAttributes().DualUse().
+func (t *Token) GenerateSigner(label string, typ SignKeyType, opts ...GenOption) (*Signer, error) {
 	op := fmt.Sprintf("generate signing key %q", label)
 	if label == "" {
 		return nil, newErr(op, nil, "the key needs a label; give one")
@@ -81,9 +90,9 @@ func (t *Token) GenerateSigner(label string, typ SignKeyType) (*Signer, error) {
 	if err != nil {
 		return nil, newErr(op, nil, "%v", err)
 	}
-	pubH, privH, err := t.ctx.GenerateKeyPair(t.sh, mech, pubT, privT)
+	pubH, privH, err := t.generateKeyPair(mech, pubT, privT, opts)
 	if err != nil {
-		return nil, tokenErr(op, ctxPlain, err)
+		return nil, tokenErr(op, ctxGenerate, err)
 	}
 	s, err := t.finishSigner(label, pubH, privH)
 	if err != nil {

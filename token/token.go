@@ -1,6 +1,7 @@
 package token
 
 import (
+	"crypto"
 	"crypto/rsa"
 	"fmt"
 
@@ -20,7 +21,10 @@ type Token struct {
 	// many files to the same recipient imports its key once.
 	pubs    map[string]pkcs11.ObjectHandle
 	pubPtrs map[*rsa.PublicKey]pkcs11.ObjectHandle // the same handles, by the caller's pointer
-	closed  bool
+	// noWrapHash remembers the OAEP hashes C_WrapKey refused, so later file keys go straight
+	// to the host wrap (see FileKey.WrapOAEP).
+	noWrapHash map[crypto.Hash]bool
+	closed     bool
 }
 
 // Info returns the slot and token description read when the token was opened.

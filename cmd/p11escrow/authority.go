@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/p11escrow/p11escrow/escrow"
 	"github.com/p11escrow/p11escrow/escrow/authority"
@@ -112,8 +113,8 @@ func verifyRecord(c *cli.Context) error {
 	})
 }
 
-// verifyRecordWith checks on the token where it can. A token without AES-GCM or SHA-256
-// digests (a smart card standing in for an HSM) cannot, so the key is then checked on the host,
+// verifyRecordWith checks on the token where it can. A token without OAEP unwrap, AES-GCM or
+// SHA-256 digests (a smart card or a TPM standing in for an HSM) cannot, so the key is then checked on the host,
 // as before the authority's store existed, with a warning; intake and recovery refuse such a
 // token outright.
 func verifyRecordWith(s *session, rec *escrow.Record, h *escrow.Header, st *escrow.Stanza, kp *token.KeyPair) error {
@@ -124,10 +125,11 @@ func verifyRecordWith(s *session, rec *escrow.Record, h *escrow.Header, st *escr
 	if err != nil {
 		return err
 	}
-	if c.AESGCM && c.SHA256Digest && c.UnwrapWithOAEP {
+	ok, missing := c.KeepsKeysInside()
+	if ok {
 		return authority.VerifyOnToken(rec, h, st, kp)
 	}
-	warn("token %q has no AES-GCM or SHA-256 digest, so the session key is checked in this host's memory", s.token.Info().Label)
+	warn("token %q lacks %s, so the session key is checked in this host's memory", s.token.Info().Label, strings.Join(missing, ", "))
 	_, err = rec.Verify(&escrow.RSAIdentity{Public: kp.Public, Key: kp})
 	return err
 }

@@ -194,7 +194,8 @@ func extraRecipients(c *cli.Context) ([]escrow.Recipient, error) {
 	return rs, nil
 }
 
-// newEncryptPlan logs in once, finds the owner's key and decides its OAEP hash.
+// newEncryptPlan logs in once, finds the owner's key and decides its OAEP hash (cached: see
+// oaepHashFor).
 func newEncryptPlan(s *session, keyLabel string, others []escrow.Recipient) (*encryptPlan, error) {
 	if err := s.login(); err != nil {
 		return nil, err
@@ -206,7 +207,7 @@ func newEncryptPlan(s *session, keyLabel string, others []escrow.Recipient) (*en
 	if a, err := kp.PrivateAttributes(); err == nil && !a.NeverLeftToken() {
 		warn("key %q was not generated on token %q, or was once extractable, so a copy of it may exist elsewhere; for a key that never left the token, use `p11escrow key generate`", kp.Label, s.token.Info().Label)
 	}
-	hash, err := kp.OAEPHash()
+	hash, err := oaepHashFor(kp)
 	if err != nil {
 		return nil, err
 	}

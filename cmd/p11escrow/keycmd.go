@@ -80,8 +80,11 @@ func generateKey(c *cli.Context, what string) error {
 		if err := s.login(); err != nil {
 			return err
 		}
-		kp, err := s.token.GenerateRSA(label, bits)
+		kp, err := s.token.GenerateRSA(label, bits, token.AllowDualUse)
 		if err != nil {
+			return err
+		}
+		if err := warnDualUse(kp.PrivateAttributes()); err != nil {
 			return err
 		}
 		if err := writePublicKey(o, kp); err != nil {
@@ -94,9 +97,22 @@ func generateKey(c *cli.Context, what string) error {
 	})
 }
 
-// writePublicKey probes the key's OAEP hash with one round trip and writes the PEM file.
+// warnDualUse says once that the token made a key that can both sign and decrypt, because it
+// refused a single-use key (every key on a TPM is dual-use).
+func warnDualUse(attrs token.KeyAttributes, err error) error {
+	if err != nil {
+		return err
+	}
+	if attrs.DualUse() {
+		warn("the token does not make single-use keys, so this key can both sign and decrypt (dual-use)")
+	}
+	return nil
+}
+
+// writePublicKey probes the key's OAEP hash with one round trip (or takes it from the cache,
+// see oaepHashFor) and writes the PEM file.
 func writePublicKey(o *output, kp *token.KeyPair) error {
-	hash, err := kp.OAEPHash()
+	hash, err := oaepHashFor(kp)
 	if err != nil {
 		return err
 	}
@@ -120,7 +136,7 @@ func listKeys(c *cli.Context) error {
 			return err
 		}
 		w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintf(w, "LABEL\tID\tTYPE\tTAG\tSENSITIVE\tEXTRACTABLE\tGENERATED-ON-TOKEN\tUSE\tFINGERPRINT\n")
+		fmt.Fprintf(w, "LABEL\tID\tTYPE\tTAG\tSENSITIVE\tEXTRACTABLE\tGENERATED-ON-TOKEN\tUSE\tDUAL-USE\tFINGERPRINT\n")
 		for _, kp := range kps {
 			fpr, _ := escrow.FingerprintOf(kp.Public)
 			attrs, err := kp.PrivateAttributes()
@@ -133,8 +149,8 @@ func listKeys(c *cli.Context) error {
 			if !attrs.Decrypt && attrs.Unwrap {
 				use = "unwrap-only"
 			}
-			fmt.Fprintf(w, "%s\t%x\tRSA-%d\t%s\t%v\t%v\t%v\t%s\t%s\n", safetext.Clean(kp.Label), kp.ID, kp.Public.N.BitLen(),
-				fpr.Tag(), attrs.Sensitive, attrs.Extractable, attrs.NeverLeftToken(), use, fpr)
+			fmt.Fprintf(w, "%s\t%x\tRSA-%d\t%s\t%v\t%v\t%v\t%s\t%v\t%s\n", safetext.Clean(kp.Label), kp.ID, kp.Public.N.BitLen(),
+				fpr.Tag(), attrs.Sensitive, attrs.Extractable, attrs.NeverLeftToken(), use, attrs.DualUse(), fpr)
 		}
 		return w.Flush()
 	})
@@ -179,8 +195,11 @@ func generateSigningKey(c *cli.Context) error {
 		if err := s.login(); err != nil {
 			return err
 		}
-		signer, err := s.token.GenerateSigner(label, typ)
+		signer, err := s.token.GenerateSigner(label, typ, token.AllowDualUse)
 		if err != nil {
+			return err
+		}
+		if err := warnDualUse(signer.PrivateAttributes()); err != nil {
 			return err
 		}
 		der, err := x509.MarshalPKIXPublicKey(signer.Public())

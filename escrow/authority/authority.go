@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/p11escrow/p11escrow/escrow"
@@ -101,8 +102,8 @@ func (a *Authority) checkHSM() error {
 	if err != nil {
 		return err
 	}
-	if !c.UnwrapWithOAEP || !c.AESGCM || !c.SHA256Digest {
-		return fmt.Errorf("token %q cannot keep session keys inside it: the authority's HSM must offer C_UnwrapKey with RSA-OAEP, CKM_AES_GCM and SHA-256 digests (see `p11escrow token info`)", a.Token.Info().Label)
+	if ok, missing := c.KeepsKeysInside(); !ok {
+		return fmt.Errorf("token %q cannot keep session keys inside it: it lacks %s, and the authority's HSM must offer C_UnwrapKey with RSA-OAEP, CKM_AES_GCM and SHA-256 digests (see `p11escrow token info`)", a.Token.Info().Label, strings.Join(missing, ", "))
 	}
 	return nil
 }
@@ -175,9 +176,13 @@ func (a *Authority) keyByLabel(label string) (*AuthorityKey, error) {
 	return nil, fmt.Errorf("no authority key labelled %q is registered in the store", label)
 }
 
-// CanInit refuses a second initial key: a store changes keys only by rotation, which re-wraps
+// CanInit refuses a token that cannot keep session keys inside it (checkHSM), before any key
+// is made, and a second initial key: a store changes keys only by rotation, which re-wraps
 // every record.
 func (a *Authority) CanInit() error {
+	if err := a.checkHSM(); err != nil {
+		return err
+	}
 	keys, err := a.Store.AuthorityKeys()
 	if err != nil {
 		return err
