@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -32,10 +31,10 @@ type stanzaFilter func(*escrow.Stanza) bool
 func decryptFiles(c *cli.Context, filter stanzaFilter) error {
 	ins := c.Args().Slice()
 	if len(ins) == 0 {
-		return errors.New("no input files; give one or more, or - for stdin")
+		return usagef("no input files; give one or more, or - for stdin")
 	}
 	if len(ins) > 1 && c.String("output") != "" {
-		return errors.New("-o names one file; with several inputs, outputs are IN without .p11e")
+		return usagef("-o names one file; with several inputs, outputs are IN without .p11e")
 	}
 	outs := make([]string, len(ins))
 	for i, in := range ins {
@@ -44,6 +43,12 @@ func decryptFiles(c *cli.Context, filter stanzaFilter) error {
 			return err
 		}
 		outs[i] = out
+	}
+	if err := checkInputs(ins...); err != nil {
+		return err
+	}
+	if err := checkOutputs(c.Bool("force"), outs...); err != nil {
+		return err
 	}
 	return withSession(c, func(s *session) error {
 		ids := &identities{s: s, label: c.String("key"), filter: filter}
@@ -65,7 +70,7 @@ func decryptOutputName(in, out string) (string, error) {
 	case strings.HasSuffix(in, ".p11e") && len(in) > len(".p11e"):
 		return strings.TrimSuffix(in, ".p11e"), nil
 	}
-	return "", fmt.Errorf("%s does not end in .p11e; name the output with -o", in)
+	return "", usagef("%s does not end in .p11e; name the output with -o", in)
 }
 
 // decryptFile parses the header before it asks for a PIN, so that a file that is not ours

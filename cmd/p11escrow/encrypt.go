@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -54,6 +53,14 @@ func encryptAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	for _, j := range jobs {
+		if err := checkInputs(j.in); err != nil {
+			return err
+		}
+		if err := checkOutputs(c.Bool("force"), j.out, j.record); err != nil {
+			return err
+		}
+	}
 	return withSession(c, func(s *session) error {
 		plan, err := newEncryptPlan(s, c.String("key"), recipients)
 		if err != nil {
@@ -73,30 +80,30 @@ func encryptAction(c *cli.Context) error {
 func encryptJobs(c *cli.Context) ([]encryptJob, error) {
 	ins := c.Args().Slice()
 	if len(ins) == 0 {
-		return nil, errors.New("no input files; give one or more, or - for stdin")
+		return nil, usagef("no input files; give one or more, or - for stdin")
 	}
 	auth, noEscrow := c.String("authority"), c.Bool("no-escrow")
 	if auth == "" && !noEscrow {
-		return nil, errors.New("no --authority: every file's key is escrowed; to encrypt without escrow, say --no-escrow")
+		return nil, usagef("no --authority: every file's key is escrowed; to encrypt without escrow, say --no-escrow")
 	}
 	if auth != "" && noEscrow {
-		return nil, errors.New("--authority and --no-escrow contradict each other")
+		return nil, usagef("--authority and --no-escrow contradict each other")
 	}
 	if len(ins) > 1 && (c.String("output") != "" || c.String("escrow-record") != "") {
-		return nil, errors.New("-o and --escrow-record name one file; with several inputs, outputs are IN.p11e")
+		return nil, usagef("-o and --escrow-record name one file; with several inputs, outputs are IN.p11e")
 	}
 	var jobs []encryptJob
 	for _, in := range ins {
 		j := encryptJob{in: in, out: c.String("output"), record: c.String("escrow-record"), description: c.String("description")}
 		if j.out == "" {
 			if in == "-" {
-				return nil, errors.New("reading stdin: name the output with -o (- for stdout)")
+				return nil, usagef("reading stdin: name the output with -o (- for stdout)")
 			}
 			j.out = in + ".p11e"
 		}
 		if j.record == "" && !noEscrow {
 			if j.out == "-" {
-				return nil, errors.New("writing to stdout: name the escrow record with --escrow-record")
+				return nil, usagef("writing to stdout: name the escrow record with --escrow-record")
 			}
 			j.record = j.out + ".escrow.json"
 		}

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 
@@ -13,20 +14,30 @@ func main() {
 	app := newApp()
 	if err := app.Run(flagsFirst(app, os.Args)); err != nil {
 		fmt.Fprintf(os.Stderr, "p11escrow: %s\n", oneLine(err))
-		os.Exit(1)
+		var usage usageError
+		if errors.As(err, &usage) || isFlagError(err) {
+			fmt.Fprintln(os.Stderr, "p11escrow: see 'p11escrow help' or add --help to the command")
+		}
+		os.Exit(exitCode(err))
 	}
 }
 
 func newApp() *cli.App {
-	return &cli.App{
+	app := &cli.App{
 		Name:  "p11escrow",
 		Usage: "encrypt files with keys on PKCS#11 tokens, and escrow each file's key with a backup authority",
 		Description: "Each file gets a fresh AES-256 session key, generated on your token and wrapped there\n" +
 			"for your exchange key and for the backup authority's key. The authority's copy also goes\n" +
 			"into an escrow record that you send to the authority.\n\n" +
-			"PINs come from $P11ESCROW_PIN, --pin-file, or a prompt; never from the command line.",
+			"PINs come from --pin-file, a URI's pin-source, $P11ESCROW_AUTHORITY_PIN (authority commands)\n" +
+			"or $P11ESCROW_OFFICER_PIN (authority approve), $P11ESCROW_PIN, or a prompt, in that order;\n" +
+			"never from the command line.\n\n" +
+			"Exit status: 0 success, 1 other failure, 2 usage error, 3 PIN wrong, locked or missing,\n" +
+			"4 file not addressed to this token, 5 input tampered with, truncated or not p11escrow,\n" +
+			"6 refused by the backup authority's rules.",
 		HideHelpCommand:      true,
 		EnableBashCompletion: false,
+		Suggest:              true,
 		Commands: []*cli.Command{
 			tokenCommand(),
 			keyCommand(),
@@ -36,6 +47,10 @@ func newApp() *cli.App {
 			authorityCommand(),
 			reheaderCommand(),
 		},
+		Action:         groupAction,
+		OnUsageError:   onUsageError,
 		ExitErrHandler: func(*cli.Context, error) {}, // main prints the one line
 	}
+	setUsageErrors(app.Commands)
+	return app
 }

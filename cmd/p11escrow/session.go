@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/p11escrow/p11escrow/token"
 	"github.com/urfave/cli/v2"
@@ -15,7 +16,7 @@ func tokenFlags() []cli.Flag {
 		&cli.StringFlag{Name: "module", EnvVars: []string{"P11ESCROW_MODULE"}, Usage: "PKCS#11 module `PATH` (default: SoftHSM2 or p11-kit-proxy where installed)"},
 		&cli.StringFlag{Name: "token", EnvVars: []string{"P11ESCROW_TOKEN"}, Usage: "token `LABEL`, or a PKCS#11 URI (pkcs11:token=...;object=...?module-path=...&pin-source=...)"},
 		&cli.StringFlag{Name: "token-serial", Usage: "token serial `NUMBER`"},
-		&cli.StringFlag{Name: "pin-file", Usage: "read the PIN from `FILE` (default: $P11ESCROW_PIN, else a prompt)"},
+		&cli.StringFlag{Name: "pin-file", Usage: "read the PIN from `FILE`; beats a URI's pin-source and the PIN variables (see README, PINs)"},
 	}
 }
 
@@ -48,7 +49,7 @@ func openModule(path string) (*token.Module, error) {
 func openSession(c *cli.Context) (*session, error) {
 	sel := token.Selector{Label: c.String("token"), Serial: c.String("token-serial")}
 	modulePath := c.String("module")
-	pin := pinSource{file: c.String("pin-file")}
+	pin := pinSource{file: c.String("pin-file"), role: roleOf(c)}
 	var key keyRef
 	if u, ok, err := parseTokenURI(sel.Label); err != nil {
 		return nil, err
@@ -60,9 +61,7 @@ func openSession(c *cli.Context) (*session, error) {
 		if modulePath == "" {
 			modulePath = u.ModulePath
 		}
-		if pin.file == "" {
-			pin.file = u.PinSource
-		}
+		pin.uriFile = u.PinSource
 		key = keyRef{label: u.Object, id: u.ID}
 	}
 	m, err := openModule(modulePath)
@@ -78,8 +77,22 @@ func openSession(c *cli.Context) (*session, error) {
 	return &session{module: m, token: t, pin: pin, key: key}, nil
 }
 
+// roleOf says which part the command's token plays, for its PIN variable.
+func roleOf(c *cli.Context) pinRole {
+	for _, ctx := range c.Lineage() {
+		if ctx.Command == nil || ctx.Command.Name != "authority" {
+			continue
+		}
+		if c.Command.Name == "approve" {
+			return roleOfficer
+		}
+		return roleAuthority
+	}
+	return roleUser
+}
+
 func parseTokenURI(s string) (*token.URI, bool, error) {
-	if len(s) < 7 || s[:7] != "pkcs11:" {
+	if len(s) < 7 || !strings.EqualFold(s[:7], "pkcs11:") { // RFC 3986: schemes are case-insensitive
 		return nil, false, nil
 	}
 	u, err := token.ParseURI(s)
