@@ -134,9 +134,10 @@ func (m *Module) track(t *Token, open bool) {
 
 // SlotInfo describes a slot and, if TokenPresent, its token.
 type SlotInfo struct {
-	SlotID       uint // changes between runs on SoftHSM2: never store it
-	Description  string
-	TokenPresent bool
+	SlotID           uint // changes between runs on SoftHSM2: never store it
+	Description      string
+	SlotManufacturer string
+	TokenPresent     bool
 	// Token fields, trimmed of the blank padding PKCS#11 uses.
 	Label, Serial, Model, Manufacturer string
 	Initialized, LoginRequired         bool
@@ -174,7 +175,7 @@ func (m *Module) slotInfo(id uint) (SlotInfo, error) {
 	if err != nil {
 		return SlotInfo{}, tokenErr("read slot info", ctxPlain, err)
 	}
-	si := SlotInfo{SlotID: id, Description: trim(raw.SlotDescription),
+	si := SlotInfo{SlotID: id, Description: trim(raw.SlotDescription), SlotManufacturer: trim(raw.ManufacturerID),
 		TokenPresent: raw.Flags&pkcs11.CKF_TOKEN_PRESENT != 0}
 	if !si.TokenPresent {
 		return si, nil
@@ -195,28 +196,77 @@ func (m *Module) slotInfo(id uint) (SlotInfo, error) {
 // (SoftHSM2 even renumbers slots) and guessing could encrypt to, or ask the
 // PIN of, the wrong token.
 type Selector struct {
-	Label, Serial string
+	Label, Serial, Manufacturer, Model string // CK_TOKEN_INFO fields
+	SlotDescription, SlotManufacturer  string // CK_SLOT_INFO fields
+	SlotID                             *uint  // the slot's number, if given
 }
 
 func (s Selector) matches(si SlotInfo) bool {
 	return si.TokenPresent && si.Initialized &&
 		(s.Label == "" || s.Label == si.Label) &&
-		(s.Serial == "" || s.Serial == si.Serial)
+		(s.Serial == "" || s.Serial == si.Serial) &&
+		(s.Manufacturer == "" || s.Manufacturer == si.Manufacturer) &&
+		(s.Model == "" || s.Model == si.Model) &&
+		(s.SlotDescription == "" || s.SlotDescription == si.Description) &&
+		(s.SlotManufacturer == "" || s.SlotManufacturer == si.SlotManufacturer) &&
+		(s.SlotID == nil || *s.SlotID == si.SlotID)
 }
 
 // String describes the selection for error messages.
 func (s Selector) String() string {
 	var parts []string
-	if s.Label != "" {
-		parts = append(parts, fmt.Sprintf("label %q", s.Label))
+	for _, f := range []struct{ name, v string }{
+		{"label", s.Label}, {"serial", s.Serial}, {"manufacturer", s.Manufacturer}, {"model", s.Model},
+		{"slot description", s.SlotDescription}, {"slot manufacturer", s.SlotManufacturer},
+	} {
+		if f.v != "" {
+			parts = append(parts, fmt.Sprintf("%s %q", f.name, f.v))
+		}
 	}
-	if s.Serial != "" {
-		parts = append(parts, fmt.Sprintf("serial %q", s.Serial))
+	if s.SlotID != nil {
+		parts = append(parts, fmt.Sprintf("slot-id %d", *s.SlotID))
 	}
 	if len(parts) == 0 {
 		return "any token"
 	}
 	return strings.Join(parts, " and ")
+}
+
+// Library selects a module by its CK_INFO, as the library-* attributes of a URI do. Empty
+// fields match anything; Version is "M" or "M.N".
+type Library struct {
+	Manufacturer, Description, Version string
+}
+
+// LibraryInfo returns the module's CK_INFO: manufacturer, description and "M.N" version.
+func (m *Module) LibraryInfo() (Library, error) {
+	info, err := m.ctx.GetInfo()
+	if err != nil {
+		return Library{}, tokenErr("read module info", ctxPlain, err)
+	}
+	return Library{Manufacturer: trim(info.ManufacturerID), Description: trim(info.LibraryDescription),
+		Version: fmt.Sprintf("%d.%d", info.LibraryVersion.Major, info.LibraryVersion.Minor)}, nil
+}
+
+// CheckLibrary fails with ErrNoToken if the module is not the library l describes.
+func (m *Module) CheckLibrary(l Library) error {
+	if l == (Library{}) {
+		return nil
+	}
+	have, err := m.LibraryInfo()
+	if err != nil {
+		return err
+	}
+	haveMajor, _, _ := strings.Cut(have.Version, ".")
+	ok := (l.Manufacturer == "" || l.Manufacturer == have.Manufacturer) &&
+		(l.Description == "" || l.Description == have.Description) &&
+		(l.Version == "" || l.Version == have.Version || !strings.Contains(l.Version, ".") && l.Version == haveMajor)
+	if !ok {
+		return newErr("select module", ErrNoToken,
+			"the module %s is library-manufacturer %q, library-description %q, library-version %s, which the URI does not match; name the right module with module-path or --module",
+			m.path, have.Manufacturer, have.Description, have.Version)
+	}
+	return nil
 }
 
 // Open selects exactly one initialised token and opens one read-write

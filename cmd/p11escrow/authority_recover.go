@@ -150,7 +150,7 @@ func approveAction(c *cli.Context) error {
 		return fmt.Errorf("%s: %w", name, err)
 	}
 	return withAuthority(c, func(a *authority.Authority, s *session) error {
-		signer, err := s.token.FindSigner(c.String("key"))
+		signer, err := s.findSigner(c.String("key"))
 		if err != nil {
 			return err
 		}

@@ -15,7 +15,7 @@ func decryptCommand() *cli.Command {
 		Usage:     "decrypt files with a key on your token",
 		ArgsUsage: "IN... (- for stdin)",
 		Flags: append(tokenFlags(),
-			&cli.StringFlag{Name: "key", Usage: "the key's `LABEL` (default: every RSA key on the token that a stanza is addressed to)"},
+			&cli.StringFlag{Name: "key", Usage: "the key's `LABEL` or PKCS#11 URI (default: every RSA key on the token that a stanza is addressed to)"},
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "output `FILE` (default: IN without .p11e; - for stdout); one input only"},
 			&cli.BoolFlag{Name: "force", Usage: "replace existing output files"},
 		),

@@ -18,7 +18,7 @@ func encryptCommand() *cli.Command {
 		Usage:     "encrypt files for your token's key and escrow each file's key with the authority",
 		ArgsUsage: "IN... (- for stdin)",
 		Flags: append(tokenFlags(),
-			&cli.StringFlag{Name: "key", Usage: "your exchange key's `LABEL` on the token"},
+			&cli.StringFlag{Name: "key", Usage: "your exchange key: its `LABEL` on the token, or a PKCS#11 URI"},
 			&cli.StringFlag{Name: "authority", Usage: "the backup authority's public key `FILE` (PEM)"},
 			&cli.BoolFlag{Name: "no-escrow", Usage: "encrypt without an authority: nobody can recover the file if you lose your key"},
 			&cli.StringSliceFlag{Name: "to", Usage: "also encrypt to this public key `FILE` (repeatable)"},

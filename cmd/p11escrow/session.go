@@ -1,9 +1,9 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/p11escrow/p11escrow/token"
@@ -14,7 +14,7 @@ import (
 func tokenFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "module", EnvVars: []string{"P11ESCROW_MODULE"}, Usage: "PKCS#11 module `PATH` (default: SoftHSM2 or p11-kit-proxy where installed)"},
-		&cli.StringFlag{Name: "token", EnvVars: []string{"P11ESCROW_TOKEN"}, Usage: "token `LABEL`, or a PKCS#11 URI (pkcs11:token=...;object=...?module-path=...&pin-source=...)"},
+		&cli.StringFlag{Name: "token", EnvVars: []string{"P11ESCROW_TOKEN"}, Usage: "token `LABEL`, or a PKCS#11 URI (pkcs11:token=...;object=...?module-path=...&pin-source=...; see token list)"},
 		&cli.StringFlag{Name: "token-serial", Usage: "token serial `NUMBER`"},
 		&cli.StringFlag{Name: "pin-file", Usage: "read the PIN from `FILE`; beats a URI's pin-source and the PIN variables (see README, PINs)"},
 	}
@@ -34,7 +34,7 @@ type keyRef struct {
 	id    []byte
 }
 
-// openModule loads the module named by --module, a URI's module-path, or the default.
+// openModule loads the module at path, or the default module if path is empty.
 func openModule(path string) (*token.Module, error) {
 	if path == "" {
 		var err error
@@ -45,36 +45,135 @@ func openModule(path string) (*token.Module, error) {
 	return token.Load(path)
 }
 
+// registryEnv overrides the directories of p11-kit module files that module-name= looks in.
+const registryEnv = "P11ESCROW_MODULE_REGISTRY"
+
+// modulePath picks the module: a URI's module-path, then its module-name (through p11-kit's
+// registry), then --module or $P11ESCROW_MODULE, then the default. The URI comes first because
+// it is the more specific, and a $P11ESCROW_MODULE set for another token must not override it.
+func modulePath(c *cli.Context, u *token.URI) (string, error) {
+	switch {
+	case u != nil && u.ModulePath != "":
+		return u.ModulePath, nil
+	case u != nil && u.ModuleName != "":
+		var dirs []string
+		if v := os.Getenv(registryEnv); v != "" {
+			dirs = filepath.SplitList(v)
+		}
+		rm, err := token.ResolveModuleName(u.ModuleName, dirs)
+		if err != nil {
+			return "", err
+		}
+		return rm.Path, nil
+	}
+	return c.String("module"), nil
+}
+
+// tokenURI returns the URI that selects the token: --token if it is one, else --key if that is
+// one (so that --key 'pkcs11:token=T;object=K' needs no --token), else nil.
+func tokenURI(c *cli.Context) (*token.URI, error) {
+	for _, name := range []string{"token", "key"} {
+		if !hasFlag(c, name) {
+			continue
+		}
+		if u, ok, err := parseTokenURI(c.String(name)); err != nil || ok {
+			return u, err
+		}
+	}
+	return nil, nil
+}
+
+// hasFlag reports whether the command defines the flag.
+func hasFlag(c *cli.Context, name string) bool {
+	for _, n := range c.FlagNames() {
+		if n == name {
+			return true
+		}
+	}
+	return false
+}
+
 // openSession resolves --token (label or URI), --token-serial and --pin-file, and opens the token.
 func openSession(c *cli.Context) (*session, error) {
 	sel := token.Selector{Label: c.String("token"), Serial: c.String("token-serial")}
-	modulePath := c.String("module")
 	pin := pinSource{file: c.String("pin-file"), role: roleOf(c)}
-	var key keyRef
-	if u, ok, err := parseTokenURI(sel.Label); err != nil {
-		return nil, err
-	} else if ok {
-		sel = u.Selector()
-		if s := c.String("token-serial"); s != "" {
-			sel.Serial = s
-		}
-		if modulePath == "" {
-			modulePath = u.ModulePath
-		}
-		pin.uriFile = u.PinSource
-		key = keyRef{label: u.Object, id: u.ID}
-	}
-	m, err := openModule(modulePath)
+	u, err := tokenURI(c)
 	if err != nil {
 		return nil, err
 	}
-	t, err := m.Open(sel)
+	var key keyRef
+	if u != nil {
+		if sel, err = uriSelector(c, u); err != nil {
+			return nil, err
+		}
+		pin.uriFile = u.PinSource
+		if key, err = keyRefOf(u); err != nil {
+			return nil, err
+		}
+	}
+	path, err := modulePath(c, u)
+	if err != nil {
+		return nil, err
+	}
+	m, err := openModule(path)
+	if err != nil {
+		return nil, err
+	}
+	t, err := openToken(m, u, sel, key)
 	if err != nil {
 		m.Close()
 		return nil, err
 	}
 	pin.label = t.Info().Label
 	return &session{module: m, token: t, pin: pin, key: key}, nil
+}
+
+// uriSelector is the URI's token selection; --token-serial still applies, and a plain --token
+// label still applies when the URI came from --key.
+func uriSelector(c *cli.Context, u *token.URI) (token.Selector, error) {
+	sel := u.Selector()
+	if s := c.String("token-serial"); s != "" {
+		sel.Serial = s
+	}
+	if l := c.String("token"); l != "" && !isURI(l) {
+		if sel.Label != "" && sel.Label != l {
+			return sel, usagef("--token %q and the URI's token=%q disagree; give one", l, sel.Label)
+		}
+		sel.Label = l
+	}
+	return sel, nil
+}
+
+// openToken checks the URI's library attributes, finds the token of a URI that names only an
+// object, and opens the token.
+func openToken(m *token.Module, u *token.URI, sel token.Selector, key keyRef) (*token.Token, error) {
+	if u != nil {
+		if err := m.CheckLibrary(u.Library()); err != nil {
+			return nil, err
+		}
+		if sel == (token.Selector{}) && (key.label != "" || key.id != nil) {
+			found, err := m.FindObjectToken(key.label, key.id)
+			if err != nil {
+				return nil, err
+			}
+			sel = found
+		}
+	}
+	return m.Open(sel)
+}
+
+// keyRefOf is the key a URI names. Only key pairs are p11escrow keys: a type that names
+// anything else is refused rather than ignored.
+func keyRefOf(u *token.URI) (keyRef, error) {
+	switch u.Type {
+	case "", "private", "public":
+		return keyRef{label: u.Object, id: u.ID}, nil
+	}
+	return keyRef{}, fmt.Errorf("the URI has type=%s, but p11escrow uses key pairs; write type=private or type=public, or leave type out", u.Type)
+}
+
+func isURI(s string) bool {
+	return len(s) >= 7 && strings.EqualFold(s[:7], "pkcs11:") // RFC 3986: schemes are case-insensitive
 }
 
 // roleOf says which part the command's token plays, for its PIN variable.
@@ -92,7 +191,7 @@ func roleOf(c *cli.Context) pinRole {
 }
 
 func parseTokenURI(s string) (*token.URI, bool, error) {
-	if len(s) < 7 || !strings.EqualFold(s[:7], "pkcs11:") { // RFC 3986: schemes are case-insensitive
+	if !isURI(s) {
 		return nil, false, nil
 	}
 	u, err := token.ParseURI(s)
@@ -116,16 +215,43 @@ func (s *session) close() {
 	s.module.Close()
 }
 
-// findKey finds the key pair named by --key, by the URI's object or id, or fails.
-func (s *session) findKey(label string) (*token.KeyPair, error) {
-	ref := s.key
-	if label != "" {
-		ref = keyRef{label: label}
+// findKey finds the key pair named by --key (a label or a URI), by the --token URI's object or
+// id, or fails.
+func (s *session) findKey(name string) (*token.KeyPair, error) {
+	ref, err := s.keyRef(name)
+	if err != nil {
+		return nil, err
 	}
 	if ref.label == "" && ref.id == nil {
-		return nil, errors.New("name the key with --key LABEL, or with object= in a PKCS#11 URI")
+		return nil, usagef("name the key with --key LABEL, or with object= in a PKCS#11 URI")
 	}
 	return s.token.FindKeyPair(ref.label, ref.id)
+}
+
+// findSigner finds an officer's signing key named by a label or a URI's object.
+func (s *session) findSigner(name string) (*token.Signer, error) {
+	ref, err := s.keyRef(name)
+	if err != nil {
+		return nil, err
+	}
+	if ref.label == "" {
+		return nil, usagef("name the signing key by its label, with --key LABEL or object= in a PKCS#11 URI")
+	}
+	return s.token.FindSigner(ref.label)
+}
+
+// keyRef resolves a key name: a URI's object and id, a bare label, or, if empty, the key the
+// --token URI names.
+func (s *session) keyRef(name string) (keyRef, error) {
+	if name == "" {
+		return s.key, nil
+	}
+	if u, ok, err := parseTokenURI(name); err != nil {
+		return keyRef{}, err
+	} else if ok {
+		return keyRefOf(u)
+	}
+	return keyRef{label: name}, nil
 }
 
 // withSession opens the token, runs f, and closes the token.
@@ -141,4 +267,11 @@ func withSession(c *cli.Context, f func(s *session) error) error {
 // warn prints a warning line on stderr.
 func warn(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "p11escrow: warning: "+format+"\n", args...)
+}
+
+// keyURI is the URI of a key pair's private key, which --key and --token accept.
+func keyURI(s *session, kp *token.KeyPair) string {
+	u := s.token.Info().URI()
+	u.Object, u.ID, u.Type = kp.Label, kp.ID, "private"
+	return u.String()
 }

@@ -40,7 +40,7 @@ func tokenList(c *cli.Context) error {
 		return err
 	}
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(w, "SLOT\tLABEL\tSERIAL\tMODEL\tMANUFACTURER\n")
+	fmt.Fprintf(w, "SLOT\tLABEL\tSERIAL\tMODEL\tMANUFACTURER\tURI\n")
 	for _, s := range slots {
 		if !s.TokenPresent {
 			fmt.Fprintf(w, "%d\t(no token)\t\t\t%s\n", s.SlotID, s.Description)
@@ -50,7 +50,7 @@ func tokenList(c *cli.Context) error {
 			fmt.Fprintf(w, "%d\t(not initialized)\t%s\t%s\t%s\n", s.SlotID, s.Serial, s.Model, s.Manufacturer)
 			continue
 		}
-		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\n", s.SlotID, s.Label, s.Serial, s.Model, s.Manufacturer)
+		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\n", s.SlotID, s.Label, s.Serial, s.Model, s.Manufacturer, s.URI())
 	}
 	return w.Flush()
 }
