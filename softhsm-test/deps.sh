@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs what the tests and the demo need and a fresh Debian machine lacks: SoftHSM2 (the
-# PKCS#11 module the tests run against) and OpenSC (pkcs11-tool, to make keys the way other
-# tools do). It installs only what is missing, and only as root; otherwise it says what to run.
+# PKCS#11 module the tests run against), OpenSC (pkcs11-tool, to make keys the way other tools
+# do) and openssl (to convert keys and make certificates). It installs only what is missing, and
+# only as root; otherwise it says what to run.
 set -euo pipefail
 
 need=()
 command -v softhsm2-util >/dev/null || need+=(softhsm2)
 command -v pkcs11-tool >/dev/null || need+=(opensc)
+command -v openssl >/dev/null || need+=(openssl)
 [ ${#need[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -111,6 +111,9 @@ func writePublicKey(o *output, kp *token.KeyPair) error {
 	if _, err := o.Write(data); err != nil {
 		return err
 	}
+	if err := publish(o); err != nil {
+		return err
+	}
 	return o.commit()
 }
 
@@ -133,6 +136,9 @@ func listKeys(c *cli.Context) error {
 			}
 			fmt.Fprintf(w, "%s\t%x\tRSA-%d\t%s\t%v\t%v\t%s\t%s\n", kp.Label, kp.ID, kp.Public.N.BitLen(),
 				fpr.Tag(), attrs.Sensitive, attrs.Extractable, fpr, keyURI(s, kp))
+		}
+		if err := listOtherKeys(w, s); err != nil {
+			return err
 		}
 		return w.Flush()
 	})
@@ -196,6 +202,9 @@ func generateSigningKey(c *cli.Context) error {
 		fmt.Fprintf(&b, "# p11escrow signing key %q (%s), fingerprint %s\n", label, typ, fpr)
 		pem.Encode(&b, &pem.Block{Type: "PUBLIC KEY", Bytes: der})
 		if _, err := o.Write(b.Bytes()); err != nil {
+			return err
+		}
+		if err := publish(o); err != nil {
 			return err
 		}
 		if err := o.commit(); err != nil {

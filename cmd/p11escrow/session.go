@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -267,6 +268,21 @@ func withSession(c *cli.Context, f func(s *session) error) error {
 // warn prints a warning line on stderr.
 func warn(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "p11escrow: warning: "+format+"\n", args...)
+}
+
+// listOtherKeys adds the token's non-RSA private keys (EC keys from pkcs11-tool, officers'
+// signing keys) to a key list, with their type and no tag: they cannot be encrypted to.
+func listOtherKeys(w io.Writer, s *session) error {
+	others, err := s.token.OtherPrivateKeys()
+	if err != nil {
+		return err
+	}
+	for _, k := range others {
+		u := s.token.Info().URI()
+		u.Object, u.ID, u.Type = k.Label, k.ID, "private"
+		fmt.Fprintf(w, "%s\t%x\t%s\t-\t%v\t%v\t-\t%s\n", k.Label, k.ID, k.Type, k.Sensitive, k.Extractable, u)
+	}
+	return nil
 }
 
 // keyURI is the URI of a key pair's private key, which --key and --token accept.
