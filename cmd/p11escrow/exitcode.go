@@ -41,8 +41,9 @@ func exitCode(err error) int {
 		tampered *escrow.TamperedError
 		record   *escrow.RecordError
 	)
+	var helpErr cli.ExitCoder // urfave/cli's "No help topic for ..."
 	switch {
-	case errors.As(err, &usage) || isFlagError(err):
+	case errors.As(err, &usage) || isFlagError(err) || errors.As(err, &helpErr):
 		return exitUsage
 	case errors.Is(err, token.ErrWrongPIN) || errors.Is(err, token.ErrPINLocked) || isNoPIN(err):
 		return exitPIN

@@ -44,8 +44,8 @@ func keyCommand() *cli.Command {
 			},
 			{
 				Name:   "list",
-				Usage:  "list the RSA key pairs on the token",
-				Flags:  tokenFlags(),
+				Usage:  "list the key pairs on the token, with their URIs",
+				Flags:  append(tokenFlags(), jsonFlag()),
 				Action: listKeys,
 			},
 			{
@@ -125,6 +125,9 @@ func listKeys(c *cli.Context) error {
 		kps, err := s.token.KeyPairs()
 		if err != nil {
 			return err
+		}
+		if c.Bool("json") {
+			return listKeysJSON(s, kps)
 		}
 		w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintf(w, "LABEL\tID\tTYPE\tTAG\tSENSITIVE\tEXTRACTABLE\tFINGERPRINT\tURI\n")

@@ -3,7 +3,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"os"
 
@@ -14,8 +13,7 @@ func main() {
 	app := newApp()
 	if err := app.Run(flagsFirst(app, os.Args)); err != nil {
 		fmt.Fprintf(os.Stderr, "p11escrow: %s\n", oneLine(err))
-		var usage usageError
-		if errors.As(err, &usage) || isFlagError(err) {
+		if exitCode(err) == exitUsage {
 			fmt.Fprintln(os.Stderr, "p11escrow: see 'p11escrow help' or add --help to the command")
 		}
 		os.Exit(exitCode(err))
@@ -35,8 +33,8 @@ func newApp() *cli.App {
 			"Exit status: 0 success, 1 other failure, 2 usage error, 3 PIN wrong, locked or missing,\n" +
 			"4 file not addressed to this token, 5 input tampered with, truncated or not p11escrow,\n" +
 			"6 refused by the backup authority's rules.",
-		HideHelpCommand:      true,
-		EnableBashCompletion: false,
+		Version:              version(),
+		EnableBashCompletion: true,
 		Suggest:              true,
 		Commands: []*cli.Command{
 			tokenCommand(),
@@ -46,6 +44,8 @@ func newApp() *cli.App {
 			inspectCommand(),
 			authorityCommand(),
 			reheaderCommand(),
+			completionCommand(),
+			manCommand(),
 		},
 		Action:         groupAction,
 		OnUsageError:   onUsageError,

@@ -1,12 +1,14 @@
 package main
 
 import (
+	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
 
+	"github.com/p11escrow/p11escrow/escrow"
 	"github.com/p11escrow/p11escrow/token"
 	"github.com/urfave/cli/v2"
 )
@@ -283,6 +285,43 @@ func listOtherKeys(w io.Writer, s *session) error {
 		fmt.Fprintf(w, "%s\t%x\t%s\t-\t%v\t%v\t-\t%s\n", k.Label, k.ID, k.Type, k.Sensitive, k.Extractable, u)
 	}
 	return nil
+}
+
+// keyJSON is a key in `key list --json`.
+type keyJSON struct {
+	Label       string `json:"label"`
+	ID          string `json:"id"`
+	Type        string `json:"type"`
+	Tag         string `json:"tag,omitempty"`
+	Fingerprint string `json:"fingerprint,omitempty"`
+	Sensitive   bool   `json:"sensitive"`
+	Extractable bool   `json:"extractable"`
+	URI         string `json:"uri"`
+}
+
+// listKeysJSON prints the token's key pairs, then its other private keys, as JSON.
+func listKeysJSON(s *session, kps []*token.KeyPair) error {
+	list := []keyJSON{}
+	for _, kp := range kps {
+		fpr, _ := escrow.FingerprintOf(kp.Public)
+		attrs, err := kp.PrivateAttributes()
+		if err != nil {
+			return err
+		}
+		list = append(list, keyJSON{Label: kp.Label, ID: hex.EncodeToString(kp.ID), Type: fmt.Sprintf("RSA-%d", kp.Public.N.BitLen()),
+			Tag: fpr.Tag(), Fingerprint: fpr.String(), Sensitive: attrs.Sensitive, Extractable: attrs.Extractable, URI: keyURI(s, kp)})
+	}
+	others, err := s.token.OtherPrivateKeys()
+	if err != nil {
+		return err
+	}
+	for _, k := range others {
+		u := s.token.Info().URI()
+		u.Object, u.ID, u.Type = k.Label, k.ID, "private"
+		list = append(list, keyJSON{Label: k.Label, ID: hex.EncodeToString(k.ID), Type: k.Type,
+			Sensitive: k.Sensitive, Extractable: k.Extractable, URI: u.String()})
+	}
+	return printJSON(list)
 }
 
 // keyURI is the URI of a key pair's private key, which --key and --token accept.
