@@ -12,35 +12,44 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 
 	"github.com/miekg/pkcs11"
 )
 
-// defaultModules is searched in order by DefaultModulePath. SoftHSM2 comes
-// first because it is what p11escrow is tested against; the p11-kit proxy
-// last because it aggregates every module the system has registered.
+// defaultModules is searched in order by DefaultModulePath. The p11-kit
+// proxy comes first: it is how Debian and Fedora register the user's real
+// cards (and SoftHSM2 too, through its module file), so it sees every token
+// the system knows. SoftHSM2 alone is the fallback where p11-kit is absent.
 var defaultModules = []string{
+	"/usr/lib/x86_64-linux-gnu/p11-kit-proxy.so",
+	"/usr/lib/aarch64-linux-gnu/p11-kit-proxy.so",
+	"/usr/lib64/p11-kit-proxy.so",
+	"/usr/lib/p11-kit-proxy.so",
 	"/usr/lib/softhsm/libsofthsm2.so",
 	"/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
 	"/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
-	"/usr/lib/x86_64-linux-gnu/p11-kit-proxy.so",
-	"/usr/lib/p11-kit-proxy.so",
+	"/usr/lib64/pkcs11/libsofthsm2.so",
 }
 
 // DefaultModulePath returns the first existing well-known PKCS#11 module.
 // It does not read $P11ESCROW_MODULE: the CLI decides precedence.
-func DefaultModulePath() (string, error) {
-	for _, p := range defaultModules {
+func DefaultModulePath() (string, error) { return firstModule(defaultModules) }
+
+// firstModule returns the first of paths that exists.
+func firstModule(paths []string) (string, error) {
+	for _, p := range paths {
 		if _, err := os.Stat(p); err == nil {
 			return p, nil
 		}
 	}
 	return "", newErr("find PKCS#11 module", nil,
-		"no PKCS#11 module found in %s; install SoftHSM2 or p11-kit, or name the module explicitly",
-		strings.Join(defaultModules, ", "))
+		"no PKCS#11 module found in %s; install p11-kit or SoftHSM2, or name the module explicitly",
+		strings.Join(paths, ", "))
 }
 
 // Module is a loaded and initialised PKCS#11 library. It is safe for
@@ -66,7 +75,13 @@ type Module struct {
 // else in this process already initialised (CKR_CRYPTOKI_ALREADY_INITIALIZED)
 // is accepted. Load a given module once per process: SoftHSM2 reads
 // SOFTHSM2_CONF only at the first C_Initialize.
-func Load(path string) (*Module, error) {
+func Load(path string) (*Module, error) { return LoadWithInitArgs(path, "") }
+
+// LoadWithInitArgs is Load with a string for the pReserved member of
+// CK_C_INITIALIZE_ARGS, which some modules read: NSS's softoken needs
+// "configdir='sql:DIR'" there, and p11-kit module files carry it as
+// x-init-reserved. An empty string passes NULL, as Load does.
+func LoadWithInitArgs(path, initArgs string) (*Module, error) {
 	const op = "load PKCS#11 module"
 	if _, err := os.Stat(path); err != nil {
 		return nil, newErr(op, nil, "the module file %s cannot be read (%v); check the path or install the module", path, err)
@@ -75,10 +90,32 @@ func Load(path string) (*Module, error) {
 	if ctx == nil {
 		return nil, newErr(op, nil, "%s could not be loaded as a PKCS#11 module (dlopen or C_GetFunctionList failed); check that it is a PKCS#11 library for this architecture", path)
 	}
-	err := ctx.Initialize()
+	var opts []pkcs11.InitializeOption
+	if initArgs != "" {
+		// A NUL-terminated copy in Go memory: it holds no Go pointers and the
+		// module parses it during the call (NSS copies what it keeps), so cgo's
+		// pointer rules allow it; KeepAlive holds it until C_Initialize returns.
+		cstr := append([]byte(initArgs), 0)
+		defer runtime.KeepAlive(cstr)
+		opts = append(opts, pkcs11.InitializeWithReserved(unsafe.Pointer(&cstr[0])))
+	}
+	err := ctx.Initialize(opts...)
 	owner := err == nil
 	if err != nil && !errors.Is(err, pkcs11.Error(pkcs11.CKR_CRYPTOKI_ALREADY_INITIALIZED)) {
 		ctx.Destroy()
+		code := uint(0)
+		var perr pkcs11.Error
+		if errors.As(err, &perr) {
+			code = uint(perr)
+		}
+		switch {
+		case initArgs != "":
+			return nil, &Error{Op: op, Code: code, Msg: fmt.Sprintf(
+				"the module %s failed to initialise with the arguments %q; check them (for NSS, that configdir names an existing database)", path, initArgs)}
+		case code == pkcs11.CKR_ARGUMENTS_BAD:
+			return nil, &Error{Op: op, Code: code, Msg: fmt.Sprintf(
+				"the module %s needs initialisation arguments (NSS's softoken, for one, needs configdir='sql:DIR'); pass them with --module-init-args or a p11-kit module file's x-init-reserved", path)}
+		}
 		return nil, tokenErr(op, ctxPlain, err)
 	}
 	return &Module{path: path, ctx: ctx, owner: owner, open: map[*Token]struct{}{}}, nil

@@ -128,3 +128,33 @@ func TestResolveModuleName(t *testing.T) {
 		t.Errorf("x-init-reserved: %+v, %v", rm, err)
 	}
 }
+
+// TestDefaultModuleOrder: where both are installed, the p11-kit proxy, which sees every module
+// the system registered, is preferred to SoftHSM2 alone.
+func TestDefaultModuleOrder(t *testing.T) {
+	lastProxy, firstSoftHSM := -1, len(defaultModules)
+	for i, p := range defaultModules {
+		switch {
+		case strings.Contains(p, "p11-kit-proxy"):
+			lastProxy = i
+		case strings.Contains(p, "softhsm2") && i < firstSoftHSM:
+			firstSoftHSM = i
+		}
+	}
+	if lastProxy < 0 || lastProxy > firstSoftHSM {
+		t.Errorf("defaultModules = %v: every p11-kit proxy path must come before SoftHSM2", defaultModules)
+	}
+	dir := t.TempDir()
+	proxy, softhsm := filepath.Join(dir, "p11-kit-proxy.so"), filepath.Join(dir, "libsofthsm2.so")
+	for _, f := range []string{proxy, softhsm} {
+		if err := os.WriteFile(f, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, err := firstModule([]string{filepath.Join(dir, "absent.so"), proxy, softhsm}); err != nil || got != proxy {
+		t.Errorf("firstModule = %q, %v; want %s", got, err, proxy)
+	}
+	if _, err := firstModule([]string{filepath.Join(dir, "absent.so")}); err == nil || !strings.Contains(err.Error(), "install p11-kit or SoftHSM2") {
+		t.Errorf("firstModule with none: %v", err)
+	}
+}

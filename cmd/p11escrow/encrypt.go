@@ -19,7 +19,7 @@ func encryptCommand() *cli.Command {
 		ArgsUsage: "IN... (- for stdin)",
 		Flags: append(tokenFlags(),
 			&cli.StringFlag{Name: "key", Usage: "your exchange key: its `LABEL` on the token, or a PKCS#11 URI"},
-			&cli.StringFlag{Name: "authority", Usage: "the backup authority's public key `FILE` (PEM)"},
+			&cli.StringFlag{Name: "authority", Usage: "the backup authority's public key `FILE` (PEM or DER key, or certificate) (default: $P11ESCROW_AUTHORITY)"},
 			&cli.BoolFlag{Name: "no-escrow", Usage: "encrypt without an authority: nobody can recover the file if you lose your key"},
 			&cli.StringSliceFlag{Name: "to", Usage: "also encrypt to this public key `FILE` (repeatable)"},
 			&cli.StringFlag{Name: "description", Usage: "description for the escrow record (default: the input's name)"},
@@ -82,9 +82,9 @@ func encryptJobs(c *cli.Context) ([]encryptJob, error) {
 	if len(ins) == 0 {
 		return nil, usagef("no input files; give one or more, or - for stdin")
 	}
-	auth, noEscrow := c.String("authority"), c.Bool("no-escrow")
+	auth, noEscrow := authorityFile(c), c.Bool("no-escrow")
 	if auth == "" && !noEscrow {
-		return nil, usagef("no --authority: every file's key is escrowed; to encrypt without escrow, say --no-escrow")
+		return nil, usagef("no --authority (or $P11ESCROW_AUTHORITY): every file's key is escrowed; to encrypt without escrow, say --no-escrow")
 	}
 	if auth != "" && noEscrow {
 		return nil, usagef("--authority and --no-escrow contradict each other")
@@ -118,10 +118,23 @@ func encryptJobs(c *cli.Context) ([]encryptJob, error) {
 	return jobs, nil
 }
 
+// authorityEnv names the authority's public key file for every encrypt, so that an organisation
+// sets it once.
+const authorityEnv = "P11ESCROW_AUTHORITY"
+
+// authorityFile is --authority, else $P11ESCROW_AUTHORITY unless --no-escrow says otherwise: an
+// explicit choice on the command line beats the environment.
+func authorityFile(c *cli.Context) string {
+	if a := c.String("authority"); a != "" || c.Bool("no-escrow") {
+		return a
+	}
+	return os.Getenv(authorityEnv)
+}
+
 // extraRecipients reads --authority and every --to.
 func extraRecipients(c *cli.Context) ([]escrow.Recipient, error) {
 	var rs []escrow.Recipient
-	if name := c.String("authority"); name != "" {
+	if name := authorityFile(c); name != "" {
 		k, err := readPublicKey(name)
 		if err != nil {
 			return nil, err

@@ -16,7 +16,8 @@ import (
 // tokenFlags select the module, the token and the PIN file. Every command that uses a token has them.
 func tokenFlags() []cli.Flag {
 	return []cli.Flag{
-		&cli.StringFlag{Name: "module", EnvVars: []string{"P11ESCROW_MODULE"}, Usage: "PKCS#11 module `PATH` (default: SoftHSM2 or p11-kit-proxy where installed)"},
+		&cli.StringFlag{Name: "module", EnvVars: []string{"P11ESCROW_MODULE"}, Usage: "PKCS#11 module `PATH` (default: p11-kit-proxy, else SoftHSM2, where installed)"},
+		&cli.StringFlag{Name: "module-init-args", EnvVars: []string{"P11ESCROW_MODULE_INIT_ARGS"}, Usage: "`ARGS` for C_Initialize's pReserved, which some modules need (NSS softoken: configdir='sql:DIR')"},
 		&cli.StringFlag{Name: "token", EnvVars: []string{"P11ESCROW_TOKEN"}, Usage: "token `LABEL`, or a PKCS#11 URI (pkcs11:token=...;object=...?module-path=...&pin-source=...; see token list)"},
 		&cli.StringFlag{Name: "token-serial", Usage: "token serial `NUMBER`"},
 		&cli.StringFlag{Name: "pin-file", Usage: "read the PIN from `FILE`; beats a URI's pin-source and the PIN variables (see README, PINs)"},
@@ -37,27 +38,33 @@ type keyRef struct {
 	id    []byte
 }
 
-// openModule loads the module at path, or the default module if path is empty.
-func openModule(path string) (*token.Module, error) {
+// openModule loads the module that --module, --module-init-args and the URI u (may be nil) name.
+func openModule(c *cli.Context, u *token.URI) (*token.Module, error) {
+	path, initArgs, err := moduleFor(c, u)
+	if err != nil {
+		return nil, err
+	}
 	if path == "" {
-		var err error
 		if path, err = token.DefaultModulePath(); err != nil {
 			return nil, err
 		}
 	}
-	return token.Load(path)
+	return token.LoadWithInitArgs(path, initArgs)
 }
 
 // registryEnv overrides the directories of p11-kit module files that module-name= looks in.
 const registryEnv = "P11ESCROW_MODULE_REGISTRY"
 
-// modulePath picks the module: a URI's module-path, then its module-name (through p11-kit's
-// registry), then --module or $P11ESCROW_MODULE, then the default. The URI comes first because
-// it is the more specific, and a $P11ESCROW_MODULE set for another token must not override it.
-func modulePath(c *cli.Context, u *token.URI) (string, error) {
+// moduleFor picks the module: a URI's module-path, then its module-name (through p11-kit's
+// registry), then --module or $P11ESCROW_MODULE, then the default (empty path). The URI comes
+// first because it is the more specific, and a $P11ESCROW_MODULE set for another token must not
+// override it. The initialisation arguments are --module-init-args, else the module file's
+// x-init-reserved.
+func moduleFor(c *cli.Context, u *token.URI) (path, initArgs string, err error) {
+	initArgs = c.String("module-init-args")
 	switch {
 	case u != nil && u.ModulePath != "":
-		return u.ModulePath, nil
+		return u.ModulePath, initArgs, nil
 	case u != nil && u.ModuleName != "":
 		var dirs []string
 		if v := os.Getenv(registryEnv); v != "" {
@@ -65,11 +72,14 @@ func modulePath(c *cli.Context, u *token.URI) (string, error) {
 		}
 		rm, err := token.ResolveModuleName(u.ModuleName, dirs)
 		if err != nil {
-			return "", err
+			return "", "", err
 		}
-		return rm.Path, nil
+		if initArgs == "" {
+			initArgs = rm.InitArgs
+		}
+		return rm.Path, initArgs, nil
 	}
-	return c.String("module"), nil
+	return c.String("module"), initArgs, nil
 }
 
 // tokenURI returns the URI that selects the token: --token if it is one, else --key if that is
@@ -114,11 +124,7 @@ func openSession(c *cli.Context) (*session, error) {
 			return nil, err
 		}
 	}
-	path, err := modulePath(c, u)
-	if err != nil {
-		return nil, err
-	}
-	m, err := openModule(path)
+	m, err := openModule(c, u)
 	if err != nil {
 		return nil, err
 	}

@@ -17,7 +17,7 @@ func tokenCommand() *cli.Command {
 			{
 				Name:   "list",
 				Usage:  "list the module's slots and tokens",
-				Flags:  append(tokenFlags()[:1:1], jsonFlag()),
+				Flags:  append(tokenFlags()[:2:2], jsonFlag()),
 				Action: tokenList,
 			},
 			{
@@ -31,7 +31,7 @@ func tokenCommand() *cli.Command {
 }
 
 func tokenList(c *cli.Context) error {
-	m, err := openModule(c.String("module"))
+	m, err := openModule(c, nil)
 	if err != nil {
 		return err
 	}
