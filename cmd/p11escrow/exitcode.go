@@ -133,12 +133,13 @@ func editDistance(a, b string) int {
 // groupAction runs for the app or a command group with no subcommand found: help when nothing
 // was named, else a usage error that suggests the nearest command.
 func groupAction(c *cli.Context) error {
+	root := c.Command == nil || c.Command.Name == c.App.Name
 	cmds := c.App.Commands
-	if c.Command != nil && len(c.Command.Subcommands) > 0 {
+	if !root {
 		cmds = c.Command.Subcommands
 	}
 	if !c.Args().Present() {
-		if c.Command == nil || c.Command.Name == "" || len(c.Lineage()) <= 2 && c.Command.Name == c.App.Name {
+		if root {
 			return cli.ShowAppHelp(c)
 		}
 		return cli.ShowSubcommandHelp(c)

@@ -82,28 +82,16 @@ func moduleFor(c *cli.Context, u *token.URI) (path, initArgs string, err error) 
 	return c.String("module"), initArgs, nil
 }
 
-// tokenURI returns the URI that selects the token: --token if it is one, else --key if that is
-// one (so that --key 'pkcs11:token=T;object=K' needs no --token), else nil.
+// tokenURI returns the URI that selects the token: --token (or $P11ESCROW_TOKEN) if it is one,
+// else --key if that is one (so that --key 'pkcs11:token=T;object=K' needs no --token), else
+// nil. A command without one of the flags reads it as empty.
 func tokenURI(c *cli.Context) (*token.URI, error) {
 	for _, name := range []string{"token", "key"} {
-		if !hasFlag(c, name) {
-			continue
-		}
 		if u, ok, err := parseTokenURI(c.String(name)); err != nil || ok {
 			return u, err
 		}
 	}
 	return nil, nil
-}
-
-// hasFlag reports whether the command defines the flag.
-func hasFlag(c *cli.Context, name string) bool {
-	for _, n := range c.FlagNames() {
-		if n == name {
-			return true
-		}
-	}
-	return false
 }
 
 // openSession resolves --token (label or URI), --token-serial and --pin-file, and opens the token.
