@@ -184,6 +184,9 @@ func recoverAction(c *cli.Context) error {
 	if out == "" {
 		out = req.FileID + ".header"
 	}
+	if err := checkOutputs(c.Bool("force"), out); err != nil {
+		return err
+	}
 	return withAuthority(c, func(a *authority.Authority, s *session) error {
 		o, err := createOutput(out, c.Bool("force"))
 		if err != nil {
@@ -213,6 +216,12 @@ func recoverDecrypt(c *cli.Context, req *escrow.Request, in string) error {
 	}
 	if out == "-" {
 		return errors.New("recover --decrypt writes a file, never stdout, so that nothing is released before the whole file verifies; name it with -o")
+	}
+	if err := checkInputs(in); err != nil {
+		return err
+	}
+	if err := checkOutputs(c.Bool("force"), out); err != nil {
+		return err
 	}
 	return withAuthority(c, func(a *authority.Authority, s *session) error {
 		src, err := openInput(in)
