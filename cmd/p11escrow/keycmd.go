@@ -137,7 +137,7 @@ func listKeys(c *cli.Context) error {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(w, "%s\t%x\tRSA-%d\t%s\t%v\t%v\t%s\t%s\n", kp.Label, kp.ID, kp.Public.N.BitLen(),
+			fmt.Fprintf(w, "%s\t%x\tRSA-%d\t%s\t%v\t%v\t%s\t%s\n", termSafe(kp.Label), kp.ID, kp.Public.N.BitLen(),
 				fpr.Tag(), attrs.Sensitive, attrs.Extractable, fpr, keyURI(s, kp))
 		}
 		if err := listOtherKeys(w, s); err != nil {

@@ -276,7 +276,7 @@ func listOtherKeys(w io.Writer, s *session) error {
 	for _, k := range others {
 		u := s.token.Info().URI()
 		u.Object, u.ID, u.Type = k.Label, k.ID, "private"
-		fmt.Fprintf(w, "%s\t%x\t%s\t-\t%v\t%v\t-\t%s\n", k.Label, k.ID, k.Type, k.Sensitive, k.Extractable, u)
+		fmt.Fprintf(w, "%s\t%x\t%s\t-\t%v\t%v\t-\t%s\n", termSafe(k.Label), k.ID, k.Type, k.Sensitive, k.Extractable, u)
 	}
 	return nil
 }

@@ -51,14 +51,14 @@ func tokenList(c *cli.Context) error {
 	fmt.Fprintf(w, "SLOT\tLABEL\tSERIAL\tMODEL\tMANUFACTURER\tURI\n")
 	for _, s := range slots {
 		if !s.TokenPresent {
-			fmt.Fprintf(w, "%d\t(no token)\t\t\t%s\n", s.SlotID, s.Description)
+			fmt.Fprintf(w, "%d\t(no token)\t\t\t%s\n", s.SlotID, termSafe(s.Description))
 			continue
 		}
 		if !s.Initialized {
-			fmt.Fprintf(w, "%d\t(not initialized)\t%s\t%s\t%s\n", s.SlotID, s.Serial, s.Model, s.Manufacturer)
+			fmt.Fprintf(w, "%d\t(not initialized)\t%s\t%s\t%s\n", s.SlotID, termSafe(s.Serial), termSafe(s.Model), termSafe(s.Manufacturer))
 			continue
 		}
-		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\n", s.SlotID, s.Label, s.Serial, s.Model, s.Manufacturer, s.URI())
+		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\n", s.SlotID, termSafe(s.Label), termSafe(s.Serial), termSafe(s.Model), termSafe(s.Manufacturer), s.URI())
 	}
 	return w.Flush()
 }
@@ -82,7 +82,7 @@ func tokenInfo(c *cli.Context) error {
 		}
 		yes := map[bool]string{true: "yes", false: "no"}
 		w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintf(w, "token\t%s (serial %s, %s %s)\n", info.Label, info.Serial, info.Manufacturer, info.Model)
+		fmt.Fprintf(w, "token\t%s (serial %s, %s %s)\n", termSafe(info.Label), termSafe(info.Serial), termSafe(info.Manufacturer), termSafe(info.Model))
 		fmt.Fprintf(w, "module\t%s\n", s.module.Path())
 		for _, row := range []struct {
 			what string
