@@ -69,8 +69,9 @@ func isFlagError(err error) bool {
 func onUsageError(c *cli.Context, err error, _ bool) error {
 	msg := err.Error()
 	if name, ok := strings.CutPrefix(msg, "flag provided but not defined: -"); ok {
-		msg = "unknown flag --" + strings.TrimLeft(name, "-")
-		if s := suggestFlag(c, strings.TrimLeft(name, "-")); s != "" {
+		name = strings.TrimLeft(name, "-")
+		msg = "unknown flag " + dashes(name) + name
+		if s := suggestFlag(c, name); s != "" {
 			msg += "; did you mean " + s + "?"
 		}
 	}
@@ -87,9 +88,17 @@ func suggestFlag(c *cli.Context, name string) string {
 		names = append(names, f.Names()...)
 	}
 	if s := nearest(name, names); s != "" {
-		return "--" + s
+		return dashes(s) + s
 	}
 	return ""
+}
+
+// dashes is "-" for a one-letter flag and "--" for a long one, as the help writes them.
+func dashes(name string) string {
+	if len(name) == 1 {
+		return "-"
+	}
+	return "--"
 }
 
 // nearest returns the candidate within a small edit distance of s (a swap of two neighbours
