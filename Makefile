@@ -2,12 +2,23 @@
 export PATH := /usr/local/go/bin:$(PATH)
 GO ?= go
 
-.PHONY: all build test deps vet demo bench clean
+PREFIX ?= /usr/local
+
+.PHONY: all build man install test deps vet demo bench clean
 
 all: build
 
 build:
 	$(GO) build -o bin/p11escrow ./cmd/p11escrow
+
+# The man page is made from the command definitions, so it cannot drift from --help.
+man: build
+	./bin/p11escrow man > bin/p11escrow.1
+
+# make install [PREFIX=/usr/local] [DESTDIR=staging dir]
+install: build man
+	install -D -m 0755 bin/p11escrow $(DESTDIR)$(PREFIX)/bin/p11escrow
+	install -D -m 0644 bin/p11escrow.1 $(DESTDIR)$(PREFIX)/share/man/man1/p11escrow.1
 
 deps:
 	@./softhsm-test/deps.sh

@@ -31,7 +31,7 @@ run "$bin" authority init --token authority --label escrow-2026 --out authority.
 run cat authority.pub
 
 step "Alice creates her exchange key pair on her token"
-run "$bin" key generate --token user --label alice
+run "$bin" key generate --token user --key alice
 run "$bin" key list --token user
 run "$bin" token info --token user
 
@@ -58,8 +58,8 @@ run "$bin" authority list
 step "Two recovery officers, each with a signing key on their own token; two approvals are the rule"
 run softhsm2-util --init-token --free --label officer-olivia --so-pin 12345678 --pin 1234 >/dev/null
 run softhsm2-util --init-token --free --label officer-oscar --so-pin 12345678 --pin 1234 >/dev/null
-run "$bin" key generate --usage sign --token officer-olivia --label olivia
-run "$bin" key generate --usage sign --token officer-oscar --label oscar
+run "$bin" key generate --usage sign --token officer-olivia --key olivia
+run "$bin" key generate --usage sign --token officer-oscar --key oscar
 run "$bin" authority officer add --name olivia --pub olivia.pub
 run "$bin" authority officer add --name oscar --pub oscar.pub
 run "$bin" authority policy --approvals 2
@@ -70,7 +70,7 @@ run "$bin" token list
 
 step "Alice gets a new card and a new key, and tells the authority which file she needs"
 run softhsm2-util --init-token --free --label alice-new --so-pin 12345678 --pin 1234 >/dev/null
-run "$bin" key generate --token alice-new --label alice-2
+run "$bin" key generate --token alice-new --key alice-2
 id=$("$bin" inspect --json report.pdf.p11e | sed -n 's/.*"file_id": "\([0-9a-f]*\)".*/\1/p')
 echo "file ID: $id"
 

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the tests and the demo need and a fresh Debian machine lacks: SoftHSM2 (the
 # PKCS#11 module the tests run against), OpenSC (pkcs11-tool, to make keys the way other tools
-# do), and a software TPM 2.0 as a second PKCS#11 implementation: swtpm, tpm2-pkcs11 and
-# tpm2-tools (tpm2_flushcontext). It installs only what is missing, and only as root; otherwise
-# it says what to run.
+# do), openssl (to convert keys and make certificates), NSS's softoken with certutil (a module
+# that needs C_Initialize arguments), and a software TPM 2.0 as a second PKCS#11 implementation:
+# swtpm, tpm2-pkcs11 and tpm2-tools (tpm2_flushcontext). It installs only what is missing, and
+# only as root; otherwise it says what to run.
 set -euo pipefail
 
 tpm2_module=
@@ -19,6 +20,9 @@ command -v pkcs11-tool >/dev/null || need+=(opensc)
 command -v swtpm >/dev/null || need+=(swtpm)
 command -v tpm2_flushcontext >/dev/null || need+=(tpm2-tools)
 [ -n "$tpm2_module" ] || need+=(libtpm2-pkcs11-1)
+command -v openssl >/dev/null || need+=(openssl)
+command -v certutil >/dev/null || need+=(libnss3-tools)
+compgen -G '/usr/lib*/libsoftokn3.so' >/dev/null || compgen -G '/usr/lib/*/libsoftokn3.so' >/dev/null || need+=(libnss3)
 [ ${#need[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -ne 0 ]; then

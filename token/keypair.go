@@ -226,6 +226,9 @@ func (t *Token) FindKeyPair(label string, id []byte) (*KeyPair, error) {
 	case len(hs) == 0 && !t.LoggedIn():
 		return nil, newErr(op, ErrNotLoggedIn, "no RSA private key %s is visible on token %q without a login; log in first", what, t.info.Label)
 	case len(hs) == 0:
+		if err := t.unsupportedKey(label, id); err != nil {
+			return nil, err
+		}
 		return nil, newErr(op, ErrKeyNotFound, "token %q has no RSA private key %s; check the name or generate the key", t.info.Label, what)
 	case len(hs) > 1:
 		return nil, newErr(op, ErrAmbiguous, "token %q has %d RSA private keys %s; select the key by ID as well", t.info.Label, len(hs), what)

@@ -12,35 +12,44 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 
 	"github.com/miekg/pkcs11"
 )
 
-// defaultModules is searched in order by DefaultModulePath. SoftHSM2 comes
-// first because it is what p11escrow is tested against; the p11-kit proxy
-// last because it aggregates every module the system has registered.
+// defaultModules is searched in order by DefaultModulePath. The p11-kit
+// proxy comes first: it is how Debian and Fedora register the user's real
+// cards (and SoftHSM2 too, through its module file), so it sees every token
+// the system knows. SoftHSM2 alone is the fallback where p11-kit is absent.
 var defaultModules = []string{
+	"/usr/lib/x86_64-linux-gnu/p11-kit-proxy.so",
+	"/usr/lib/aarch64-linux-gnu/p11-kit-proxy.so",
+	"/usr/lib64/p11-kit-proxy.so",
+	"/usr/lib/p11-kit-proxy.so",
 	"/usr/lib/softhsm/libsofthsm2.so",
 	"/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
 	"/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
-	"/usr/lib/x86_64-linux-gnu/p11-kit-proxy.so",
-	"/usr/lib/p11-kit-proxy.so",
+	"/usr/lib64/pkcs11/libsofthsm2.so",
 }
 
 // DefaultModulePath returns the first existing well-known PKCS#11 module.
 // It does not read $P11ESCROW_MODULE: the CLI decides precedence.
-func DefaultModulePath() (string, error) {
-	for _, p := range defaultModules {
+func DefaultModulePath() (string, error) { return firstModule(defaultModules) }
+
+// firstModule returns the first of paths that exists.
+func firstModule(paths []string) (string, error) {
+	for _, p := range paths {
 		if _, err := os.Stat(p); err == nil {
 			return p, nil
 		}
 	}
 	return "", newErr("find PKCS#11 module", nil,
-		"no PKCS#11 module found in %s; install SoftHSM2 or p11-kit, or name the module explicitly",
-		strings.Join(defaultModules, ", "))
+		"no PKCS#11 module found in %s; install p11-kit or SoftHSM2, or name the module explicitly",
+		strings.Join(paths, ", "))
 }
 
 // Module is a loaded and initialised PKCS#11 library. It is safe for
@@ -71,7 +80,13 @@ type Module struct {
 // else in this process already initialised (CKR_CRYPTOKI_ALREADY_INITIALIZED)
 // is accepted. Load a given module once per process: SoftHSM2 reads
 // SOFTHSM2_CONF only at the first C_Initialize.
-func Load(path string) (*Module, error) {
+func Load(path string) (*Module, error) { return LoadWithInitArgs(path, "") }
+
+// LoadWithInitArgs is Load with a string for the pReserved member of
+// CK_C_INITIALIZE_ARGS, which some modules read: NSS's softoken needs
+// "configdir='sql:DIR'" there, and p11-kit module files carry it as
+// x-init-reserved. An empty string passes NULL, as Load does.
+func LoadWithInitArgs(path, initArgs string) (*Module, error) {
 	const op = "load PKCS#11 module"
 	if _, err := os.Stat(path); err != nil {
 		return nil, newErr(op, nil, "the module file %s cannot be read (%v); check the path or install the module", path, err)
@@ -80,10 +95,32 @@ func Load(path string) (*Module, error) {
 	if ctx == nil {
 		return nil, newErr(op, nil, "%s could not be loaded as a PKCS#11 module (dlopen or C_GetFunctionList failed); check that it is a PKCS#11 library for this architecture", path)
 	}
-	err := ctx.Initialize()
+	var opts []pkcs11.InitializeOption
+	if initArgs != "" {
+		// A NUL-terminated copy in Go memory: it holds no Go pointers and the
+		// module parses it during the call (NSS copies what it keeps), so cgo's
+		// pointer rules allow it; KeepAlive holds it until C_Initialize returns.
+		cstr := append([]byte(initArgs), 0)
+		defer runtime.KeepAlive(cstr)
+		opts = append(opts, pkcs11.InitializeWithReserved(unsafe.Pointer(&cstr[0])))
+	}
+	err := ctx.Initialize(opts...)
 	owner := err == nil
 	if err != nil && !errors.Is(err, pkcs11.Error(pkcs11.CKR_CRYPTOKI_ALREADY_INITIALIZED)) {
 		ctx.Destroy()
+		code := uint(0)
+		var perr pkcs11.Error
+		if errors.As(err, &perr) {
+			code = uint(perr)
+		}
+		switch {
+		case initArgs != "":
+			return nil, &Error{Op: op, Code: code, Msg: fmt.Sprintf(
+				"the module %s failed to initialise with the arguments %q; check them (for NSS, that configdir names an existing database)", path, initArgs)}
+		case code == pkcs11.CKR_ARGUMENTS_BAD:
+			return nil, &Error{Op: op, Code: code, Msg: fmt.Sprintf(
+				"the module %s needs initialisation arguments (NSS's softoken, for one, needs configdir='sql:DIR'); pass them with --module-init-args or a p11-kit module file's x-init-reserved", path)}
+		}
 		return nil, tokenErr(op, ctxPlain, err)
 	}
 	return &Module{path: path, ctx: ctx, owner: owner, open: map[*Token]struct{}{}}, nil
@@ -139,9 +176,10 @@ func (m *Module) track(t *Token, open bool) {
 
 // SlotInfo describes a slot and, if TokenPresent, its token.
 type SlotInfo struct {
-	SlotID       uint // changes between runs on SoftHSM2: never store it
-	Description  string
-	TokenPresent bool
+	SlotID           uint // changes between runs on SoftHSM2: never store it
+	Description      string
+	SlotManufacturer string
+	TokenPresent     bool
 	// Token fields, trimmed of the blank padding PKCS#11 uses.
 	Label, Serial, Model, Manufacturer string
 	Initialized, LoginRequired         bool
@@ -179,7 +217,7 @@ func (m *Module) slotInfo(id uint) (SlotInfo, error) {
 	if err != nil {
 		return SlotInfo{}, tokenErr("read slot info", ctxPlain, err)
 	}
-	si := SlotInfo{SlotID: id, Description: trim(raw.SlotDescription),
+	si := SlotInfo{SlotID: id, Description: trim(raw.SlotDescription), SlotManufacturer: trim(raw.ManufacturerID),
 		TokenPresent: raw.Flags&pkcs11.CKF_TOKEN_PRESENT != 0}
 	if !si.TokenPresent {
 		return si, nil
@@ -200,28 +238,77 @@ func (m *Module) slotInfo(id uint) (SlotInfo, error) {
 // (SoftHSM2 even renumbers slots) and guessing could encrypt to, or ask the
 // PIN of, the wrong token.
 type Selector struct {
-	Label, Serial string
+	Label, Serial, Manufacturer, Model string // CK_TOKEN_INFO fields
+	SlotDescription, SlotManufacturer  string // CK_SLOT_INFO fields
+	SlotID                             *uint  // the slot's number, if given
 }
 
 func (s Selector) matches(si SlotInfo) bool {
 	return si.TokenPresent && si.Initialized &&
 		(s.Label == "" || s.Label == si.Label) &&
-		(s.Serial == "" || s.Serial == si.Serial)
+		(s.Serial == "" || s.Serial == si.Serial) &&
+		(s.Manufacturer == "" || s.Manufacturer == si.Manufacturer) &&
+		(s.Model == "" || s.Model == si.Model) &&
+		(s.SlotDescription == "" || s.SlotDescription == si.Description) &&
+		(s.SlotManufacturer == "" || s.SlotManufacturer == si.SlotManufacturer) &&
+		(s.SlotID == nil || *s.SlotID == si.SlotID)
 }
 
 // String describes the selection for error messages.
 func (s Selector) String() string {
 	var parts []string
-	if s.Label != "" {
-		parts = append(parts, fmt.Sprintf("label %q", s.Label))
+	for _, f := range []struct{ name, v string }{
+		{"label", s.Label}, {"serial", s.Serial}, {"manufacturer", s.Manufacturer}, {"model", s.Model},
+		{"slot description", s.SlotDescription}, {"slot manufacturer", s.SlotManufacturer},
+	} {
+		if f.v != "" {
+			parts = append(parts, fmt.Sprintf("%s %q", f.name, f.v))
+		}
 	}
-	if s.Serial != "" {
-		parts = append(parts, fmt.Sprintf("serial %q", s.Serial))
+	if s.SlotID != nil {
+		parts = append(parts, fmt.Sprintf("slot-id %d", *s.SlotID))
 	}
 	if len(parts) == 0 {
 		return "any token"
 	}
 	return strings.Join(parts, " and ")
+}
+
+// Library selects a module by its CK_INFO, as the library-* attributes of a URI do. Empty
+// fields match anything; Version is "M" or "M.N".
+type Library struct {
+	Manufacturer, Description, Version string
+}
+
+// LibraryInfo returns the module's CK_INFO: manufacturer, description and "M.N" version.
+func (m *Module) LibraryInfo() (Library, error) {
+	info, err := m.ctx.GetInfo()
+	if err != nil {
+		return Library{}, tokenErr("read module info", ctxPlain, err)
+	}
+	return Library{Manufacturer: trim(info.ManufacturerID), Description: trim(info.LibraryDescription),
+		Version: fmt.Sprintf("%d.%d", info.LibraryVersion.Major, info.LibraryVersion.Minor)}, nil
+}
+
+// CheckLibrary fails with ErrNoToken if the module is not the library l describes.
+func (m *Module) CheckLibrary(l Library) error {
+	if l == (Library{}) {
+		return nil
+	}
+	have, err := m.LibraryInfo()
+	if err != nil {
+		return err
+	}
+	haveMajor, _, _ := strings.Cut(have.Version, ".")
+	ok := (l.Manufacturer == "" || l.Manufacturer == have.Manufacturer) &&
+		(l.Description == "" || l.Description == have.Description) &&
+		(l.Version == "" || l.Version == have.Version || !strings.Contains(l.Version, ".") && l.Version == haveMajor)
+	if !ok {
+		return newErr("select module", ErrNoToken,
+			"the module %s is library-manufacturer %q, library-description %q, library-version %s, which the URI does not match; name the right module with module-path or --module",
+			m.path, have.Manufacturer, have.Description, have.Version)
+	}
+	return nil
 }
 
 // Open selects exactly one initialised token and opens one read-write

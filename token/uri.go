@@ -1,25 +1,48 @@
 package token
 
 import (
+	"fmt"
 	"net/url"
+	"regexp"
+	"strconv"
 	"strings"
 )
 
-// URI is the subset of an RFC 7512 PKCS#11 URI that p11-kit, OpenSSL and
-// p11escrow use: which token, which object, which module, where the PIN is.
+var versionRE = regexp.MustCompile(`^[0-9]+(\.[0-9]+)?$`)
+
+// URI is an RFC 7512 PKCS#11 URI: which module, slot, token and object, and where the PIN is.
+// Every path attribute is honoured: the token and slot ones by Selector, the library ones by
+// Module.CheckLibrary, object, id and type by the caller's key lookup.
 type URI struct {
-	Token, Serial, Manufacturer, Model string // token selection
+	Token, Serial, Manufacturer, Model string // token selection (CK_TOKEN_INFO)
+	SlotDescription, SlotManufacturer  string // slot selection (CK_SLOT_INFO)
+	SlotID                             *uint  // slot-id, if given
+	LibraryManufacturer                string // module selection (CK_INFO)
+	LibraryDescription                 string
+	LibraryVersion                     string // "M" or "M.N"
 	Object, Type                       string // CKA_LABEL; "private", "public", "cert", "secret-key" or "data"
 	ID                                 []byte // CKA_ID, raw bytes
 	ModulePath                         string // query module-path
+	ModuleName                         string // query module-name, resolved by ResolveModuleName
 	PinSource                          string // query pin-source, as a file path
 }
 
-// Selector returns the token selection of the URI.
-func (u *URI) Selector() Selector { return Selector{Label: u.Token, Serial: u.Serial} }
+// Selector returns the token and slot selection of the URI.
+func (u *URI) Selector() Selector {
+	return Selector{Label: u.Token, Serial: u.Serial, Manufacturer: u.Manufacturer, Model: u.Model,
+		SlotDescription: u.SlotDescription, SlotManufacturer: u.SlotManufacturer, SlotID: u.SlotID}
+}
 
-// pathAttrs are the RFC 7512 path attributes. Those mapped to nil are
-// valid but not used for selection (library and slot details).
+// Library returns the library (module) selection of the URI.
+func (u *URI) Library() Library {
+	return Library{Manufacturer: u.LibraryManufacturer, Description: u.LibraryDescription, Version: u.LibraryVersion}
+}
+
+// NamesToken reports whether the URI says anything about which token or slot to use. A URI that
+// names only an object leaves the search to every token (see Module.FindObjectToken).
+func (u *URI) NamesToken() bool { return u.Selector() != (Selector{}) }
+
+// pathAttrs are the RFC 7512 path attributes that are strings.
 var pathAttrs = map[string]func(u *URI) *string{
 	"token":                func(u *URI) *string { return &u.Token },
 	"serial":               func(u *URI) *string { return &u.Serial },
@@ -27,13 +50,13 @@ var pathAttrs = map[string]func(u *URI) *string{
 	"model":                func(u *URI) *string { return &u.Model },
 	"object":               func(u *URI) *string { return &u.Object },
 	"type":                 func(u *URI) *string { return &u.Type },
+	"library-manufacturer": func(u *URI) *string { return &u.LibraryManufacturer },
+	"library-description":  func(u *URI) *string { return &u.LibraryDescription },
+	"library-version":      func(u *URI) *string { return &u.LibraryVersion },
+	"slot-manufacturer":    func(u *URI) *string { return &u.SlotManufacturer },
+	"slot-description":     func(u *URI) *string { return &u.SlotDescription },
 	"id":                   nil, // bytes, handled apart
-	"library-manufacturer": nil,
-	"library-description":  nil,
-	"library-version":      nil,
-	"slot-manufacturer":    nil,
-	"slot-description":     nil,
-	"slot-id":              nil,
+	"slot-id":              nil, // a number, handled apart
 }
 
 var objectTypes = map[string]bool{"private": true, "public": true, "cert": true, "secret-key": true, "data": true}
@@ -77,7 +100,7 @@ func (u *URI) parsePath(path string) error {
 		}
 		field, known := pathAttrs[name]
 		if !known {
-			return uriErr("unknown path attribute " + quote(name) + "; use token, serial, manufacturer, model, object, type or id")
+			return uriErr("unknown path attribute " + quote(name) + "; RFC 7512 has token, serial, manufacturer, model, object, type, id, slot-id, slot-description, slot-manufacturer and library-manufacturer, -description and -version")
 		}
 		if seen[name] {
 			return uriErr("path attribute " + quote(name) + " appears twice; give it once")
@@ -90,6 +113,15 @@ func (u *URI) parsePath(path string) error {
 		switch {
 		case name == "id":
 			u.ID = []byte(val)
+		case name == "slot-id":
+			n, err := strconv.ParseUint(val, 10, 0)
+			if err != nil {
+				return uriErr("slot-id " + quote(val) + " is not a decimal number")
+			}
+			id := uint(n)
+			u.SlotID = &id
+		case name == "library-version" && !versionRE.MatchString(val):
+			return uriErr("library-version " + quote(val) + " is not M or M.N")
 		case name == "type" && !objectTypes[val]:
 			return uriErr("type " + quote(val) + " is not one of private, public, cert, secret-key, data")
 		case field != nil:
@@ -111,6 +143,8 @@ func (u *URI) parseQuery(query string) error {
 			return uriErr("the URI contains pin-value, which is refused; PINs must come from an environment variable, a file (pin-source) or the prompt")
 		case "module-path":
 			u.ModulePath = val
+		case "module-name":
+			u.ModuleName = val
 		case "pin-source":
 			if u.PinSource, err = pinSourcePath(val); err != nil {
 				return err
@@ -157,3 +191,75 @@ func splitNonEmpty(s, sep string) []string {
 }
 
 func quote(s string) string { return "\"" + s + "\"" }
+
+// String formats the URI with its attributes in the order p11tool prints them, percent-encoding
+// every byte outside RFC 7512's unreserved set, so that the result can be pasted into --token
+// or --key.
+func (u *URI) String() string {
+	var path []string
+	add := func(name, v string) {
+		if v != "" {
+			path = append(path, name+"="+pctEncode([]byte(v)))
+		}
+	}
+	add("library-manufacturer", u.LibraryManufacturer)
+	add("library-description", u.LibraryDescription)
+	add("library-version", u.LibraryVersion)
+	add("slot-manufacturer", u.SlotManufacturer)
+	add("slot-description", u.SlotDescription)
+	if u.SlotID != nil {
+		path = append(path, "slot-id="+strconv.FormatUint(uint64(*u.SlotID), 10))
+	}
+	add("model", u.Model)
+	add("manufacturer", u.Manufacturer)
+	add("serial", u.Serial)
+	add("token", u.Token)
+	if len(u.ID) > 0 {
+		path = append(path, "id="+pctEncodeAll(u.ID))
+	}
+	add("object", u.Object)
+	add("type", u.Type)
+	s := "pkcs11:" + strings.Join(path, ";")
+	var query []string
+	if u.ModuleName != "" {
+		query = append(query, "module-name="+pctEncode([]byte(u.ModuleName)))
+	}
+	if u.ModulePath != "" {
+		query = append(query, "module-path="+pctEncode([]byte(u.ModulePath)))
+	}
+	if u.PinSource != "" {
+		query = append(query, "pin-source="+pctEncode([]byte(u.PinSource)))
+	}
+	if len(query) > 0 {
+		s += "?" + strings.Join(query, "&")
+	}
+	return s
+}
+
+// pctEncode keeps RFC 3986 unreserved characters and '/' (allowed in values) as they are.
+func pctEncode(b []byte) string {
+	var sb strings.Builder
+	for _, c := range b {
+		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("-._~/", c) >= 0 {
+			sb.WriteByte(c)
+		} else {
+			fmt.Fprintf(&sb, "%%%02x", c)
+		}
+	}
+	return sb.String()
+}
+
+// pctEncodeAll encodes every byte, as p11tool does for id.
+func pctEncodeAll(b []byte) string {
+	var sb strings.Builder
+	for _, c := range b {
+		fmt.Fprintf(&sb, "%%%02x", c)
+	}
+	return sb.String()
+}
+
+// URI returns the URI that selects this token, with the attributes p11tool --list-token-urls
+// prints: model, manufacturer, serial and token.
+func (s SlotInfo) URI() *URI {
+	return &URI{Model: s.Model, Manufacturer: s.Manufacturer, Serial: s.Serial, Token: s.Label}
+}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"strings"
 
@@ -74,7 +73,7 @@ func authorityStanza(s *escrow.Stanza) bool { return escrow.StanzaRole(s) == esc
 // reaches this host's memory.
 func verifyRecord(c *cli.Context) error {
 	if c.NArg() != 1 {
-		return errors.New("verify takes one escrow record")
+		return usagef("verify takes one escrow record")
 	}
 	data, err := readFileLimited(c.Args().First(), "an escrow record", maxRecordFile)
 	if err != nil {
@@ -151,10 +150,22 @@ func recordMatchesFile(rec *escrow.Record, name string) error {
 func authorityDecrypt(c *cli.Context) error {
 	ins := c.Args().Slice()
 	if len(ins) == 0 {
-		return errors.New("no input files; give one or more, or - for stdin")
+		return usagef("no input files; give one or more, or - for stdin")
 	}
 	if len(ins) > 1 && c.String("output") != "" {
-		return errors.New("-o names one file; with several inputs, outputs are IN without .p11e")
+		return usagef("-o names one file; with several inputs, outputs are IN without .p11e")
+	}
+	for _, in := range ins {
+		out, err := decryptOutputName(in, c.String("output"))
+		if err != nil {
+			return err
+		}
+		if err := checkInputs(in); err != nil {
+			return err
+		}
+		if err := checkOutputs(c.Bool("force"), out); err != nil {
+			return err
+		}
 	}
 	return withAuthority(c, func(a *authority.Authority, _ *session) error {
 		for _, in := range ins {

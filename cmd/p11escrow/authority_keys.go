@@ -41,6 +41,9 @@ func authorityInit(c *cli.Context) error {
 		return fmt.Errorf("unknown key type %q; use rsa-2048, rsa-3072 or rsa-4096", c.String("type"))
 	}
 	out := pubFileName(c.String("out"), c.String("label"))
+	if err := checkOutputs(c.Bool("force"), out); err != nil {
+		return err
+	}
 	return withAuthority(c, func(a *authority.Authority, s *session) error {
 		if err := a.CanInit(); err != nil {
 			return err

@@ -187,7 +187,7 @@ func approveAction(c *cli.Context) error {
 		return errors.New("not approved: the officer declined; nothing was signed")
 	}
 	return withAuthority(c, func(a *authority.Authority, s *session) error {
-		signer, err := s.token.FindSigner(c.String("key"))
+		signer, err := s.findSigner(c.String("key"))
 		if err != nil {
 			return err
 		}
@@ -285,6 +285,9 @@ func recoverAction(c *cli.Context) error {
 	if out == "" {
 		out = req.FileID + ".header"
 	}
+	if err := checkOutputs(c.Bool("force"), out); err != nil {
+		return err
+	}
 	return withAuthority(c, func(a *authority.Authority, s *session) error {
 		d := &delivery{name: out, force: c.Bool("force")}
 		defer d.abort()
@@ -331,6 +334,12 @@ func recoverDecrypt(c *cli.Context, req *escrow.Request, in string) error {
 	}
 	if out == "-" {
 		return errors.New("recover --decrypt writes a file, never stdout, so that nothing is released before the whole file verifies; name it with -o")
+	}
+	if err := checkInputs(in); err != nil {
+		return err
+	}
+	if err := checkOutputs(c.Bool("force"), out); err != nil {
+		return err
 	}
 	return withAuthority(c, func(a *authority.Authority, s *session) error {
 		src, err := openInput(in)

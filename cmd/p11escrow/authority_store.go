@@ -58,18 +58,19 @@ func runStore(c *cli.Context, open func(string) (authority.Store, error), f func
 	return f(authority.New(st, nil, "user="+osUser()))
 }
 
-// withAuthority opens the store and the token, logs in once, and runs f. The actor in the audit
-// log is the OS user and the token's label and serial.
+// withAuthority opens the token, logs in once, opens the store and runs f. It logs in before it
+// opens the store, so that a command that cannot log in (no PIN, a wrong one) leaves no new
+// database behind. The actor in the audit log is the OS user and the token's label and serial.
 func withAuthority(c *cli.Context, f func(a *authority.Authority, s *session) error) error {
-	st, err := authority.OpenSQLite(c.String("db"))
-	if err != nil {
-		return err
-	}
-	defer st.Close()
 	return withSession(c, func(s *session) error {
 		if err := s.login(); err != nil {
 			return err
 		}
+		st, err := authority.OpenSQLite(c.String("db"))
+		if err != nil {
+			return err
+		}
+		defer st.Close()
 		info := s.token.Info()
 		actor := fmt.Sprintf("user=%s token=%s serial=%s", osUser(), info.Label, info.Serial)
 		a := authority.New(st, s.token, actor)

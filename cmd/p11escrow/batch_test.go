@@ -78,7 +78,7 @@ func TestKilledBatchRunsAgain(t *testing.T) {
 
 		out, err := command(dir, glob()...).CombinedOutput()
 		if err != nil {
-			t.Fatalf("trial %d: the rerun failed: %v\n%s", trial, err, lastLine(string(out)))
+			t.Fatalf("trial %d: the rerun failed: %v\n%s", trial, err, out)
 		}
 		if !bytes.Contains(out, []byte("f000.p11e: skipped")) {
 			t.Errorf("trial %d: the rerun did not skip f000.p11e, named as an input", trial)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -16,7 +15,7 @@ func decryptCommand() *cli.Command {
 		Usage:     "decrypt files with a key on your token",
 		ArgsUsage: "IN... (- for stdin)",
 		Flags: append(tokenFlags(),
-			&cli.StringFlag{Name: "key", Usage: "the key's `LABEL` (default: every RSA key on the token that a stanza is addressed to)"},
+			&cli.StringFlag{Name: "key", Usage: "the key's `LABEL` or PKCS#11 URI (default: every RSA key on the token that a stanza is addressed to)"},
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "output `FILE` (default: IN without .p11e; - for stdout); one input only"},
 			&cli.BoolFlag{Name: "force", Usage: "replace existing output files"},
 		),
@@ -71,10 +70,10 @@ type stanzaFilter func(*escrow.Stanza) bool
 func decryptFiles(c *cli.Context, filter stanzaFilter) error {
 	ins := c.Args().Slice()
 	if len(ins) == 0 {
-		return errors.New("no input files; give one or more, or - for stdin")
+		return usagef("no input files; give one or more, or - for stdin")
 	}
 	if len(ins) > 1 && c.String("output") != "" {
-		return errors.New("-o names one file; with several inputs, outputs are IN without .p11e")
+		return usagef("-o names one file; with several inputs, outputs are IN without .p11e")
 	}
 	outs := make([]string, len(ins))
 	for i, in := range ins {
@@ -83,6 +82,12 @@ func decryptFiles(c *cli.Context, filter stanzaFilter) error {
 			return err
 		}
 		outs[i] = out
+	}
+	if err := checkInputs(ins...); err != nil {
+		return err
+	}
+	if err := checkOutputs(c.Bool("force"), outs...); err != nil {
+		return err
 	}
 	return withSession(c, func(s *session) error {
 		ids := &identities{s: s, label: c.String("key"), filter: filter}
@@ -104,7 +109,7 @@ func decryptOutputName(in, out string) (string, error) {
 	case strings.HasSuffix(in, ".p11e") && len(in) > len(".p11e"):
 		return strings.TrimSuffix(in, ".p11e"), nil
 	}
-	return "", fmt.Errorf("%s does not end in .p11e; name the output with -o", in)
+	return "", usagef("%s does not end in .p11e; name the output with -o", in)
 }
 
 // decryptFile parses the header before it asks for a PIN, so that a file that is not ours

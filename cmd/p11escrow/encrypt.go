@@ -22,8 +22,8 @@ func encryptCommand() *cli.Command {
 		Usage:     "encrypt files for your token's key and escrow each file's key with the authority",
 		ArgsUsage: "IN... (- for stdin)",
 		Flags: append(tokenFlags(),
-			&cli.StringFlag{Name: "key", Usage: "your exchange key's `LABEL` on the token"},
-			&cli.StringFlag{Name: "authority", Usage: "the backup authority's public key `FILE` (PEM)"},
+			&cli.StringFlag{Name: "key", Usage: "your exchange key: its `LABEL` on the token, or a PKCS#11 URI"},
+			&cli.StringFlag{Name: "authority", Usage: "the backup authority's public key `FILE` (PEM or DER key, or certificate) (default: $P11ESCROW_AUTHORITY)"},
 			&cli.BoolFlag{Name: "no-escrow", Usage: "encrypt without an authority: nobody can recover the file if you lose your key"},
 			&cli.StringSliceFlag{Name: "to", Usage: "also encrypt to this public key `FILE` (repeatable)"},
 			&cli.StringFlag{Name: "description", Usage: "description for the escrow record (default: the input's name)"},
@@ -59,6 +59,18 @@ func encryptAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	for _, j := range jobs {
+		if err := checkInputs(j.in); err != nil {
+			return err
+		}
+		if err := checkOutputs(c.Bool("force"), j.out); err != nil {
+			return err
+		}
+		// An orphan record is replaced without --force (see checkDone).
+		if err := checkOutputs(c.Bool("force") || j.replaceRecord, j.record); err != nil {
+			return err
+		}
+	}
 	return withSession(c, func(s *session) error {
 		plan, err := newEncryptPlan(s, c.String("key"), recipients)
 		if err != nil {
@@ -82,17 +94,17 @@ var errTerminal = errors.New("refusing to write ciphertext to a terminal; redire
 func encryptJobs(c *cli.Context) ([]encryptJob, error) {
 	ins := c.Args().Slice()
 	if len(ins) == 0 {
-		return nil, errors.New("no input files; give one or more, or - for stdin")
+		return nil, usagef("no input files; give one or more, or - for stdin")
 	}
-	auth, noEscrow := c.String("authority"), c.Bool("no-escrow")
+	auth, noEscrow := authorityFile(c), c.Bool("no-escrow")
 	if auth == "" && !noEscrow {
-		return nil, errors.New("no --authority: every file's key is escrowed; to encrypt without escrow, say --no-escrow")
+		return nil, usagef("no --authority (or $P11ESCROW_AUTHORITY): every file's key is escrowed; to encrypt without escrow, say --no-escrow")
 	}
 	if auth != "" && noEscrow {
-		return nil, errors.New("--authority and --no-escrow contradict each other")
+		return nil, usagef("--authority and --no-escrow contradict each other")
 	}
 	if len(ins) > 1 && (c.String("output") != "" || c.String("escrow-record") != "") {
-		return nil, errors.New("-o and --escrow-record name one file; with several inputs, outputs are IN.p11e")
+		return nil, usagef("-o and --escrow-record name one file; with several inputs, outputs are IN.p11e")
 	}
 	if c.String("output") == "-" && term.IsTerminal(int(os.Stdout.Fd())) {
 		return nil, errTerminal
@@ -102,7 +114,7 @@ func encryptJobs(c *cli.Context) ([]encryptJob, error) {
 		j := encryptJob{in: in, out: c.String("output"), record: c.String("escrow-record"), description: c.String("description")}
 		if j.out == "" {
 			if in == "-" {
-				return nil, errors.New("reading stdin: name the output with -o (- for stdout)")
+				return nil, usagef("reading stdin: name the output with -o (- for stdout)")
 			}
 			if strings.HasSuffix(in, ".p11e") || strings.HasSuffix(in, ".escrow.json") {
 				warn("%s: skipped, it is already p11escrow's output; to encrypt it again, name the output with -o", in)
@@ -118,7 +130,7 @@ func encryptJobs(c *cli.Context) ([]encryptJob, error) {
 		}
 		if j.record == "" && !noEscrow {
 			if j.out == "-" {
-				return nil, errors.New("writing to stdout: name the escrow record with --escrow-record")
+				return nil, usagef("writing to stdout: name the escrow record with --escrow-record")
 			}
 			if fi, err := os.Stat(j.out); (err == nil && !fi.Mode().IsRegular()) || isFDPath(j.out) {
 				return nil, fmt.Errorf("writing to %s, which is not a regular file: name the escrow record with --escrow-record", j.out)
@@ -174,10 +186,23 @@ func (j *encryptJob) checkDone(force bool) (skip bool, err error) {
 	return true, nil
 }
 
+// authorityEnv names the authority's public key file for every encrypt, so that an organisation
+// sets it once.
+const authorityEnv = "P11ESCROW_AUTHORITY"
+
+// authorityFile is --authority, else $P11ESCROW_AUTHORITY unless --no-escrow says otherwise: an
+// explicit choice on the command line beats the environment.
+func authorityFile(c *cli.Context) string {
+	if a := c.String("authority"); a != "" || c.Bool("no-escrow") {
+		return a
+	}
+	return os.Getenv(authorityEnv)
+}
+
 // extraRecipients reads --authority and every --to.
 func extraRecipients(c *cli.Context) ([]escrow.Recipient, error) {
 	var rs []escrow.Recipient
-	if name := c.String("authority"); name != "" {
+	if name := authorityFile(c); name != "" {
 		k, err := readPublicKey(name)
 		if err != nil {
 			return nil, err

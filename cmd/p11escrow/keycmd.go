@@ -26,7 +26,8 @@ func keyCommand() *cli.Command {
 				Name:  "generate",
 				Usage: "create a key pair on the token and write its public key: an RSA exchange key, or an officer's signing key",
 				Flags: append(tokenFlags(),
-					&cli.StringFlag{Name: "label", Required: true, Usage: "key `LABEL` on the token"},
+					&cli.StringFlag{Name: "key", Usage: "the new key's `LABEL` on the token (required)"},
+					deprecatedLabelFlag(),
 					&cli.StringFlag{Name: "usage", Value: "exchange", Usage: "exchange (encrypt files) or sign (approve recoveries, for authority officers)"},
 					&cli.StringFlag{Name: "type", Value: "rsa-3072", Usage: "exchange: rsa-2048, rsa-3072 or rsa-4096; sign: ecdsa-p256 (the default), rsa-pss-2048 or rsa-pss-3072"},
 					&cli.StringFlag{Name: "out", Usage: "public key `FILE` (default: LABEL.pub; - for stdout)"},
@@ -44,15 +45,16 @@ func keyCommand() *cli.Command {
 			},
 			{
 				Name:   "list",
-				Usage:  "list the RSA key pairs on the token",
-				Flags:  tokenFlags(),
+				Usage:  "list the key pairs on the token, with their URIs",
+				Flags:  append(tokenFlags(), jsonFlag()),
 				Action: listKeys,
 			},
 			{
 				Name:  "export",
 				Usage: "write the public half of a key pair as PEM",
 				Flags: append(tokenFlags(),
-					&cli.StringFlag{Name: "label", Usage: "key `LABEL` (or object= in a --token URI)"},
+					&cli.StringFlag{Name: "key", Usage: "key `LABEL` or PKCS#11 URI (default: object= of a --token URI)"},
+					deprecatedLabelFlag(),
 					&cli.StringFlag{Name: "out", Value: "-", Usage: "output `FILE`"},
 					&cli.BoolFlag{Name: "force", Usage: "replace an existing file"},
 				),
@@ -69,7 +71,10 @@ func generateKey(c *cli.Context, what string) error {
 	if !ok {
 		return fmt.Errorf("unknown key type %q; use rsa-2048, rsa-3072 or rsa-4096", c.String("type"))
 	}
-	label := c.String("label")
+	label, err := newKeyLabel(c)
+	if err != nil {
+		return err
+	}
 	out := pubFileName(c.String("out"), label)
 	o, err := createOutput(out, c.Bool("force"))
 	if err != nil {
@@ -123,6 +128,9 @@ func writePublicKey(o *output, kp *token.KeyPair) error {
 	if _, err := o.Write(data); err != nil {
 		return err
 	}
+	if err := publish(o); err != nil {
+		return err
+	}
 	return o.commit()
 }
 
@@ -135,8 +143,11 @@ func listKeys(c *cli.Context) error {
 		if err != nil {
 			return err
 		}
+		if c.Bool("json") {
+			return listKeysJSON(s, kps)
+		}
 		w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintf(w, "LABEL\tID\tTYPE\tTAG\tSENSITIVE\tEXTRACTABLE\tGENERATED-ON-TOKEN\tUSE\tDUAL-USE\tFINGERPRINT\n")
+		fmt.Fprintf(w, "LABEL\tID\tTYPE\tTAG\tSENSITIVE\tEXTRACTABLE\tGENERATED-ON-TOKEN\tUSE\tDUAL-USE\tFINGERPRINT\tURI\n")
 		for _, kp := range kps {
 			fpr, _ := escrow.FingerprintOf(kp.Public)
 			attrs, err := kp.PrivateAttributes()
@@ -145,12 +156,11 @@ func listKeys(c *cli.Context) error {
 			}
 			// GENERATED-ON-TOKEN is CKA_LOCAL with CKA_ALWAYS_SENSITIVE and CKA_NEVER_EXTRACTABLE:
 			// an imported key, or one that was ever extractable, may have a copy elsewhere.
-			use := "decrypt"
-			if !attrs.Decrypt && attrs.Unwrap {
-				use = "unwrap-only"
-			}
-			fmt.Fprintf(w, "%s\t%x\tRSA-%d\t%s\t%v\t%v\t%v\t%s\t%v\t%s\n", safetext.Clean(kp.Label), kp.ID, kp.Public.N.BitLen(),
-				fpr.Tag(), attrs.Sensitive, attrs.Extractable, attrs.NeverLeftToken(), use, attrs.DualUse(), fpr)
+			fmt.Fprintf(w, "%s\t%x\tRSA-%d\t%s\t%v\t%v\t%v\t%s\t%v\t%s\t%s\n", safetext.Clean(kp.Label), kp.ID, kp.Public.N.BitLen(),
+				fpr.Tag(), attrs.Sensitive, attrs.Extractable, attrs.NeverLeftToken(), keyUse(attrs), attrs.DualUse(), fpr, keyURI(s, kp))
+		}
+		if err := listOtherKeys(w, s); err != nil {
+			return err
 		}
 		return w.Flush()
 	})
@@ -166,7 +176,7 @@ func exportKey(c *cli.Context) error {
 		if err := s.login(); err != nil {
 			return err
 		}
-		kp, err := s.findKey(c.String("label"))
+		kp, err := s.findKey(keyName(c))
 		if err != nil {
 			return err
 		}
@@ -184,7 +194,10 @@ func generateSigningKey(c *cli.Context) error {
 			return fmt.Errorf("unknown signing key type %q; use one of %v", typ, token.SignKeyTypes)
 		}
 	}
-	label := c.String("label")
+	label, err := newKeyLabel(c)
+	if err != nil {
+		return err
+	}
 	out := pubFileName(c.String("out"), label)
 	o, err := createOutput(out, c.Bool("force"))
 	if err != nil {
@@ -216,10 +229,43 @@ func generateSigningKey(c *cli.Context) error {
 		if _, err := o.Write(b.Bytes()); err != nil {
 			return err
 		}
+		if err := publish(o); err != nil {
+			return err
+		}
 		if err := o.commit(); err != nil {
 			return err
 		}
 		fmt.Fprintf(os.Stderr, "created signing key %q (%s) on token %q; public key in %s\n", label, typ, s.token.Info().Label, out)
 		return nil
 	})
+}
+
+// deprecatedLabelFlag keeps the old name of `key generate --key` and `key export --key` working,
+// hidden from the help.
+func deprecatedLabelFlag() cli.Flag {
+	return &cli.StringFlag{Name: "label", Hidden: true, Usage: "deprecated: use --key"}
+}
+
+// keyName is --key, or the deprecated --label.
+func keyName(c *cli.Context) string {
+	if k := c.String("key"); k != "" {
+		return k
+	}
+	return c.String("label")
+}
+
+// newKeyLabel is the label for a key to be made: --key (or --label), or a URI's object.
+func newKeyLabel(c *cli.Context) (string, error) {
+	name := keyName(c)
+	if isURI(name) {
+		u, err := token.ParseURI(name)
+		if err != nil {
+			return "", err
+		}
+		name = u.Object
+	}
+	if name == "" {
+		return "", usagef("--key is required: the new key's label")
+	}
+	return name, nil
 }

@@ -16,20 +16,29 @@ func main() {
 	// like a flag (say --to=m.pub, planted where a glob picks it up) is never taken for one.
 	if err := app.Run(os.Args); err != nil {
 		fmt.Fprintf(os.Stderr, "p11escrow: %s\n", safetext.Clean(oneLine(err)))
-		os.Exit(1)
+		if exitCode(err) == exitUsage {
+			fmt.Fprintln(os.Stderr, "p11escrow: see 'p11escrow help' or add --help to the command")
+		}
+		os.Exit(exitCode(err))
 	}
 }
 
 func newApp() *cli.App {
-	return &cli.App{
+	app := &cli.App{
 		Name:  "p11escrow",
 		Usage: "encrypt files with keys on PKCS#11 tokens, and escrow each file's key with a backup authority",
 		Description: "Each file gets a fresh AES-256 session key, generated on your token and wrapped there\n" +
 			"for your exchange key and for the backup authority's key. The authority's copy also goes\n" +
 			"into an escrow record that you send to the authority.\n\n" +
-			"PINs come from $P11ESCROW_PIN, --pin-file, or a prompt; never from the command line.",
-		HideHelpCommand:      true,
-		EnableBashCompletion: false,
+			"PINs come from --pin-file, a URI's pin-source, $P11ESCROW_AUTHORITY_PIN (authority commands)\n" +
+			"or $P11ESCROW_OFFICER_PIN (authority approve), $P11ESCROW_PIN, or a prompt, in that order;\n" +
+			"never from the command line.\n\n" +
+			"Exit status: 0 success, 1 other failure, 2 usage error, 3 PIN wrong, locked or missing,\n" +
+			"4 file not addressed to this token, 5 input tampered with, truncated or not p11escrow,\n" +
+			"6 refused by the backup authority's rules.",
+		Version:              version(),
+		EnableBashCompletion: true,
+		Suggest:              true,
 		Commands: []*cli.Command{
 			tokenCommand(),
 			keyCommand(),
@@ -38,7 +47,13 @@ func newApp() *cli.App {
 			inspectCommand(),
 			authorityCommand(),
 			reheaderCommand(),
+			completionCommand(),
+			manCommand(),
 		},
+		Action:         groupAction,
+		OnUsageError:   onUsageError,
 		ExitErrHandler: func(*cli.Context, error) {}, // main prints the one line
 	}
+	setUsageErrors(app.Commands)
+	return app
 }

@@ -7,10 +7,13 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"fmt"
+	"os"
 	"strings"
 
 	"github.com/p11escrow/p11escrow/escrow"
+	"github.com/p11escrow/p11escrow/internal/safetext"
 )
 
 // A public key file is a PKIX "PUBLIC KEY" PEM block, which openssl and every other tool read,
@@ -34,32 +37,72 @@ func readPublicKey(name string) (*publicKeyFile, error) {
 	if !ok {
 		return nil, fmt.Errorf("%s: not an RSA public key", name)
 	}
-	hash, err := oaepHashOf(data)
+	hash, found, err := oaepHashOf(data)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %v", name, err)
+	}
+	if !found {
+		fmt.Fprintf(os.Stderr, "p11escrow: note: %s has no %q line, so its key gets OAEP with SHA-1, the one hash every token decrypts\n",
+			safetext.Clean(name), strings.TrimSpace(oaepHashComment))
 	}
 	return &publicKeyFile{pub: pub, hash: hash}, nil
 }
 
-// readPKIXFile reads a PEM "PUBLIC KEY" file: the key, and the file's bytes for its comments.
+// readPKIXFile reads a public key file: the key, and the file's bytes for its comments. It takes
+// what other tools hand out: SPKI ("PUBLIC KEY", as openssl and p11tool write), PKCS#1 ("RSA
+// PUBLIC KEY") and X.509 certificates (as PIV cards hold them), each in PEM or DER.
 func readPKIXFile(name string) (crypto.PublicKey, []byte, error) {
 	data, err := readFileLimited(name, "a public key file", maxPublicKeyFile)
 	if err != nil {
 		return nil, nil, err
 	}
-	block, _ := pem.Decode(data)
-	if block == nil || block.Type != "PUBLIC KEY" {
-		return nil, nil, fmt.Errorf("%s: not a PEM public key (want a \"PUBLIC KEY\" block)", name)
-	}
-	k, err := x509.ParsePKIXPublicKey(block.Bytes)
+	k, err := parsePublicKey(data)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %v", name, err)
 	}
 	return k, data, nil
 }
 
-// oaepHashOf reads the oaep-hash comment before the PEM block.
-func oaepHashOf(data []byte) (crypto.Hash, error) {
+// errNotPublicKey keeps the words "not a PEM public key" that users and scripts know.
+var errNotPublicKey = errors.New(`not a PEM public key, DER public key or certificate (want SPKI "PUBLIC KEY", PKCS#1 "RSA PUBLIC KEY" or an X.509 certificate)`)
+
+// parsePublicKey parses the first PEM block of data, or data as DER if it has none.
+func parsePublicKey(data []byte) (crypto.PublicKey, error) {
+	if block, _ := pem.Decode(data); block != nil {
+		switch block.Type {
+		case "PUBLIC KEY":
+			return x509.ParsePKIXPublicKey(block.Bytes)
+		case "RSA PUBLIC KEY":
+			return x509.ParsePKCS1PublicKey(block.Bytes)
+		case "CERTIFICATE":
+			return certificateKey(block.Bytes)
+		}
+		return nil, errNotPublicKey
+	}
+	if k, err := x509.ParsePKIXPublicKey(data); err == nil {
+		return k, nil
+	}
+	if k, err := certificateKey(data); err == nil {
+		return k, nil
+	}
+	if k, err := x509.ParsePKCS1PublicKey(data); err == nil {
+		return k, nil
+	}
+	return nil, errNotPublicKey
+}
+
+// certificateKey returns a certificate's public key. The certificate's validity and issuer are
+// not checked: it is only a container for the key, as a PIV card's is.
+func certificateKey(der []byte) (crypto.PublicKey, error) {
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, err
+	}
+	return cert.PublicKey, nil
+}
+
+// oaepHashOf reads the oaep-hash comment before the PEM block, and says whether there was one.
+func oaepHashOf(data []byte) (crypto.Hash, bool, error) {
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	for sc.Scan() {
 		line := sc.Text()
@@ -67,10 +110,20 @@ func oaepHashOf(data []byte) (crypto.Hash, error) {
 			break
 		}
 		if v, ok := strings.CutPrefix(line, oaepHashComment); ok {
-			return escrow.ParseOAEPHash(strings.TrimSpace(v))
+			h, err := escrow.ParseOAEPHash(strings.TrimSpace(v))
+			return h, true, err
 		}
 	}
-	return crypto.SHA1, nil
+	return crypto.SHA1, false, nil
+}
+
+// publish makes a public key file world-readable (0644) before it is committed: it is meant to
+// be handed out, unlike the 0600 that outputs get by default.
+func publish(o *output) error {
+	if o.file == nil {
+		return nil
+	}
+	return o.file.Chmod(0o644)
 }
 
 // encodePublicKey writes pub as PEM with a comment naming the key and its OAEP hash.

@@ -6,6 +6,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/p11escrow/p11escrow/internal/safetext"
+	"github.com/p11escrow/p11escrow/token"
 	"github.com/urfave/cli/v2"
 )
 
@@ -17,13 +18,13 @@ func tokenCommand() *cli.Command {
 			{
 				Name:   "list",
 				Usage:  "list the module's slots and tokens",
-				Flags:  tokenFlags()[:1],
+				Flags:  append(tokenFlags()[:2:2], jsonFlag()),
 				Action: tokenList,
 			},
 			{
 				Name:   "info",
 				Usage:  "show the mechanisms this tool uses and the path the token takes",
-				Flags:  tokenFlags(),
+				Flags:  append(tokenFlags(), jsonFlag()),
 				Action: tokenInfo,
 			},
 		},
@@ -31,7 +32,7 @@ func tokenCommand() *cli.Command {
 }
 
 func tokenList(c *cli.Context) error {
-	m, err := openModule(c.String("module"))
+	m, err := openModule(c, nil)
 	if err != nil {
 		return err
 	}
@@ -40,8 +41,15 @@ func tokenList(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	if c.Bool("json") {
+		list := make([]slotJSON, 0, len(slots))
+		for _, s := range slots {
+			list = append(list, newSlotJSON(s))
+		}
+		return printJSON(list)
+	}
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(w, "SLOT\tLABEL\tSERIAL\tMODEL\tMANUFACTURER\n")
+	fmt.Fprintf(w, "SLOT\tLABEL\tSERIAL\tMODEL\tMANUFACTURER\tURI\n")
 	for _, s := range slots {
 		if !s.TokenPresent {
 			fmt.Fprintf(w, "%d\t(no token)\t\t\t%s\n", s.SlotID, safetext.Clean(s.Description))
@@ -51,7 +59,7 @@ func tokenList(c *cli.Context) error {
 			fmt.Fprintf(w, "%d\t(not initialized)\t%s\t%s\t%s\n", s.SlotID, safetext.Clean(s.Serial), safetext.Clean(s.Model), safetext.Clean(s.Manufacturer))
 			continue
 		}
-		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\n", s.SlotID, safetext.Clean(s.Label), safetext.Clean(s.Serial), safetext.Clean(s.Model), safetext.Clean(s.Manufacturer))
+		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\n", s.SlotID, safetext.Clean(s.Label), safetext.Clean(s.Serial), safetext.Clean(s.Model), safetext.Clean(s.Manufacturer), s.URI())
 	}
 	return w.Flush()
 }
@@ -64,6 +72,15 @@ func tokenInfo(c *cli.Context) error {
 		}
 		info := s.token.Info()
 		path, reason := caps.Plan()
+		if c.Bool("json") {
+			return printJSON(tokenInfoJSON{Token: newSlotJSON(info), Module: s.module.Path(), Path: path.String(), Reason: reason,
+				Mechanisms: map[string]bool{
+					"CKM_AES_KEY_GEN": caps.AESKeyGen, "CKM_RSA_PKCS_OAEP_wrap": caps.WrapWithOAEP,
+					"CKM_RSA_PKCS_OAEP_unwrap": caps.UnwrapWithOAEP, "CKM_RSA_PKCS_OAEP_decrypt": caps.RSAOAEP,
+					"CKM_RSA_PKCS_KEY_PAIR_GEN": caps.RSAKeyGen, "CKM_AES_GCM": caps.AESGCM,
+					"CKM_SHA256": caps.SHA256Digest, "C_GenerateRandom": caps.GenerateRandom,
+				}})
+		}
 		yes := map[bool]string{true: "yes", false: "no"}
 		w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintf(w, "token\t%s (serial %s, %s %s)\n", safetext.Clean(info.Label), safetext.Clean(info.Serial), safetext.Clean(info.Manufacturer), safetext.Clean(info.Model))
@@ -86,4 +103,38 @@ func tokenInfo(c *cli.Context) error {
 		fmt.Fprintf(w, "path\t%s: %s\n", path, reason)
 		return w.Flush()
 	})
+}
+
+// jsonFlag is --json, for listings that scripts read.
+func jsonFlag() cli.Flag { return &cli.BoolFlag{Name: "json", Usage: "print JSON"} }
+
+// slotJSON is a slot in `token list --json` and `token info --json`.
+type slotJSON struct {
+	SlotID       uint   `json:"slot_id"`
+	Description  string `json:"slot_description"`
+	TokenPresent bool   `json:"token_present"`
+	Initialized  bool   `json:"initialized"`
+	Label        string `json:"label,omitempty"`
+	Serial       string `json:"serial,omitempty"`
+	Model        string `json:"model,omitempty"`
+	Manufacturer string `json:"manufacturer,omitempty"`
+	URI          string `json:"uri,omitempty"`
+}
+
+func newSlotJSON(s token.SlotInfo) slotJSON {
+	j := slotJSON{SlotID: s.SlotID, Description: s.Description, TokenPresent: s.TokenPresent, Initialized: s.Initialized,
+		Label: s.Label, Serial: s.Serial, Model: s.Model, Manufacturer: s.Manufacturer}
+	if s.TokenPresent && s.Initialized {
+		j.URI = s.URI().String()
+	}
+	return j
+}
+
+// tokenInfoJSON is `token info --json`.
+type tokenInfoJSON struct {
+	Token      slotJSON        `json:"token"`
+	Module     string          `json:"module"`
+	Mechanisms map[string]bool `json:"mechanisms"`
+	Path       string          `json:"path"`
+	Reason     string          `json:"reason"`
 }

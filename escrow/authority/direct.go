@@ -1,7 +1,6 @@
 package authority
 
 import (
-	"fmt"
 	"io"
 
 	"github.com/p11escrow/p11escrow/escrow"
@@ -23,7 +22,7 @@ func (a *Authority) DirectDecrypt(in io.Reader, out io.Writer) error {
 		return err
 	}
 	if len(officers) > 0 {
-		return fmt.Errorf("%d officer(s) are registered, so recoveries need approvals: use authority request, approve and recover --decrypt", len(officers))
+		return refusef("%d officer(s) are registered, so recoveries need approvals: use authority request, approve and recover --decrypt", len(officers))
 	}
 	h, payload, err := escrow.ParseHeader(in)
 	if err != nil {

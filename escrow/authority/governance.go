@@ -30,7 +30,7 @@ func (a *Authority) refuseIfGoverned(what string) error {
 }
 
 func governedErr(what string) error {
-	return fmt.Errorf("%s needs the officers' approval now that a quorum is registered: make a change request", what)
+	return refusef("%s needs the officers' approval now that a quorum is registered: make a change request", what)
 }
 
 // NewChangeRequest makes a change request and registers it in the store, so that a request file

@@ -61,7 +61,7 @@ func (a *Authority) checkOpen(req escrow.Approvable) error {
 		return err
 	}
 	if info.Authority != inst {
-		return fmt.Errorf("%s %s was made for another authority (%s)", info.Kind, info.ID, info.Authority)
+		return refusef("%s %s was made for another authority (%s)", info.Kind, info.ID, info.Authority)
 	}
 	stored, err := a.registered(req)
 	if err != nil {
@@ -69,11 +69,11 @@ func (a *Authority) checkOpen(req escrow.Approvable) error {
 	}
 	switch {
 	case !bytes.Equal(stored.Canonical, req.CanonicalBytes()):
-		return fmt.Errorf("%s %s was altered after it was made", info.Kind, info.ID)
+		return refusef("%s %s was altered after it was made", info.Kind, info.ID)
 	case stored.State != "open":
-		return fmt.Errorf("%s %s was already used; make a new request", info.Kind, info.ID)
+		return refusef("%s %s was already used; make a new request", info.Kind, info.ID)
 	case req.Expired(a.Now()):
-		return fmt.Errorf("%s %s expired at %s; make a new request", info.Kind, info.ID, info.Expires)
+		return refusef("%s %s expired at %s; make a new request", info.Kind, info.ID, info.Expires)
 	}
 	return nil
 }
@@ -192,7 +192,7 @@ func (a *Authority) CheckApprovals(req escrow.Approvable) ([]string, error) {
 		}
 	}
 	if len(names) < need {
-		return nil, fmt.Errorf("%s %s has %d valid approval(s) from distinct registered officers; the policy needs %d", info.Kind, info.ID, len(names), need)
+		return nil, refusef("%s %s has %d valid approval(s) from distinct registered officers; the policy needs %d", info.Kind, info.ID, len(names), need)
 	}
 	return names, nil
 }
