@@ -5,7 +5,7 @@ import (
 	"strings"
 
 	"github.com/p11escrow/p11escrow/escrow"
-	"github.com/p11escrow/p11escrow/escrow/authority"
+	"github.com/p11escrow/p11escrow/authority"
 	"github.com/p11escrow/p11escrow/internal/safetext"
 	"github.com/p11escrow/p11escrow/token"
 	"github.com/urfave/cli/v2"

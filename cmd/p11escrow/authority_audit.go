@@ -10,7 +10,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"github.com/p11escrow/p11escrow/escrow/authority"
+	"github.com/p11escrow/p11escrow/authority"
 	"github.com/p11escrow/p11escrow/internal/safetext"
 	"github.com/urfave/cli/v2"
 )

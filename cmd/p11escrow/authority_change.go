@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/p11escrow/p11escrow/escrow"
-	"github.com/p11escrow/p11escrow/escrow/authority"
+	"github.com/p11escrow/p11escrow/authority"
 	"github.com/p11escrow/p11escrow/internal/safetext"
 	"github.com/urfave/cli/v2"
 )

@@ -8,7 +8,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/p11escrow/p11escrow/escrow/authority"
+	"github.com/p11escrow/p11escrow/authority"
 	"github.com/p11escrow/p11escrow/internal/safetext"
 	"github.com/urfave/cli/v2"
 )

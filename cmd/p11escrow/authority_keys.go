@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/p11escrow/p11escrow/escrow/authority"
+	"github.com/p11escrow/p11escrow/authority"
 	"github.com/p11escrow/p11escrow/token"
 	"github.com/urfave/cli/v2"
 )

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/p11escrow/p11escrow/escrow/authority"
+	"github.com/p11escrow/p11escrow/authority"
 	softhsmtest "github.com/p11escrow/p11escrow/softhsm-test"
 )
 

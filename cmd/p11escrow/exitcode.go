@@ -6,7 +6,7 @@ import (
 	"strings"
 
 	"github.com/p11escrow/p11escrow/escrow"
-	"github.com/p11escrow/p11escrow/escrow/authority"
+	"github.com/p11escrow/p11escrow/authority"
 	"github.com/p11escrow/p11escrow/token"
 	"github.com/urfave/cli/v2"
 )

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/p11escrow/p11escrow/escrow/authority"
+	"github.com/p11escrow/p11escrow/authority"
 	softhsmtest "github.com/p11escrow/p11escrow/softhsm-test"
 )
 
