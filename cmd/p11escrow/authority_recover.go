@@ -11,8 +11,8 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/p11escrow/p11escrow/escrow"
 	"github.com/p11escrow/p11escrow/authority"
+	"github.com/p11escrow/p11escrow/escrow"
 	"github.com/p11escrow/p11escrow/internal/safetext"
 	"github.com/urfave/cli/v2"
 	"golang.org/x/term"

@@ -7,8 +7,8 @@ import (
 	"os"
 	"os/user"
 
-	"github.com/p11escrow/p11escrow/escrow"
 	"github.com/p11escrow/p11escrow/authority"
+	"github.com/p11escrow/p11escrow/escrow"
 	"github.com/urfave/cli/v2"
 )
 

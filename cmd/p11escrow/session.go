@@ -275,9 +275,8 @@ func listOtherKeys(w io.Writer, s *session) error {
 		return err
 	}
 	for _, k := range others {
-		u := s.token.Info().URI()
-		u.Object, u.ID, u.Type = k.Label, k.ID, "private"
-		fmt.Fprintf(w, "%s\t%x\t%s\t-\t%v\t%v\t-\t-\t-\t-\t%s\n", safetext.Clean(k.Label), k.ID, k.Type, k.Sensitive, k.Extractable, u)
+		fmt.Fprintf(w, "%s\t%x\t%s\t-\t%v\t%v\t-\t-\t-\t-\t%s\n", safetext.Clean(k.Label), k.ID, k.Type, k.Sensitive, k.Extractable,
+			objectURI(s, k.Label, k.ID))
 	}
 	return nil
 }
@@ -318,10 +317,8 @@ func listKeysJSON(s *session, kps []*token.KeyPair) error {
 		return err
 	}
 	for _, k := range others {
-		u := s.token.Info().URI()
-		u.Object, u.ID, u.Type = k.Label, k.ID, "private"
 		list = append(list, keyJSON{Label: k.Label, ID: hex.EncodeToString(k.ID), Type: k.Type,
-			Sensitive: k.Sensitive, Extractable: k.Extractable, URI: u.String()})
+			Sensitive: k.Sensitive, Extractable: k.Extractable, URI: objectURI(s, k.Label, k.ID)})
 	}
 	return printJSON(list)
 }
@@ -336,8 +333,11 @@ func keyUse(a token.KeyAttributes) string {
 }
 
 // keyURI is the URI of a key pair's private key, which --key and --token accept.
-func keyURI(s *session, kp *token.KeyPair) string {
+func keyURI(s *session, kp *token.KeyPair) string { return objectURI(s, kp.Label, kp.ID) }
+
+// objectURI is the URI of the private key labelled label with CKA_ID id on the session's token.
+func objectURI(s *session, label string, id []byte) string {
 	u := s.token.Info().URI()
-	u.Object, u.ID, u.Type = kp.Label, kp.ID, "private"
+	u.Object, u.ID, u.Type = label, id, "private"
 	return u.String()
 }
