@@ -119,8 +119,8 @@ func (f stanzaFilter) apply(stanzas []*escrow.Stanza) []*escrow.Stanza {
 func tags(stanzas []*escrow.Stanza) []string {
 	var out []string
 	for _, s := range stanzas {
-		if len(s.Args) > 1 {
-			out = append(out, s.Args[1])
+		if t := escrow.StanzaTag(s); t != "" {
+			out = append(out, t)
 		}
 	}
 	return out
