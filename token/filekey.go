@@ -5,9 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
-	"encoding/hex"
 	"errors"
-	"math/big"
 
 	"github.com/miekg/pkcs11"
 )
@@ -62,24 +60,6 @@ func (t *Token) NewFileKey(id []byte) (*FileKey, error) {
 		return nil, tokenErr("generate file key", ctxPlain, err)
 	}
 	return &FileKey{t: t, path: PathTokenWrap, secret: &SecretKey{t: t, h: h}}, nil
-}
-
-func fileKeyTemplate(id []byte) []*pkcs11.Attribute {
-	return []*pkcs11.Attribute{
-		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
-		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_AES),
-		pkcs11.NewAttribute(pkcs11.CKA_VALUE_LEN, FileKeySize),
-		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, false),
-		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
-		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, false),
-		pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, true),
-		pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, true),
-		pkcs11.NewAttribute(pkcs11.CKA_DECRYPT, true),
-		pkcs11.NewAttribute(pkcs11.CKA_WRAP, false),
-		pkcs11.NewAttribute(pkcs11.CKA_UNWRAP, false),
-		pkcs11.NewAttribute(pkcs11.CKA_ID, id),
-		pkcs11.NewAttribute(pkcs11.CKA_LABEL, "p11escrow file "+hex.EncodeToString(id)),
-	}
 }
 
 func (t *Token) newHostKey(tokenRNG bool) (*FileKey, error) {
@@ -219,18 +199,7 @@ func (t *Token) importPublicDER(pub *rsa.PublicKey) (pkcs11.ObjectHandle, error)
 	if h, ok := t.pubs[string(der)]; ok {
 		return h, nil
 	}
-	h, err := t.ctx.CreateObject(t.sh, []*pkcs11.Attribute{
-		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PUBLIC_KEY),
-		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_RSA),
-		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, false),
-		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, false),
-		pkcs11.NewAttribute(pkcs11.CKA_WRAP, true),
-		pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, true),
-		pkcs11.NewAttribute(pkcs11.CKA_VERIFY, false),
-		pkcs11.NewAttribute(pkcs11.CKA_LABEL, "p11escrow imported public key"),
-		pkcs11.NewAttribute(pkcs11.CKA_MODULUS, pub.N.Bytes()),
-		pkcs11.NewAttribute(pkcs11.CKA_PUBLIC_EXPONENT, big.NewInt(int64(pub.E)).Bytes()),
-	})
+	h, err := t.ctx.CreateObject(t.sh, importedPublicTemplate(pub))
 	if err != nil {
 		return 0, tokenErr("import public key", ctxPlain, err)
 	}

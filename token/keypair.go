@@ -115,40 +115,6 @@ func (t *Token) generateRSA(label string, bits int, unwrapOnly bool, opts []GenO
 	return kp, nil
 }
 
-func rsaPublicTemplate(label string, id []byte, bits int) []*pkcs11.Attribute {
-	return []*pkcs11.Attribute{
-		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PUBLIC_KEY),
-		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_RSA),
-		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
-		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, false),
-		pkcs11.NewAttribute(pkcs11.CKA_WRAP, true),
-		pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, true),
-		pkcs11.NewAttribute(pkcs11.CKA_VERIFY, false),
-		pkcs11.NewAttribute(pkcs11.CKA_MODULUS_BITS, bits),
-		pkcs11.NewAttribute(pkcs11.CKA_PUBLIC_EXPONENT, []byte{1, 0, 1}),
-		pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
-		pkcs11.NewAttribute(pkcs11.CKA_ID, id),
-	}
-}
-
-// rsaPrivateTemplate is the private key's template; unwrapOnly makes an
-// authority key, which may not decrypt.
-func rsaPrivateTemplate(label string, id []byte, unwrapOnly bool) []*pkcs11.Attribute {
-	return []*pkcs11.Attribute{
-		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY),
-		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_RSA),
-		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
-		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
-		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
-		pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false),
-		pkcs11.NewAttribute(pkcs11.CKA_DECRYPT, !unwrapOnly),
-		pkcs11.NewAttribute(pkcs11.CKA_UNWRAP, true),
-		pkcs11.NewAttribute(pkcs11.CKA_SIGN, false),
-		pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
-		pkcs11.NewAttribute(pkcs11.CKA_ID, id),
-	}
-}
-
 // finishRSA reads the public key back and replaces the temporary ID.
 func (t *Token) finishRSA(label string, tmpID []byte, pubH, privH pkcs11.ObjectHandle) (*KeyPair, error) {
 	pub, err := t.publicFromObject(pubH)
@@ -245,13 +211,6 @@ func describeKey(label string, id []byte) string {
 		parts = append(parts, "with ID "+hex.EncodeToString(id))
 	}
 	return strings.Join(parts, " and ")
-}
-
-func rsaClass(class uint) []*pkcs11.Attribute {
-	return []*pkcs11.Attribute{
-		pkcs11.NewAttribute(pkcs11.CKA_CLASS, class),
-		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_RSA),
-	}
 }
 
 // KeyPairs lists every RSA private key with a usable public half; others

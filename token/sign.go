@@ -103,48 +103,6 @@ func (t *Token) GenerateSigner(label string, typ SignKeyType, opts ...GenOption)
 	return s, nil
 }
 
-// signTemplates returns the mechanism and templates for one key type.
-func signTemplates(typ SignKeyType, label string, id []byte) ([]*pkcs11.Mechanism, []*pkcs11.Attribute, []*pkcs11.Attribute, error) {
-	common := func(class, keyType uint) []*pkcs11.Attribute {
-		return []*pkcs11.Attribute{
-			pkcs11.NewAttribute(pkcs11.CKA_CLASS, class),
-			pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, keyType),
-			pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
-			pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
-			pkcs11.NewAttribute(pkcs11.CKA_ID, id),
-		}
-	}
-	keyType, mech := uint(pkcs11.CKK_RSA), uint(pkcs11.CKM_RSA_PKCS_KEY_PAIR_GEN)
-	var pubExtra []*pkcs11.Attribute
-	switch typ {
-	case SignECDSAP256:
-		keyType, mech = pkcs11.CKK_EC, pkcs11.CKM_EC_KEY_PAIR_GEN
-		pubExtra = []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_EC_PARAMS, oidP256)}
-	case SignRSAPSS2048, SignRSAPSS3072:
-		bits := map[SignKeyType]int{SignRSAPSS2048: 2048, SignRSAPSS3072: 3072}[typ]
-		pubExtra = []*pkcs11.Attribute{
-			pkcs11.NewAttribute(pkcs11.CKA_MODULUS_BITS, bits),
-			pkcs11.NewAttribute(pkcs11.CKA_PUBLIC_EXPONENT, []byte{1, 0, 1}),
-			pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, false),
-			pkcs11.NewAttribute(pkcs11.CKA_WRAP, false),
-		}
-	default:
-		return nil, nil, nil, fmt.Errorf("unknown signing key type %q; choose one of %v", typ, SignKeyTypes)
-	}
-	pub := append(common(pkcs11.CKO_PUBLIC_KEY, keyType),
-		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, false),
-		pkcs11.NewAttribute(pkcs11.CKA_VERIFY, true))
-	priv := append(common(pkcs11.CKO_PRIVATE_KEY, keyType),
-		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
-		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
-		pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false),
-		pkcs11.NewAttribute(pkcs11.CKA_SIGN, true),
-		pkcs11.NewAttribute(pkcs11.CKA_DECRYPT, false),
-		pkcs11.NewAttribute(pkcs11.CKA_UNWRAP, false),
-		pkcs11.NewAttribute(pkcs11.CKA_DERIVE, false))
-	return []*pkcs11.Mechanism{pkcs11.NewMechanism(mech, nil)}, append(pub, pubExtra...), priv, nil
-}
-
 // finishSigner reads the public key and gives both halves the derived ID.
 func (t *Token) finishSigner(label string, pubH, privH pkcs11.ObjectHandle) (*Signer, error) {
 	pub, err := t.signPublic(pubH)
