@@ -226,15 +226,7 @@ func (a *Authority) startChecks(names []string, read func(string) ([]byte, error
 	}
 	jobs := make(chan int)
 	go p.feed(jobs, len(names), 4*sessions)
-	for w := 0; w < sessions; w++ {
-		on := a.Token
-		if w > 0 {
-			s, err := a.Token.NewSession()
-			if err != nil {
-				break // the token allows fewer sessions: use those it gave
-			}
-			on = s
-		}
+	for _, on := range append([]*token.Token{a.Token}, a.Token.Sessions(sessions-1)...) {
 		p.wg.Add(1)
 		go func() {
 			defer p.wg.Done()
