@@ -2,10 +2,7 @@ package token
 
 import (
 	"crypto"
-	"crypto/rand"
 	"crypto/rsa"
-	"crypto/sha256"
-	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -26,28 +23,14 @@ type KeyPair struct {
 	priv   pkcs11.ObjectHandle
 }
 
-// KeyID is the CKA_ID p11escrow gives a key pair: the first 16 bytes of
-// SHA-256 over the PKIX DER public key. It is derived from the key, so any
-// party holding only the public key (e.g. a PEM file) can compute it.
-func KeyID(pub *rsa.PublicKey) ([]byte, error) {
-	der, err := x509.MarshalPKIXPublicKey(pub)
-	if err != nil {
-		return nil, err
-	}
-	sum := sha256.Sum256(der)
-	return sum[:16], nil
-}
-
 // GenerateRSA creates an RSA key pair of bits (2048, 3072 or 4096) with
 // exponent 65537 and explicit templates. The private key is a token object
 // that is private, sensitive and never extractable, and may only decrypt and
 // unwrap (not sign: an exchange key should not double as a signing key).
 // The public key object may wrap and encrypt.
 //
-// Its CKA_ID is KeyID(public). Since that is known only after generation,
-// the pair is generated with a random 16-byte ID and then updated with
-// C_SetAttributeValue; if the token refuses the update (CKR_ATTRIBUTE_READ_ONLY
-// and similar), the random ID is kept and returned in KeyPair.ID.
+// Its CKA_ID is KeyID(public), or a random ID on a token that refuses to
+// change CKA_ID (see generatePair); KeyPair.ID says which.
 //
 // GenerateRSA refuses a label that any key on the token already has, so
 // that labels keep naming exactly one pair. With AllowDualUse, a token that
@@ -76,78 +59,26 @@ func (t *Token) generateRSA(label string, bits int, unwrapOnly bool, opts []GenO
 	if bits != 2048 && bits != 3072 && bits != 4096 {
 		return nil, newErr(op, nil, "%d-bit RSA is not offered; choose 2048, 3072 or 4096", bits)
 	}
-	if label == "" {
-		return nil, newErr(op, nil, "the key needs a label; give one")
-	}
-	if n, err := t.findObjects([]*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_LABEL, label)}); err != nil {
-		return nil, err
-	} else if len(n) > 0 {
-		return nil, newErr(op, ErrExists, "the token already has an object labelled %q; choose another label or delete the old key", label)
-	}
-	tmpID := make([]byte, 16)
-	if _, err := rand.Read(tmpID); err != nil {
-		return nil, err
-	}
 	mech := []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_RSA_PKCS_KEY_PAIR_GEN, nil)}
-	priv := rsaPrivateTemplate(label, tmpID, unwrapOnly)
-	var pubH, privH pkcs11.ObjectHandle
-	var err error
-	if unwrapOnly {
+	gen := func(id []byte) (pkcs11.ObjectHandle, pkcs11.ObjectHandle, error) {
+		pub, priv := rsaPublicTemplate(label, id, bits), rsaPrivateTemplate(label, id, unwrapOnly)
+		if !unwrapOnly {
+			return t.generateKeyPair(mech, pub, priv, opts)
+		}
 		tmpl := newSensitiveUnwrapTemplate()
-		pubH, privH, err = t.ctx.GenerateKeyPair(t.sh, mech, rsaPublicTemplate(label, tmpID, bits), append(priv, tmpl.attr))
+		pubH, privH, err := t.ctx.GenerateKeyPair(t.sh, mech, pub, append(priv, tmpl.attr))
 		tmpl.free()
 		if refused(err) {
 			// The module does not know array attributes: the key is still unwrap-only.
-			pubH, privH, err = t.ctx.GenerateKeyPair(t.sh, mech, rsaPublicTemplate(label, tmpID, bits), priv)
+			pubH, privH, err = t.ctx.GenerateKeyPair(t.sh, mech, pub, priv)
 		}
-	} else {
-		pubH, privH, err = t.generateKeyPair(mech, rsaPublicTemplate(label, tmpID, bits), priv, opts)
+		return pubH, privH, err
 	}
-	if err != nil {
-		return nil, tokenErr(op, ctxGenerate, err)
-	}
-	kp, err := t.finishRSA(label, tmpID, pubH, privH)
-	if err != nil {
-		_ = t.ctx.DestroyObject(t.sh, privH)
-		_ = t.ctx.DestroyObject(t.sh, pubH)
-		return nil, tokenErr(op, ctxPlain, err)
-	}
-	return kp, nil
-}
-
-// finishRSA reads the public key back and replaces the temporary ID.
-func (t *Token) finishRSA(label string, tmpID []byte, pubH, privH pkcs11.ObjectHandle) (*KeyPair, error) {
-	pub, err := t.publicFromObject(pubH)
+	pub, id, privH, err := t.generatePair(op, label, gen)
 	if err != nil {
 		return nil, err
 	}
-	id, err := KeyID(pub)
-	if err != nil {
-		return nil, err
-	}
-	set := []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_ID, id)}
-	err = t.ctx.SetAttributeValue(t.sh, privH, set)
-	if err == nil {
-		err = t.ctx.SetAttributeValue(t.sh, pubH, set)
-	}
-	if err != nil {
-		if !refused(err) {
-			return nil, err
-		}
-		// Keep both halves on the same (random) ID.
-		back := []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_ID, tmpID)}
-		_ = t.ctx.SetAttributeValue(t.sh, privH, back)
-		id = tmpID
-	}
-	return &KeyPair{Label: label, ID: id, Public: pub, t: t, priv: privH}, nil
-}
-
-// refused reports a token saying "you may not change that" as opposed to
-// a failure of the token itself.
-func refused(err error) bool {
-	return isCode(err, pkcs11.CKR_ATTRIBUTE_READ_ONLY, pkcs11.CKR_ACTION_PROHIBITED,
-		pkcs11.CKR_ATTRIBUTE_VALUE_INVALID, pkcs11.CKR_TEMPLATE_INCONSISTENT,
-		pkcs11.CKR_FUNCTION_NOT_SUPPORTED, pkcs11.CKR_ATTRIBUTE_TYPE_INVALID)
+	return &KeyPair{Label: label, ID: id, Public: pub.(*rsa.PublicKey), t: t, priv: privH}, nil
 }
 
 // publicFromObject builds an rsa.PublicKey from CKA_MODULUS and

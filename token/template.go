@@ -8,7 +8,6 @@ import (
 	"crypto/rsa"
 	"encoding/binary"
 	"encoding/hex"
-	"fmt"
 	"math/big"
 	"runtime"
 	"unsafe"
@@ -117,7 +116,8 @@ func rsaClass(class uint) []*pkcs11.Attribute {
 
 // signTemplates returns the mechanism and templates for one signing key type: the private half
 // may sign and nothing else.
-func signTemplates(typ SignKeyType, label string, id []byte) ([]*pkcs11.Mechanism, []*pkcs11.Attribute, []*pkcs11.Attribute, error) {
+// GenerateSigner checks typ first.
+func signTemplates(typ SignKeyType, label string, id []byte) ([]*pkcs11.Mechanism, []*pkcs11.Attribute, []*pkcs11.Attribute) {
 	common := func(class, keyType uint) []*pkcs11.Attribute {
 		return []*pkcs11.Attribute{
 			pkcs11.NewAttribute(pkcs11.CKA_CLASS, class),
@@ -141,8 +141,6 @@ func signTemplates(typ SignKeyType, label string, id []byte) ([]*pkcs11.Mechanis
 			pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, false),
 			pkcs11.NewAttribute(pkcs11.CKA_WRAP, false),
 		}
-	default:
-		return nil, nil, nil, fmt.Errorf("unknown signing key type %q; choose one of %v", typ, SignKeyTypes)
 	}
 	pub := append(common(pkcs11.CKO_PUBLIC_KEY, keyType),
 		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, false),
@@ -155,7 +153,7 @@ func signTemplates(typ SignKeyType, label string, id []byte) ([]*pkcs11.Mechanis
 		pkcs11.NewAttribute(pkcs11.CKA_DECRYPT, false),
 		pkcs11.NewAttribute(pkcs11.CKA_UNWRAP, false),
 		pkcs11.NewAttribute(pkcs11.CKA_DERIVE, false))
-	return []*pkcs11.Mechanism{pkcs11.NewMechanism(mech, nil)}, append(pub, pubExtra...), priv, nil
+	return []*pkcs11.Mechanism{pkcs11.NewMechanism(mech, nil)}, append(pub, pubExtra...), priv
 }
 
 // fileKeyTemplate is a file key on the token-wrap path (see NewFileKey): a session object,
