@@ -2,6 +2,7 @@ package escrow
 
 import (
 	"crypto"
+	"crypto/rand"
 	"crypto/rsa"
 	"errors"
 	"fmt"
@@ -139,11 +140,28 @@ func (r *RSARecipient) Wrap(key FileKey) (*Stanza, error) {
 	if err != nil {
 		return nil, err
 	}
-	body, err := key.WrapOAEP(r.Public, r.Hash)
+	body, err := wrapOAEP(key, r.Public, r.Hash)
 	if err != nil {
 		return nil, fmt.Errorf("wrapping the file key for %s %s: %w", r.Role, fpr.Tag(), err)
 	}
 	return NewRSAStanza(r.Public, r.Hash, r.Role, body)
+}
+
+// wrapOAEP wraps key for pub where key is held if it can be wrapped there (OAEPWrapper), and on
+// the host otherwise.
+func wrapOAEP(key FileKey, pub *rsa.PublicKey, hash crypto.Hash) ([]byte, error) {
+	if w, ok := key.(OAEPWrapper); ok {
+		body, err := w.WrapOAEP(pub, hash)
+		if !errors.Is(err, errors.ErrUnsupported) {
+			return body, err
+		}
+	}
+	v, err := key.Value()
+	if err != nil {
+		return nil, err
+	}
+	defer clear(v)
+	return rsa.EncryptOAEP(hash.New(), rand.Reader, pub, v, nil)
 }
 
 // Decrypter is an RSA private key that decrypts OAEP. token.KeyPair implements it on a token.
