@@ -21,11 +21,8 @@ import (
 // decrypt, unwrap or derive), so an approval key can never open a file and
 // an exchange key never signs.
 //
-// Signer is written on raw miekg/pkcs11 (C_Sign with CKM_ECDSA or
-// CKM_RSA_PKCS_PSS), not with crypto11's crypto.Signer: crypto11 would be a
-// second PKCS#11 stack loading the same module in this process, which is
-// fragile (it counts modules by path string, and its Finalize would pull
-// the module from under this package's sessions).
+// Signer signs with C_Sign (CKM_ECDSA or CKM_RSA_PKCS_PSS) on raw
+// miekg/pkcs11, not with crypto11's crypto.Signer; the package doc says why.
 
 // SignKeyType names a kind of signing key.
 type SignKeyType string
