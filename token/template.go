@@ -198,6 +198,25 @@ func unwrapTemplate(withLen, extractable bool) []*pkcs11.Attribute {
 	return a
 }
 
+// decryptedKeyTemplate is what KeyPair.DecryptOAEP unwraps a stanza into,
+// to run one RSA operation where C_Decrypt would run two: a generic secret
+// of whatever length the ciphertext holds (so that a stanza holding a key of
+// the wrong length is reported as C_Decrypt would report it, by the caller's
+// length check), readable, a session object destroyed as soon as it is read.
+// It is only used with keys that may decrypt, whose C_Decrypt would hand the
+// host the same bytes.
+func decryptedKeyTemplate() []*pkcs11.Attribute {
+	return []*pkcs11.Attribute{
+		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
+		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_GENERIC_SECRET),
+		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, false),
+		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
+		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, false),
+		pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, true),
+		pkcs11.NewAttribute(pkcs11.CKA_LABEL, "p11escrow decrypted key"),
+	}
+}
+
 // importedPublicTemplate is a recipient's public key imported for C_WrapKey: a session object
 // that may wrap and encrypt, and nothing else.
 func importedPublicTemplate(pub *rsa.PublicKey) []*pkcs11.Attribute {
