@@ -71,7 +71,7 @@ func (h *Header) Decrypt(payload io.Reader, identities ...Identity) (*Reader, er
 
 // unwrap asks each identity in turn for the file key.
 func (h *Header) unwrap(identities []Identity) ([]byte, error) {
-	nerr := &NoIdentityError{Tags: stanzaTags(h.Stanzas)}
+	nerr := &NoIdentityError{Tags: StanzaTags(h.Stanzas)}
 	for _, id := range identities {
 		key, err := id.Unwrap(h.Stanzas)
 		if err == nil {

@@ -80,8 +80,9 @@ func StanzaTag(s *Stanza) string {
 	return ""
 }
 
-// stanzaTags returns the key tags of the stanzas of known types, for NoIdentityError.
-func stanzaTags(stanzas []*Stanza) []string {
+// StanzaTags returns the key tags of the stanzas of known types, in order: the keys a header
+// is addressed to, as NoIdentityError lists them.
+func StanzaTags(stanzas []*Stanza) []string {
 	var tags []string
 	for _, s := range stanzas {
 		if t := StanzaTag(s); t != "" {
