@@ -467,7 +467,7 @@ func TestRotation(t *testing.T) {
 	newFpr, _ := escrow.FingerprintOf(mustCurrentPub(t, a))
 	found := false
 	for _, s := range h.Stanzas {
-		if escrow.StanzaRole(s) == escrow.RoleAuthority && s.Args[1] == newFpr.Tag() {
+		if escrow.StanzaRole(s) == escrow.RoleAuthority && escrow.StanzaTag(s) == newFpr.Tag() {
 			found = true
 		}
 	}

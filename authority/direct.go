@@ -45,11 +45,15 @@ func (a *Authority) unwrapStanza(h *escrow.Header) (*token.SecretKey, *Authority
 		if escrow.StanzaRole(s) != escrow.RoleAuthority {
 			continue
 		}
-		key, err := a.keyForTag(s.Args[1])
+		st, err := escrow.ParseRSAStanza(s)
 		if err != nil {
 			return nil, nil, err
 		}
-		sk, err := a.unwrapWith(key, &Wrap{KeyFingerprint: key.Fingerprint, OAEPHash: s.Args[0], Wrapped: s.Body}, false)
+		key, err := a.keyForTag(st.Tag())
+		if err != nil {
+			return nil, nil, err
+		}
+		sk, err := a.unwrapWith(key, &Wrap{KeyFingerprint: key.Fingerprint, OAEPHash: st.HashName(), Wrapped: st.Wrapped}, false)
 		return sk, key, err
 	}
 	return nil, nil, &escrow.NoIdentityError{}

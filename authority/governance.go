@@ -63,8 +63,8 @@ func changeDetails(ch escrow.Change) map[string]any {
 		return map[string]any{"change": ch.Kind, "approvals": ch.Approvals}
 	}
 	k, _ := ch.OfficerKey() // checked by checkChange before any audit entry is made
-	fpr, _ := escrow.PublicFingerprint(k)
-	return map[string]any{"change": ch.Kind, "name": ch.Name, "key": fpr, "algorithm": ch.Algorithm}
+	fpr, _ := escrow.FingerprintOf(k)
+	return map[string]any{"change": ch.Kind, "name": ch.Name, "key": fpr.String(), "algorithm": ch.Algorithm}
 }
 
 // checkChange checks that ch can be applied to the store as it is now, and returns it as the

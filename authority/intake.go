@@ -86,7 +86,7 @@ func (a *Authority) check(name string, data []byte, readErr error, on *token.Tok
 		c.bad = err
 		return c
 	}
-	if c.key, err = a.keyForTag(st.Args[1]); err != nil {
+	if c.key, err = a.keyForTag(escrow.StanzaTag(st)); err != nil {
 		c.bad, c.err = recordOrFatal(err)
 		return c
 	}
@@ -132,9 +132,9 @@ func ownerMatches(rec *escrow.Record, h *escrow.Header) error {
 		if escrow.StanzaRole(s) != escrow.RoleOwner {
 			continue
 		}
-		fpr := rec.Owner.Fingerprint
-		if len(fpr) != 64 || len(s.Args) < 2 || subtle.ConstantTimeCompare([]byte(fpr[:8]), []byte(s.Args[1])) != 1 {
-			return &escrow.RecordError{Reason: fmt.Sprintf("its owner fingerprint does not match the header's owner stanza (key tag %s)", s.Args[1])}
+		fpr, tag := rec.Owner.Fingerprint, escrow.StanzaTag(s)
+		if len(fpr) != 64 || subtle.ConstantTimeCompare([]byte(fpr[:8]), []byte(tag)) != 1 {
+			return &escrow.RecordError{Reason: fmt.Sprintf("its owner fingerprint does not match the header's owner stanza (key tag %s)", tag)}
 		}
 		return nil
 	}
@@ -226,15 +226,7 @@ func (a *Authority) startChecks(names []string, read func(string) ([]byte, error
 	}
 	jobs := make(chan int)
 	go p.feed(jobs, len(names), 4*sessions)
-	for w := 0; w < sessions; w++ {
-		on := a.Token
-		if w > 0 {
-			s, err := a.Token.NewSession()
-			if err != nil {
-				break // the token allows fewer sessions: use those it gave
-			}
-			on = s
-		}
+	for _, on := range append([]*token.Token{a.Token}, a.Token.Sessions(sessions-1)...) {
 		p.wg.Add(1)
 		go func() {
 			defer p.wg.Done()
@@ -302,14 +294,14 @@ func (a *Authority) verifyOnToken(rec *escrow.Record, h *escrow.Header, st *escr
 // session key and lets the token check the commitment, the header MAC and the record binding:
 // the session key never reaches this host's memory.
 func VerifyOnToken(rec *escrow.Record, h *escrow.Header, st *escrow.Stanza, kp *token.KeyPair) error {
-	hash, err := escrow.ParseOAEPHash(st.Args[0])
+	rs, err := escrow.ParseRSAStanza(st)
 	if err != nil {
 		return &escrow.RecordError{Reason: err.Error()}
 	}
-	if len(st.Body) != kp.Public.Size() {
+	if len(rs.Wrapped) != kp.Public.Size() {
 		return &escrow.RecordError{Reason: "its wrapped key has the wrong length for the authority key"}
 	}
-	sk, err := kp.UnwrapOAEPSealed(hash, st.Body)
+	sk, err := kp.UnwrapOAEPSealed(rs.Hash, rs.Wrapped)
 	if errors.Is(err, token.ErrKeyLength) {
 		return &escrow.RecordError{Reason: "its wrapped key is not a 32-byte (AES-256) key; " + err.Error()}
 	}
@@ -335,7 +327,7 @@ func (a *Authority) store(res IntakeResult, rec *escrow.Record, h *escrow.Header
 		OwnerTokenLabel: rec.Owner.TokenLabel, OwnerTokenSerial: rec.Owner.TokenSerial, Description: rec.Description,
 		Created: rec.Created, IntakeTime: now, AuthorityKey: key.Fingerprint, Status: StatusHeld, Record: rec.Marshal(),
 	}
-	w := &Wrap{FileID: rec.FileID, Commitment: commitment, KeyFingerprint: key.Fingerprint, OAEPHash: st.Args[0],
+	w := &Wrap{FileID: rec.FileID, Commitment: commitment, KeyFingerprint: key.Fingerprint, OAEPHash: rec.Authority.Hash,
 		Wrapped: st.Body, Added: now}
 	// Another intake may hold a record under this ID between the read and the write; the store
 	// then refuses (ErrChanged) and the collision is read again, so that it is always audited.

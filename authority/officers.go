@@ -48,11 +48,11 @@ func (a *Authority) newOfficer(name string, pub crypto.PublicKey) (*Officer, err
 	if err != nil {
 		return nil, err
 	}
-	fpr, err := escrow.PublicFingerprint(pub)
+	fpr, err := escrow.FingerprintOf(pub)
 	if err != nil {
 		return nil, err
 	}
-	return &Officer{Fingerprint: fpr, Name: safetext.Clean(name), Algorithm: alg, PublicKey: der, Added: a.Now().UTC().Format(time.RFC3339)}, nil
+	return &Officer{Fingerprint: fpr.String(), Name: safetext.Clean(name), Algorithm: alg, PublicKey: der, Added: a.Now().UTC().Format(time.RFC3339)}, nil
 }
 
 func officerDetails(o *Officer) map[string]any {

@@ -128,10 +128,11 @@ func (a *Authority) Approve(req escrow.Approvable, signer crypto.Signer) (*escro
 	if err := a.checkOpen(req); err != nil {
 		return nil, nil, err
 	}
-	fpr, err := escrow.PublicFingerprint(signer.Public())
+	key, err := escrow.FingerprintOf(signer.Public())
 	if err != nil {
 		return nil, nil, err
 	}
+	fpr := key.String()
 	officers, err := a.officersByFingerprint()
 	if err != nil {
 		return nil, nil, err

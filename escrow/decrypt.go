@@ -71,12 +71,7 @@ func (h *Header) Decrypt(payload io.Reader, identities ...Identity) (*Reader, er
 
 // unwrap asks each identity in turn for the file key.
 func (h *Header) unwrap(identities []Identity) ([]byte, error) {
-	nerr := &NoIdentityError{}
-	for _, s := range h.Stanzas {
-		if s.Type == typeRSAOAEP {
-			nerr.Tags = append(nerr.Tags, s.Args[1])
-		}
-	}
+	nerr := &NoIdentityError{Tags: StanzaTags(h.Stanzas)}
 	for _, id := range identities {
 		key, err := id.Unwrap(h.Stanzas)
 		if err == nil {

@@ -29,9 +29,7 @@ func newHostKey() hostKey {
 
 func (k hostKey) Value() ([]byte, error) { return bytes.Clone(k), nil }
 
-func (k hostKey) WrapOAEP(pub *rsa.PublicKey, hash crypto.Hash) ([]byte, error) {
-	return rsa.EncryptOAEP(hash.New(), rand.Reader, pub, k, nil)
-}
+// hostKey has no WrapOAEP: RSARecipient wraps it on the host (see TestOAEPWrapperOptional).
 
 // hostDecrypter is an RSA private key in Go memory.
 type hostDecrypter struct{ *rsa.PrivateKey }

@@ -230,7 +230,9 @@ func (p *headerParser) parseStanza(line string) (*Stanza, string, error) {
 	start := p.line // errors about the whole stanza name its first line
 	// The stanza line is checked before its body is read (FORMAT.md section 8.1): a bad
 	// argument or a second owner is a malformed header even if the input ends in the body.
-	if err := checkStanzaArgs(s); err != nil {
+	// The header grammar knows no stanza types: each known type checks its own arguments
+	// (stanza.go), and a stanza of another type is kept as it is.
+	if _, err := parseArgs(s); err != nil {
 		return nil, "", headerErr(start, "%v", err)
 	}
 	if err := checkRoles(append(p.stanzas, s)); err != nil {
@@ -255,7 +257,7 @@ func (p *headerParser) parseStanza(line string) (*Stanza, string, error) {
 		return nil, "", headerErr(start, "stanza body is not canonical base64")
 	}
 	s.Body = raw
-	if err := checkStanza(s); err != nil {
+	if _, err := ParseStanza(s); err != nil {
 		return nil, "", headerErr(start, "%v", err)
 	}
 	next, err := p.next()
@@ -280,21 +282,6 @@ func decodeFixed(dst []byte, s string, line int, what string) error {
 		return headerErr(line, "the %s is not %d bytes of canonical base64", what, len(dst))
 	}
 	copy(dst, raw)
-	return nil
-}
-
-func checkRoles(stanzas []*Stanza) error {
-	seen := map[Role]bool{}
-	for _, s := range stanzas {
-		if s.Type != typeRSAOAEP {
-			continue
-		}
-		role := Role(s.Args[2])
-		if role != RoleRecipient && seen[role] {
-			return &HeaderError{Reason: fmt.Sprintf("more than one %s stanza", role)}
-		}
-		seen[role] = true
-	}
 	return nil
 }
 

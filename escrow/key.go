@@ -11,10 +11,20 @@ import (
 )
 
 // FileKey is a fresh per-file session key, made by the owner's token. token.FileKey implements
-// it: the key is a session object there, and WrapOAEP runs C_WrapKey on the token.
+// it: the key is a session object there, which also implements OAEPWrapper.
 type FileKey interface {
 	// Value returns a copy of the 32 key bytes, for host-side AES-GCM. The caller zeroes it.
 	Value() ([]byte, error)
+}
+
+// OAEPWrapper is a FileKey that can wrap itself with RSA-OAEP where it is held: token.FileKey
+// runs C_WrapKey on the token, so that the owner's token, not this host, makes the stanza.
+//
+// It is optional. A FileKey without it is wrapped on the host, and so is one whose WrapOAEP
+// returns an error matching errors.ErrUnsupported: a key drawn with C_GenerateRandom on a token
+// without AES, or a token without OAEP for the recipient's hash (SoftHSM2 and SHA-256). On
+// those paths the key is readable by the host already (the host does the bulk AES-GCM).
+type OAEPWrapper interface {
 	// WrapOAEP encrypts the key to pub with RSA-OAEP (MGF1 with the same hash, empty label).
 	WrapOAEP(pub *rsa.PublicKey, hash crypto.Hash) ([]byte, error)
 }

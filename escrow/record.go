@@ -55,9 +55,9 @@ type RecordBinding struct {
 // (FORMAT.md section 5.1), so that the bytes bound are exactly the bytes written, and the record
 // is checked with ParseRecord, so that every record it returns is one that readers accept.
 func NewRecord(h *Header, key FileKey, description string, owner RecordOwner, created time.Time) (*Record, error) {
-	auth := h.stanza(RoleAuthority)
-	if auth == nil {
-		return nil, fmt.Errorf("the header has no authority stanza")
+	auth, err := h.authorityRSA()
+	if err != nil {
+		return nil, err
 	}
 	r := &Record{
 		Format:      recordFormat,
@@ -66,7 +66,7 @@ func NewRecord(h *Header, key FileKey, description string, owner RecordOwner, cr
 		Created:     formatTime(created),
 		Owner: RecordOwner{Fingerprint: owner.Fingerprint,
 			TokenLabel: safetext.Clean(owner.TokenLabel), TokenSerial: safetext.Clean(owner.TokenSerial)},
-		Authority: RecordAuthority{KeyTag: auth.Args[1], Hash: auth.Args[0], WrappedKey: auth.Body},
+		Authority: RecordAuthority{KeyTag: auth.Tag(), Hash: auth.HashName(), WrappedKey: auth.Wrapped},
 		Header:    h.Marshal(),
 		Binding:   RecordBinding{Nonce: make([]byte, 11)},
 	}
@@ -94,6 +94,16 @@ func (h *Header) stanza(role Role) *Stanza {
 		}
 	}
 	return nil
+}
+
+// authorityRSA returns the header's authority stanza. A record describes an rsa-oaep authority
+// stanza (FORMAT.md section 5).
+func (h *Header) authorityRSA() (*RSAStanza, error) {
+	auth := h.stanza(RoleAuthority)
+	if auth == nil {
+		return nil, errors.New("the header has no authority stanza")
+	}
+	return ParseRSAStanza(auth)
 }
 
 // BindingInput returns record-bytes, the additional data of the binding tag.
@@ -206,12 +216,12 @@ func (r *Record) matchHeader(h *Header) error {
 	if h.ID.String() != r.FileID {
 		return &RecordError{Reason: "its file ID differs from its header's"}
 	}
-	auth := h.stanza(RoleAuthority)
-	if auth == nil {
-		return &RecordError{Reason: "its header has no authority stanza"}
+	auth, err := h.authorityRSA()
+	if err != nil {
+		return &RecordError{Reason: "its header: " + err.Error()}
 	}
-	if auth.Args[1] != r.Authority.KeyTag || auth.Args[0] != r.Authority.Hash ||
-		!bytes.Equal(auth.Body, r.Authority.WrappedKey) {
+	if auth.Tag() != r.Authority.KeyTag || auth.HashName() != r.Authority.Hash ||
+		!bytes.Equal(auth.Wrapped, r.Authority.WrappedKey) {
 		return &RecordError{Reason: "its wrapped key differs from its header's authority stanza"}
 	}
 	return nil

@@ -325,16 +325,6 @@ func SignatureAlgorithm(pub crypto.PublicKey) (string, error) {
 	return "", errors.New("an officer key is ECDSA P-256 or RSA (at least 2048 bits)")
 }
 
-// PublicFingerprint is SHA-256 of a public key's PKIX DER, in hex.
-func PublicFingerprint(pub crypto.PublicKey) (string, error) {
-	der, err := x509.MarshalPKIXPublicKey(pub)
-	if err != nil {
-		return "", err
-	}
-	sum := sha256.Sum256(der)
-	return hex.EncodeToString(sum[:]), nil
-}
-
 var pssOptions = &rsa.PSSOptions{SaltLength: sha256.Size, Hash: crypto.SHA256}
 
 // Approve signs the request's digest with signer (an officer's key on their token) and returns
@@ -350,7 +340,7 @@ func signApproval(digest []byte, signer crypto.Signer) (*Approval, error) {
 	if err != nil {
 		return nil, err
 	}
-	fpr, err := PublicFingerprint(signer.Public())
+	fpr, err := FingerprintOf(signer.Public())
 	if err != nil {
 		return nil, err
 	}
@@ -362,7 +352,7 @@ func signApproval(digest []byte, signer crypto.Signer) (*Approval, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &Approval{Officer: fpr, Algorithm: alg, Signature: sig}
+	a := &Approval{Officer: fpr.String(), Algorithm: alg, Signature: sig}
 	if err := verifyApproval(digest, a, signer.Public()); err != nil {
 		return nil, fmt.Errorf("the token's signature does not verify: %v", err)
 	}

@@ -2,28 +2,16 @@ package escrow
 
 import (
 	"crypto"
+	"crypto/rand"
 	"crypto/rsa"
-	"crypto/sha256"
-	"crypto/x509"
-	"encoding/hex"
 	"errors"
 	"fmt"
 )
 
+// This file is the rsa-oaep stanza type: the only code that knows its arguments
+// (FORMAT.md section 2.2): "-> rsa-oaep HASH TAG ROLE", with an RSA-OAEP ciphertext as body.
+
 const typeRSAOAEP = "rsa-oaep"
-
-// Role says why a stanza is in the header (FORMAT.md section 2.2).
-type Role string
-
-// The stanza roles.
-const (
-	RoleOwner     Role = "owner"
-	RoleAuthority Role = "authority"
-	RoleRecipient Role = "recipient"
-)
-
-// fileKeySize is the length of every file key: AES-256.
-const fileKeySize = 32
 
 // rsaBodySizes are the accepted modulus sizes, in bytes, and so the exact stanza body lengths.
 var rsaBodySizes = map[int]bool{256: true, 384: true, 512: true}
@@ -50,65 +38,87 @@ func ParseOAEPHash(s string) (crypto.Hash, error) {
 	return 0, fmt.Errorf("unknown OAEP hash %q", s)
 }
 
-// Fingerprint is the SHA-256 of a public key's PKIX DER encoding. Its first four bytes are the
-// key tag written in stanzas.
-type Fingerprint [32]byte
+// RSAStanza is a parsed rsa-oaep stanza. It implements TypedStanza.
+type RSAStanza struct {
+	Hash    crypto.Hash // the OAEP hash, and MGF1's
+	Wrapped []byte      // the OAEP ciphertext of the file key, the stanza body
+	tag     string
+	role    Role
+}
 
-// FingerprintOf computes a public key's fingerprint.
-func FingerprintOf(pub *rsa.PublicKey) (Fingerprint, error) {
-	der, err := x509.MarshalPKIXPublicKey(pub)
+// Role returns the stanza's role.
+func (r *RSAStanza) Role() Role { return r.role }
+
+// Tag returns the key tag of the RSA key the stanza is addressed to.
+func (r *RSAStanza) Tag() string { return r.tag }
+
+// HashName returns the OAEP hash as the stanza writes it ("sha1" or "sha256").
+func (r *RSAStanza) HashName() string {
+	name, _ := OAEPHash(r.Hash) // parsed from, or checked against, the same names
+	return name
+}
+
+// ParseRSAStanza parses and checks an rsa-oaep stanza: its arguments and its body length.
+func ParseRSAStanza(s *Stanza) (*RSAStanza, error) {
+	r, err := parseRSAArgs(s)
 	if err != nil {
-		return Fingerprint{}, err
+		return nil, err
 	}
-	return sha256.Sum256(der), nil
+	if err := r.checkBody(); err != nil {
+		return nil, err
+	}
+	return r, nil
 }
 
-// String returns the fingerprint as 64 hex digits.
-func (f Fingerprint) String() string { return hex.EncodeToString(f[:]) }
-
-// Tag returns the 8-hex-digit key tag (FORMAT.md section 2.2).
-func (f Fingerprint) Tag() string { return hex.EncodeToString(f[:4]) }
-
-// checkStanza validates the arguments and body length of a known stanza type.
-func checkStanza(s *Stanza) error {
-	if err := checkStanzaArgs(s); err != nil {
-		return err
-	}
-	if s.Type == typeRSAOAEP && !rsaBodySizes[len(s.Body)] {
-		return fmt.Errorf("an rsa-oaep body of %d bytes is not an RSA-2048, 3072 or 4096 ciphertext", len(s.Body))
-	}
-	return nil
-}
-
-// checkStanzaArgs validates the arguments of a known stanza type.
-func checkStanzaArgs(s *Stanza) error {
+// parseRSAArgs parses an rsa-oaep stanza's arguments, without checking its body.
+func parseRSAArgs(s *Stanza) (*RSAStanza, error) {
 	if s.Type != typeRSAOAEP {
-		return nil // unknown types are parsed, then skipped by every identity
+		return nil, fmt.Errorf("a %q stanza is not an rsa-oaep stanza", s.Type)
 	}
 	if len(s.Args) != 3 {
-		return errors.New("an rsa-oaep stanza takes a hash, a key tag and a role")
+		return nil, errors.New("an rsa-oaep stanza takes a hash, a key tag and a role")
 	}
-	if _, err := ParseOAEPHash(s.Args[0]); err != nil {
-		return err
+	hash, err := ParseOAEPHash(s.Args[0])
+	if err != nil {
+		return nil, err
 	}
-	if t := s.Args[1]; len(t) != 8 || !isLowerHex(t) {
-		return fmt.Errorf("key tag %q is not 8 lower-case hex digits", t)
+	tag, err := parseTag(s.Args[1])
+	if err != nil {
+		return nil, err
 	}
-	switch Role(s.Args[2]) {
-	case RoleOwner, RoleAuthority, RoleRecipient:
-	default:
-		return fmt.Errorf("unknown stanza role %q", s.Args[2])
+	role, err := parseRole(s.Args[2])
+	if err != nil {
+		return nil, err
+	}
+	return &RSAStanza{Hash: hash, Wrapped: s.Body, tag: tag, role: role}, nil
+}
+
+func (r *RSAStanza) checkBody() error {
+	if !rsaBodySizes[len(r.Wrapped)] {
+		return fmt.Errorf("an rsa-oaep body of %d bytes is not an RSA-2048, 3072 or 4096 ciphertext", len(r.Wrapped))
 	}
 	return nil
 }
 
-func isLowerHex(s string) bool {
-	for _, c := range s {
-		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
-			return false
-		}
+// NewRSAStanza builds an rsa-oaep stanza for a file key wrapped (on a token with C_WrapKey, or
+// on the host) for pub with the OAEP hash and role.
+func NewRSAStanza(pub *rsa.PublicKey, hash crypto.Hash, role Role, wrapped []byte) (*Stanza, error) {
+	name, err := OAEPHash(hash)
+	if err != nil {
+		return nil, err
 	}
-	return true
+	fpr, err := FingerprintOf(pub)
+	if err != nil {
+		return nil, err
+	}
+	if len(wrapped) != pub.Size() {
+		return nil, fmt.Errorf("the wrapped key is %d bytes, not the %d of an RSA-%d ciphertext", len(wrapped), pub.Size(), pub.N.BitLen())
+	}
+	s := &Stanza{Type: typeRSAOAEP, Args: []string{name, fpr.Tag(), string(role)}, Body: wrapped}
+	if _, err := ParseRSAStanza(s); err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 // RSARecipient wraps file keys with RSA-OAEP for one public key.
@@ -123,19 +133,35 @@ func (r *RSARecipient) Wrap(key FileKey) (*Stanza, error) {
 	if !rsaBodySizes[r.Public.Size()] {
 		return nil, fmt.Errorf("RSA-%d keys are not supported; use 2048, 3072 or 4096 bits", r.Public.N.BitLen())
 	}
-	name, err := OAEPHash(r.Hash)
-	if err != nil {
+	if _, err := OAEPHash(r.Hash); err != nil {
 		return nil, err
 	}
 	fpr, err := FingerprintOf(r.Public)
 	if err != nil {
 		return nil, err
 	}
-	body, err := key.WrapOAEP(r.Public, r.Hash)
+	body, err := wrapOAEP(key, r.Public, r.Hash)
 	if err != nil {
 		return nil, fmt.Errorf("wrapping the file key for %s %s: %w", r.Role, fpr.Tag(), err)
 	}
-	return &Stanza{Type: typeRSAOAEP, Args: []string{name, fpr.Tag(), string(r.Role)}, Body: body}, nil
+	return NewRSAStanza(r.Public, r.Hash, r.Role, body)
+}
+
+// wrapOAEP wraps key for pub where key is held if it can be wrapped there (OAEPWrapper), and on
+// the host otherwise.
+func wrapOAEP(key FileKey, pub *rsa.PublicKey, hash crypto.Hash) ([]byte, error) {
+	if w, ok := key.(OAEPWrapper); ok {
+		body, err := w.WrapOAEP(pub, hash)
+		if !errors.Is(err, errors.ErrUnsupported) {
+			return body, err
+		}
+	}
+	v, err := key.Value()
+	if err != nil {
+		return nil, err
+	}
+	defer clear(v)
+	return rsa.EncryptOAEP(hash.New(), rand.Reader, pub, v, nil)
 }
 
 // Decrypter is an RSA private key that decrypts OAEP. token.KeyPair implements it on a token.
@@ -160,15 +186,18 @@ func (id *RSAIdentity) Unwrap(stanzas []*Stanza) ([]byte, error) {
 	}
 	last := error(ErrIncorrectIdentity)
 	for _, s := range stanzas {
-		if s.Type != typeRSAOAEP || s.Args[1] != fpr.Tag() {
+		if s.Type != typeRSAOAEP {
 			continue
 		}
-		if len(s.Body) != id.Public.Size() {
+		r, err := parseRSAArgs(s) // checked by the parser, but a Header can be built by hand
+		if err != nil || r.Tag() != fpr.Tag() {
+			continue
+		}
+		if len(r.Wrapped) != id.Public.Size() {
 			last = &TamperedError{Reason: "the stanza for this key has the wrong length"}
 			continue
 		}
-		hash, _ := ParseOAEPHash(s.Args[0]) // checked by the parser
-		key, err := id.Key.DecryptOAEP(hash, s.Body)
+		key, err := id.Key.DecryptOAEP(r.Hash, r.Wrapped)
 		if errors.Is(err, rsa.ErrDecryption) {
 			last = &TamperedError{Reason: "the stanza addressed to key " + fpr.Tag() + " does not decrypt"}
 			continue
@@ -184,12 +213,4 @@ func (id *RSAIdentity) Unwrap(stanzas []*Stanza) ([]byte, error) {
 		return key, nil
 	}
 	return nil, last
-}
-
-// StanzaRole returns the role of an rsa-oaep stanza, or "" for other types.
-func StanzaRole(s *Stanza) Role {
-	if s.Type != typeRSAOAEP {
-		return ""
-	}
-	return Role(s.Args[2])
 }

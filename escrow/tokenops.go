@@ -2,9 +2,7 @@ package escrow
 
 import (
 	"bytes"
-	"crypto"
 	"crypto/rand"
-	"crypto/rsa"
 	"crypto/subtle"
 	"errors"
 	"fmt"
@@ -101,7 +99,7 @@ func (h *Header) ReissueOn(k KeyOps, stanzas []*Stanza) (*Header, error) {
 		return nil, fmt.Errorf("a header holds 1 to %d stanzas, not %d", maxStanzas, len(stanzas))
 	}
 	for _, s := range stanzas {
-		if err := checkStanza(s); err != nil {
+		if _, err := ParseStanza(s); err != nil {
 			return nil, err
 		}
 	}
@@ -134,24 +132,6 @@ func (h *Header) ReissuedStanzas(owner, authority *Stanza) []*Stanza {
 		}
 	}
 	return out
-}
-
-// NewRSAStanza builds an rsa-oaep stanza for a key wrapped elsewhere (for example re-wrapped on a
-// token with C_WrapKey) for pub with the OAEP hash and role.
-func NewRSAStanza(pub *rsa.PublicKey, hash crypto.Hash, role Role, wrapped []byte) (*Stanza, error) {
-	name, err := OAEPHash(hash)
-	if err != nil {
-		return nil, err
-	}
-	fpr, err := FingerprintOf(pub)
-	if err != nil {
-		return nil, err
-	}
-	s := &Stanza{Type: typeRSAOAEP, Args: []string{name, fpr.Tag(), string(role)}, Body: wrapped}
-	if len(wrapped) != pub.Size() {
-		return nil, fmt.Errorf("the wrapped key is %d bytes, not the %d of an RSA-%d ciphertext", len(wrapped), pub.Size(), pub.N.BitLen())
-	}
-	return s, checkStanza(s)
 }
 
 // DecryptOn decrypts the payload that follows h with a key held by a token, one single-part

@@ -30,6 +30,11 @@ var (
 	ErrKeyNotFound = errors.New("key not found")
 	// ErrMechanism: the token lacks a mechanism or rejects its parameters.
 	ErrMechanism = errors.New("mechanism not supported")
+	// ErrHostWrap: FileKey.WrapOAEP cannot wrap on the token: the key was drawn on the host
+	// (PathHostWrap), or the token has no OAEP with the hash asked for. The key is readable by
+	// the host on both paths, and the caller wraps it there (escrow.RSARecipient does). It
+	// matches errors.ErrUnsupported, the optional-interface fallback signal of the escrow package.
+	ErrHostWrap = fmt.Errorf("wrap on the host: %w", errors.ErrUnsupported)
 	// ErrAuthFailed: AES-GCM tag mismatch (data altered or wrong key).
 	ErrAuthFailed = errors.New("authentication failed")
 	// ErrDecrypt: an RSA decryption or unwrap failed; the ciphertext is not

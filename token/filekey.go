@@ -5,9 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
-	"encoding/hex"
 	"errors"
-	"math/big"
 
 	"github.com/miekg/pkcs11"
 )
@@ -64,24 +62,6 @@ func (t *Token) NewFileKey(id []byte) (*FileKey, error) {
 	return &FileKey{t: t, path: PathTokenWrap, secret: &SecretKey{t: t, h: h}}, nil
 }
 
-func fileKeyTemplate(id []byte) []*pkcs11.Attribute {
-	return []*pkcs11.Attribute{
-		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
-		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_AES),
-		pkcs11.NewAttribute(pkcs11.CKA_VALUE_LEN, FileKeySize),
-		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, false),
-		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
-		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, false),
-		pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, true),
-		pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, true),
-		pkcs11.NewAttribute(pkcs11.CKA_DECRYPT, true),
-		pkcs11.NewAttribute(pkcs11.CKA_WRAP, false),
-		pkcs11.NewAttribute(pkcs11.CKA_UNWRAP, false),
-		pkcs11.NewAttribute(pkcs11.CKA_ID, id),
-		pkcs11.NewAttribute(pkcs11.CKA_LABEL, "p11escrow file "+hex.EncodeToString(id)),
-	}
-}
-
 func (t *Token) newHostKey(tokenRNG bool) (*FileKey, error) {
 	if !tokenRNG {
 		v := make([]byte, FileKeySize)
@@ -129,12 +109,14 @@ func (k *FileKey) Value() ([]byte, error) {
 	return v, nil
 }
 
-// WrapOAEP encrypts the key to pub with RSA-OAEP(hash, MGF1(hash), empty
-// label). hash must be crypto.SHA1 or crypto.SHA256; note SoftHSM2 2.6.1
-// does OAEP with SHA-1 only. On PathTokenWrap the key never leaves the token
-// unwrapped: pub is imported as a session object (cached per Token) and
-// C_WrapKey runs there, unless the token refuses hash (SoftHSM2 and
-// SHA-256): then, as on PathHostWrap, crypto/rsa does it.
+// WrapOAEP wraps the key on the token for pub with RSA-OAEP(hash, MGF1(hash),
+// empty label), with C_WrapKey: pub is imported as a session object (cached
+// per Token). hash must be crypto.SHA1 or crypto.SHA256. It returns an error
+// matching ErrHostWrap (and errors.ErrUnsupported) when the token cannot do
+// it: on PathHostWrap, and for a hash the token refuses (SoftHSM2 2.6.1 does
+// OAEP with SHA-1 only). The caller then wraps on the host, where the key is
+// readable on both paths; escrow.RSARecipient does so. This makes FileKey an
+// escrow.OAEPWrapper.
 func (k *FileKey) WrapOAEP(pub *rsa.PublicKey, hash crypto.Hash) ([]byte, error) {
 	const op = "wrap file key"
 	mech, err := oaepMech(hash)
@@ -144,45 +126,29 @@ func (k *FileKey) WrapOAEP(pub *rsa.PublicKey, hash crypto.Hash) ([]byte, error)
 	if pub == nil {
 		return nil, newErr(op, nil, "no public key was given; this is a p11escrow bug")
 	}
-	if k.path == PathHostWrap {
-		if k.val == nil {
-			return nil, newErr(op, nil, "the file key was destroyed; make a new one")
-		}
-		w, err := rsa.EncryptOAEP(hash.New(), rand.Reader, pub, k.val, nil)
-		if err != nil {
-			return nil, newErr(op, nil, "RSA-OAEP on the host failed (%v); check the recipient's public key", err)
-		}
-		return w, nil
+	hostWrap := newErr(op, ErrHostWrap, "the token cannot wrap the file key with OAEP-%v; wrap it on the host", hash)
+	if k.path == PathHostWrap || k.t.noWrapHash[hash] {
+		return nil, hostWrap
 	}
-	if !k.t.noWrapHash[hash] {
-		ph, err := k.t.importPublic(pub)
-		if err != nil {
-			return nil, err
-		}
-		w, err := k.t.ctx.WrapKey(k.t.sh, mech, ph, k.secret.h)
-		err = tokenErr(op, ctxOAEP, err)
-		if !errors.Is(err, ErrMechanism) {
-			return w, err
-		}
-		// The token cannot wrap with this OAEP hash (SoftHSM2 2.6.1 knows only SHA-1), but the
-		// recipient's key file asks for it. The key is already readable by this host on this
-		// path (non-sensitive: the host does the bulk AES-GCM), so wrap it here instead, and
-		// remember the refusal for the rest of the session.
-		if k.t.noWrapHash == nil {
-			k.t.noWrapHash = map[crypto.Hash]bool{}
-		}
-		k.t.noWrapHash[hash] = true
+	if k.secret.destroyed {
+		return nil, newErr(op, nil, "the file key was destroyed; make a new one")
 	}
-	v, err := k.Value()
+	ph, err := k.t.importPublic(pub)
 	if err != nil {
 		return nil, err
 	}
-	defer clear(v)
-	w, err := rsa.EncryptOAEP(hash.New(), rand.Reader, pub, v, nil)
-	if err != nil {
-		return nil, newErr(op, nil, "RSA-OAEP on the host failed (%v); check the recipient's public key", err)
+	w, err := k.t.ctx.WrapKey(k.t.sh, mech, ph, k.secret.h)
+	err = tokenErr(op, ctxOAEP, err)
+	if !errors.Is(err, ErrMechanism) {
+		return w, err
 	}
-	return w, nil
+	// The token cannot wrap with this OAEP hash, but the recipient's key file asks for it.
+	// Remember the refusal for the rest of the session, so later file keys ask only once.
+	if k.t.noWrapHash == nil {
+		k.t.noWrapHash = map[crypto.Hash]bool{}
+	}
+	k.t.noWrapHash[hash] = true
+	return nil, hostWrap
 }
 
 // Destroy removes the session object and clears any Go copy. Idempotent.
@@ -219,18 +185,7 @@ func (t *Token) importPublicDER(pub *rsa.PublicKey) (pkcs11.ObjectHandle, error)
 	if h, ok := t.pubs[string(der)]; ok {
 		return h, nil
 	}
-	h, err := t.ctx.CreateObject(t.sh, []*pkcs11.Attribute{
-		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PUBLIC_KEY),
-		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_RSA),
-		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, false),
-		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, false),
-		pkcs11.NewAttribute(pkcs11.CKA_WRAP, true),
-		pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, true),
-		pkcs11.NewAttribute(pkcs11.CKA_VERIFY, false),
-		pkcs11.NewAttribute(pkcs11.CKA_LABEL, "p11escrow imported public key"),
-		pkcs11.NewAttribute(pkcs11.CKA_MODULUS, pub.N.Bytes()),
-		pkcs11.NewAttribute(pkcs11.CKA_PUBLIC_EXPONENT, big.NewInt(int64(pub.E)).Bytes()),
-	})
+	h, err := t.ctx.CreateObject(t.sh, importedPublicTemplate(pub))
 	if err != nil {
 		return 0, tokenErr("import public key", ctxPlain, err)
 	}

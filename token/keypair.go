@@ -2,10 +2,7 @@ package token
 
 import (
 	"crypto"
-	"crypto/rand"
 	"crypto/rsa"
-	"crypto/sha256"
-	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -26,28 +23,14 @@ type KeyPair struct {
 	priv   pkcs11.ObjectHandle
 }
 
-// KeyID is the CKA_ID p11escrow gives a key pair: the first 16 bytes of
-// SHA-256 over the PKIX DER public key. It is derived from the key, so any
-// party holding only the public key (e.g. a PEM file) can compute it.
-func KeyID(pub *rsa.PublicKey) ([]byte, error) {
-	der, err := x509.MarshalPKIXPublicKey(pub)
-	if err != nil {
-		return nil, err
-	}
-	sum := sha256.Sum256(der)
-	return sum[:16], nil
-}
-
 // GenerateRSA creates an RSA key pair of bits (2048, 3072 or 4096) with
 // exponent 65537 and explicit templates. The private key is a token object
 // that is private, sensitive and never extractable, and may only decrypt and
 // unwrap (not sign: an exchange key should not double as a signing key).
 // The public key object may wrap and encrypt.
 //
-// Its CKA_ID is KeyID(public). Since that is known only after generation,
-// the pair is generated with a random 16-byte ID and then updated with
-// C_SetAttributeValue; if the token refuses the update (CKR_ATTRIBUTE_READ_ONLY
-// and similar), the random ID is kept and returned in KeyPair.ID.
+// Its CKA_ID is KeyID(public), or a random ID on a token that refuses to
+// change CKA_ID (see generatePair); KeyPair.ID says which.
 //
 // GenerateRSA refuses a label that any key on the token already has, so
 // that labels keep naming exactly one pair. With AllowDualUse, a token that
@@ -76,112 +59,26 @@ func (t *Token) generateRSA(label string, bits int, unwrapOnly bool, opts []GenO
 	if bits != 2048 && bits != 3072 && bits != 4096 {
 		return nil, newErr(op, nil, "%d-bit RSA is not offered; choose 2048, 3072 or 4096", bits)
 	}
-	if label == "" {
-		return nil, newErr(op, nil, "the key needs a label; give one")
-	}
-	if n, err := t.findObjects([]*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_LABEL, label)}); err != nil {
-		return nil, err
-	} else if len(n) > 0 {
-		return nil, newErr(op, ErrExists, "the token already has an object labelled %q; choose another label or delete the old key", label)
-	}
-	tmpID := make([]byte, 16)
-	if _, err := rand.Read(tmpID); err != nil {
-		return nil, err
-	}
 	mech := []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_RSA_PKCS_KEY_PAIR_GEN, nil)}
-	priv := rsaPrivateTemplate(label, tmpID, unwrapOnly)
-	var pubH, privH pkcs11.ObjectHandle
-	var err error
-	if unwrapOnly {
+	gen := func(id []byte) (pkcs11.ObjectHandle, pkcs11.ObjectHandle, error) {
+		pub, priv := rsaPublicTemplate(label, id, bits), rsaPrivateTemplate(label, id, unwrapOnly)
+		if !unwrapOnly {
+			return t.generateKeyPair(mech, pub, priv, opts)
+		}
 		tmpl := newSensitiveUnwrapTemplate()
-		pubH, privH, err = t.ctx.GenerateKeyPair(t.sh, mech, rsaPublicTemplate(label, tmpID, bits), append(priv, tmpl.attr))
+		pubH, privH, err := t.ctx.GenerateKeyPair(t.sh, mech, pub, append(priv, tmpl.attr))
 		tmpl.free()
 		if refused(err) {
 			// The module does not know array attributes: the key is still unwrap-only.
-			pubH, privH, err = t.ctx.GenerateKeyPair(t.sh, mech, rsaPublicTemplate(label, tmpID, bits), priv)
+			pubH, privH, err = t.ctx.GenerateKeyPair(t.sh, mech, pub, priv)
 		}
-	} else {
-		pubH, privH, err = t.generateKeyPair(mech, rsaPublicTemplate(label, tmpID, bits), priv, opts)
+		return pubH, privH, err
 	}
-	if err != nil {
-		return nil, tokenErr(op, ctxGenerate, err)
-	}
-	kp, err := t.finishRSA(label, tmpID, pubH, privH)
-	if err != nil {
-		_ = t.ctx.DestroyObject(t.sh, privH)
-		_ = t.ctx.DestroyObject(t.sh, pubH)
-		return nil, tokenErr(op, ctxPlain, err)
-	}
-	return kp, nil
-}
-
-func rsaPublicTemplate(label string, id []byte, bits int) []*pkcs11.Attribute {
-	return []*pkcs11.Attribute{
-		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PUBLIC_KEY),
-		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_RSA),
-		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
-		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, false),
-		pkcs11.NewAttribute(pkcs11.CKA_WRAP, true),
-		pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, true),
-		pkcs11.NewAttribute(pkcs11.CKA_VERIFY, false),
-		pkcs11.NewAttribute(pkcs11.CKA_MODULUS_BITS, bits),
-		pkcs11.NewAttribute(pkcs11.CKA_PUBLIC_EXPONENT, []byte{1, 0, 1}),
-		pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
-		pkcs11.NewAttribute(pkcs11.CKA_ID, id),
-	}
-}
-
-// rsaPrivateTemplate is the private key's template; unwrapOnly makes an
-// authority key, which may not decrypt.
-func rsaPrivateTemplate(label string, id []byte, unwrapOnly bool) []*pkcs11.Attribute {
-	return []*pkcs11.Attribute{
-		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY),
-		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_RSA),
-		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
-		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
-		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
-		pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false),
-		pkcs11.NewAttribute(pkcs11.CKA_DECRYPT, !unwrapOnly),
-		pkcs11.NewAttribute(pkcs11.CKA_UNWRAP, true),
-		pkcs11.NewAttribute(pkcs11.CKA_SIGN, false),
-		pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
-		pkcs11.NewAttribute(pkcs11.CKA_ID, id),
-	}
-}
-
-// finishRSA reads the public key back and replaces the temporary ID.
-func (t *Token) finishRSA(label string, tmpID []byte, pubH, privH pkcs11.ObjectHandle) (*KeyPair, error) {
-	pub, err := t.publicFromObject(pubH)
+	pub, id, privH, err := t.generatePair(op, label, gen)
 	if err != nil {
 		return nil, err
 	}
-	id, err := KeyID(pub)
-	if err != nil {
-		return nil, err
-	}
-	set := []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_ID, id)}
-	err = t.ctx.SetAttributeValue(t.sh, privH, set)
-	if err == nil {
-		err = t.ctx.SetAttributeValue(t.sh, pubH, set)
-	}
-	if err != nil {
-		if !refused(err) {
-			return nil, err
-		}
-		// Keep both halves on the same (random) ID.
-		back := []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_ID, tmpID)}
-		_ = t.ctx.SetAttributeValue(t.sh, privH, back)
-		id = tmpID
-	}
-	return &KeyPair{Label: label, ID: id, Public: pub, t: t, priv: privH}, nil
-}
-
-// refused reports a token saying "you may not change that" as opposed to
-// a failure of the token itself.
-func refused(err error) bool {
-	return isCode(err, pkcs11.CKR_ATTRIBUTE_READ_ONLY, pkcs11.CKR_ACTION_PROHIBITED,
-		pkcs11.CKR_ATTRIBUTE_VALUE_INVALID, pkcs11.CKR_TEMPLATE_INCONSISTENT,
-		pkcs11.CKR_FUNCTION_NOT_SUPPORTED, pkcs11.CKR_ATTRIBUTE_TYPE_INVALID)
+	return &KeyPair{Label: label, ID: id, Public: pub.(*rsa.PublicKey), t: t, priv: privH}, nil
 }
 
 // publicFromObject builds an rsa.PublicKey from CKA_MODULUS and
@@ -245,13 +142,6 @@ func describeKey(label string, id []byte) string {
 		parts = append(parts, "with ID "+hex.EncodeToString(id))
 	}
 	return strings.Join(parts, " and ")
-}
-
-func rsaClass(class uint) []*pkcs11.Attribute {
-	return []*pkcs11.Attribute{
-		pkcs11.NewAttribute(pkcs11.CKA_CLASS, class),
-		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_RSA),
-	}
 }
 
 // KeyPairs lists every RSA private key with a usable public half; others
@@ -335,11 +225,25 @@ func (t *Token) pickPublic(hs []pkcs11.ObjectHandle, own *rsa.PublicKey) *rsa.Pu
 // DecryptOAEP decrypts ciphertext with the private key on the token using
 // RSA-OAEP(hash, MGF1(hash), empty label). The result is typically a file
 // key: clear() it when done.
+//
+// It runs one private-key operation. miekg/pkcs11's Ctx.Decrypt (v1.1.2)
+// calls C_Decrypt twice, first with no output buffer to learn the length, and
+// offers no call that takes the caller's buffer; on a TPM (tpm2-pkcs11) that
+// length query runs the whole RSA operation. So where the token unwraps with
+// OAEP and the key may both decrypt and unwrap, the stanza is unwrapped
+// instead (one C_UnwrapKey, see decryptByUnwrap). Elsewhere, a TPM among
+// them, it falls back to C_Decrypt and its two calls.
 func (k *KeyPair) DecryptOAEP(hash crypto.Hash, ciphertext []byte) ([]byte, error) {
 	const op = "RSA-OAEP decrypt on token"
 	mech, err := oaepMech(hash)
 	if err != nil {
 		return nil, err
+	}
+	if k.mayUnwrapToHost() {
+		pt, err := k.decryptByUnwrap(mech, ciphertext)
+		if !errors.Is(err, errUnwrapRefused) {
+			return pt, err
+		}
 	}
 	if err := k.t.ctx.DecryptInit(k.t.sh, mech, k.priv); err != nil {
 		return nil, tokenErr(op, ctxDecrypt, err)
@@ -349,6 +253,57 @@ func (k *KeyPair) DecryptOAEP(hash crypto.Hash, ciphertext []byte) ([]byte, erro
 		return nil, tokenErr(op, ctxDecrypt, err)
 	}
 	return pt, nil
+}
+
+// mayUnwrapToHost reports whether DecryptOAEP may use C_UnwrapKey: the token
+// offers OAEP unwrap, and the key may decrypt as well as unwrap. A key that
+// may not decrypt (an authority key, see GenerateUnwrapRSA) must never hand
+// a file key to the host, so it never takes this path.
+func (k *KeyPair) mayUnwrapToHost() bool {
+	if c, err := k.t.Capabilities(); err != nil || !c.UnwrapWithOAEP {
+		return false
+	}
+	a, err := k.t.attrs(k.priv, pkcs11.CKA_DECRYPT, pkcs11.CKA_UNWRAP)
+	return err == nil && boolAttr(a[pkcs11.CKA_DECRYPT]) && boolAttr(a[pkcs11.CKA_UNWRAP])
+}
+
+// decryptByUnwrap is C_Decrypt done as one C_UnwrapKey: the ciphertext is
+// unwrapped into a readable session object (decryptedKeyTemplate), its
+// CKA_VALUE read, and the object destroyed at once. The host learns exactly
+// what C_Decrypt would have returned, and the error classes are C_Decrypt's.
+func (k *KeyPair) decryptByUnwrap(mech []*pkcs11.Mechanism, ciphertext []byte) ([]byte, error) {
+	const op = "RSA-OAEP decrypt on token"
+	if len(ciphertext) == 0 { // miekg's UnwrapKey indexes ciphertext[0]
+		return nil, newErr(op, ErrDecrypt, msgNotForKey)
+	}
+	h, err := k.t.ctx.UnwrapKey(k.t.sh, mech, k.priv, ciphertext, decryptedKeyTemplate())
+	if unwrapRefused(err) {
+		return nil, errUnwrapRefused
+	}
+	if err != nil {
+		return nil, tokenErr(op, ctxDecrypt, err)
+	}
+	defer k.t.ctx.DestroyObject(k.t.sh, h)
+	a, err := k.t.attrs(h, pkcs11.CKA_VALUE)
+	if err != nil {
+		return nil, tokenErr(op, ctxPlain, err)
+	}
+	return a[pkcs11.CKA_VALUE], nil
+}
+
+// errUnwrapRefused is decryptByUnwrap's answer when the token declined the
+// unwrap: DecryptOAEP then uses C_Decrypt.
+var errUnwrapRefused = errors.New("the token declined to unwrap")
+
+// unwrapRefused reports a C_UnwrapKey that the token declined (the template,
+// the key type or the call itself), after which C_Decrypt is tried; any other
+// outcome, a bad ciphertext included, is DecryptOAEP's answer. A refusal runs
+// no RSA operation.
+func unwrapRefused(err error) bool {
+	return isCode(err, pkcs11.CKR_FUNCTION_NOT_SUPPORTED, pkcs11.CKR_MECHANISM_INVALID,
+		pkcs11.CKR_MECHANISM_PARAM_INVALID, pkcs11.CKR_ARGUMENTS_BAD, pkcs11.CKR_KEY_FUNCTION_NOT_PERMITTED,
+		pkcs11.CKR_KEY_TYPE_INCONSISTENT, pkcs11.CKR_TEMPLATE_INCONSISTENT, pkcs11.CKR_TEMPLATE_INCOMPLETE,
+		pkcs11.CKR_ATTRIBUTE_VALUE_INVALID, pkcs11.CKR_ATTRIBUTE_TYPE_INVALID, pkcs11.CKR_ATTRIBUTE_READ_ONLY)
 }
 
 // KeyAttributes are the security and usage attributes of a private key.

@@ -6,12 +6,16 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
+	"errors"
 	"testing"
+
+	"github.com/p11escrow/p11escrow/escrow"
 )
 
 // TestWrapOAEPSHA256OnSHA1Token: SoftHSM2 wraps with OAEP-SHA1 only, yet a recipient whose key
-// file says sha256 (a TPM user) must get a stanza. On the token-wrap path the key is wrapped on
-// the host then, with SHA-256, and the recipient's SHA-256 decryption recovers it.
+// file says sha256 (a TPM user) must get a stanza. The token's FileKey says it cannot
+// (ErrHostWrap), and escrow.RSARecipient wraps the key on the host then, with SHA-256: the
+// recipient's SHA-256 decryption recovers it.
 func TestWrapOAEPSHA256OnSHA1Token(t *testing.T) {
 	tok := mainToken(t)
 	recipient, err := rsa.GenerateKey(rand.Reader, 2048)
@@ -26,10 +30,14 @@ func TestWrapOAEPSHA256OnSHA1Token(t *testing.T) {
 		if fk.Path() != PathTokenWrap {
 			t.Fatalf("path %v; this test needs SoftHSM2's token-wrap path", fk.Path())
 		}
-		w, err := fk.WrapOAEP(&recipient.PublicKey, crypto.SHA256)
-		if err != nil {
-			t.Fatalf("WrapOAEP(SHA-256) on SoftHSM2: %v", err)
+		if _, err := fk.WrapOAEP(&recipient.PublicKey, crypto.SHA256); !errors.Is(err, ErrHostWrap) {
+			t.Fatalf("WrapOAEP(SHA-256) on SoftHSM2 = %v, want ErrHostWrap", err)
 		}
+		st, err := (&escrow.RSARecipient{Public: &recipient.PublicKey, Hash: crypto.SHA256, Role: escrow.RoleRecipient}).Wrap(fk)
+		if err != nil {
+			t.Fatalf("RSARecipient.Wrap(SHA-256) on SoftHSM2: %v", err)
+		}
+		w := st.Body
 		got, err := rsa.DecryptOAEP(sha256.New(), nil, recipient, w, nil)
 		if err != nil {
 			t.Fatalf("the SHA-256 wrap does not decrypt with SHA-256: %v", err)

@@ -1,10 +1,3 @@
-// Package token is p11escrow's PKCS#11 layer. It hides github.com/miekg/pkcs11
-// behind a small API: load a module, select a token by label or serial, log
-// in once, make per-file AES-256 keys and wrap them with RSA-OAEP, and find or
-// generate RSA key pairs whose private half never leaves the token.
-//
-// Errors are *Error values whose message tells the user what to do; test
-// them with errors.Is against the Err* sentinels.
 package token
 
 import (

@@ -3,11 +3,13 @@ package token
 import (
 	"bytes"
 	"crypto"
+	"errors"
 	"os"
 	"os/exec"
 	"strings"
 	"testing"
 
+	"github.com/p11escrow/p11escrow/escrow"
 	softhsmtest "github.com/p11escrow/p11escrow/softhsm-test"
 )
 
@@ -80,10 +82,15 @@ func TestNoAESChild(t *testing.T) {
 		t.Errorf("file key path %v, secret %v", fk.Path(), fk.Secret())
 	}
 	v, _ := fk.Value()
-	w, err := fk.WrapOAEP(kp.Public, crypto.SHA1)
+	// A key drawn on the host is not wrapped by the token: the caller wraps it on the host.
+	if _, err := fk.WrapOAEP(kp.Public, crypto.SHA1); !errors.Is(err, ErrHostWrap) || !errors.Is(err, errors.ErrUnsupported) {
+		t.Fatalf("WrapOAEP on PathHostWrap = %v, want ErrHostWrap", err)
+	}
+	s, err := (&escrow.RSARecipient{Public: kp.Public, Hash: crypto.SHA1, Role: escrow.RoleOwner}).Wrap(fk)
 	if err != nil {
 		t.Fatal(err)
 	}
+	w := s.Body
 	if got, err := kp.DecryptOAEP(crypto.SHA1, w); err != nil || !bytes.Equal(got, v) || len(v) != 32 {
 		t.Errorf("token DecryptOAEP of host-wrapped key = %x, %v; want %x", got, err, v)
 	}

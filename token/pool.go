@@ -29,6 +29,21 @@ func (t *Token) NewSession() (*Token, error) {
 	return s, nil
 }
 
+// Sessions opens up to n more sessions on t's token (NewSession), one for each further goroutine
+// of a batch, and returns those it could open. A token that limits its sessions (many smart
+// cards allow only a few) gives a batch fewer workers rather than a failure. Close each one.
+func (t *Token) Sessions(n int) []*Token {
+	var out []*Token
+	for range n {
+		s, err := t.NewSession()
+		if err != nil {
+			break
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
 // On returns the key pair for use on session s. Token objects are visible to every session of
 // the application, so the private key's handle is valid there too; only the session that runs
 // the operation changes. Use it to unwrap or decrypt from several goroutines at once.

@@ -101,3 +101,32 @@ func TestOAEPHashProbe(t *testing.T) {
 		t.Fatalf("decrypting after the probe: %v", err)
 	}
 }
+
+// TestSessions checks the one helper that batch encrypt and the authority's intake pool open
+// their sessions with: up to n sessions, each logged in, none once the token is closed.
+func TestSessions(t *testing.T) {
+	tk := mainToken(t)
+	if got := tk.Sessions(0); len(got) != 0 {
+		t.Fatalf("Sessions(0) opened %d", len(got))
+	}
+	ss := tk.Sessions(3)
+	if len(ss) != 3 {
+		t.Fatalf("Sessions(3) opened %d", len(ss))
+	}
+	for _, s := range ss {
+		if s == tk || !s.LoggedIn() {
+			t.Fatalf("session %p: not a new logged-in session", s)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	closed, err := tk.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed.Close()
+	if got := closed.Sessions(2); len(got) != 0 {
+		t.Fatalf("a closed token opened %d sessions", len(got))
+	}
+}

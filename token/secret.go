@@ -108,26 +108,6 @@ func (k *KeyPair) unwrapOnce(hash crypto.Hash, wrapped []byte, extractable bool)
 	return &SecretKey{t: k.t, h: h}, nil
 }
 
-func unwrapTemplate(withLen, extractable bool) []*pkcs11.Attribute {
-	a := []*pkcs11.Attribute{
-		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
-		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_AES),
-		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, false),
-		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
-		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
-		pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, extractable),
-		pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, true),
-		pkcs11.NewAttribute(pkcs11.CKA_DECRYPT, true),
-		pkcs11.NewAttribute(pkcs11.CKA_WRAP, false),
-		pkcs11.NewAttribute(pkcs11.CKA_UNWRAP, false),
-		pkcs11.NewAttribute(pkcs11.CKA_LABEL, "p11escrow unwrapped key"),
-	}
-	if withLen {
-		a = append(a, pkcs11.NewAttribute(pkcs11.CKA_VALUE_LEN, FileKeySize))
-	}
-	return a
-}
-
 // checkLen reads CKA_VALUE_LEN and refuses a key that the token reports
 // is not AES-256. known is false when the token does not tell (SoftHSM2
 // reports 0 after an unwrap); the caller then measures the key.
@@ -154,17 +134,7 @@ func (s *SecretKey) checkLen() (known bool, err error) {
 func (s *SecretKey) measureLen() error {
 	const op = "check unwrapped key length"
 	ctx, sh := s.t.ctx, s.t.sh
-	kek, err := ctx.GenerateKey(sh, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_KEY_GEN, nil)}, []*pkcs11.Attribute{
-		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
-		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_AES),
-		pkcs11.NewAttribute(pkcs11.CKA_VALUE_LEN, FileKeySize),
-		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, false),
-		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
-		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
-		pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false),
-		pkcs11.NewAttribute(pkcs11.CKA_WRAP, true),
-		pkcs11.NewAttribute(pkcs11.CKA_LABEL, "p11escrow length check"),
-	})
+	kek, err := ctx.GenerateKey(sh, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_KEY_GEN, nil)}, measureKeyTemplate())
 	if err != nil {
 		return newErr(op, nil, "the token reports no length for unwrapped keys and cannot make an AES key to measure one: %v", err)
 	}

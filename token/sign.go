@@ -4,14 +4,13 @@ import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
-	"crypto/x509"
 	"encoding/asn1"
 	"fmt"
 	"io"
 	"math/big"
+	"slices"
 
 	"github.com/miekg/pkcs11"
 )
@@ -22,11 +21,8 @@ import (
 // decrypt, unwrap or derive), so an approval key can never open a file and
 // an exchange key never signs.
 //
-// Signer is written on raw miekg/pkcs11 (C_Sign with CKM_ECDSA or
-// CKM_RSA_PKCS_PSS), not with crypto11's crypto.Signer: crypto11 would be a
-// second PKCS#11 stack loading the same module in this process, which is
-// fragile (it counts modules by path string, and its Finalize would pull
-// the module from under this package's sessions).
+// Signer signs with C_Sign (CKM_ECDSA or CKM_RSA_PKCS_PSS) on raw
+// miekg/pkcs11, not with crypto11's crypto.Signer; the package doc says why.
 
 // SignKeyType names a kind of signing key.
 type SignKeyType string
@@ -66,121 +62,29 @@ func (s *Signer) PrivateAttributes() (KeyAttributes, error) {
 
 // GenerateSigner creates a signing key pair of the given type with explicit
 // templates. The private key is a token object that is private, sensitive,
-// never extractable, and may only sign. Its CKA_ID is KeyID-style: the first
-// 16 bytes of SHA-256 over the PKIX public key (kept random if the token
-// refuses the update). A label already used on the token is refused. With
-// AllowDualUse, a token that refuses the sign-only template gets a key
+// never extractable, and may only sign. Its CKA_ID is KeyID(public), or a
+// random ID on a token that refuses to change CKA_ID (see generatePair). A
+// label already used on the token is refused. With AllowDualUse, a token that refuses the sign-only template gets a key
 // without that restriction (see AllowDualUse); check
 // PrivateAttributes().DualUse().
 func (t *Token) GenerateSigner(label string, typ SignKeyType, opts ...GenOption) (*Signer, error) {
 	op := fmt.Sprintf("generate signing key %q", label)
-	if label == "" {
-		return nil, newErr(op, nil, "the key needs a label; give one")
+	if !slices.Contains(SignKeyTypes, typ) {
+		return nil, newErr(op, nil, "unknown signing key type %q; choose one of %v", typ, SignKeyTypes)
 	}
-	if hs, err := t.findObjects([]*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_LABEL, label)}); err != nil {
+	gen := func(id []byte) (pkcs11.ObjectHandle, pkcs11.ObjectHandle, error) {
+		mech, pub, priv := signTemplates(typ, label, id)
+		return t.generateKeyPair(mech, pub, priv, opts)
+	}
+	pub, id, privH, err := t.generatePair(op, label, gen)
+	if err != nil {
 		return nil, err
-	} else if len(hs) > 0 {
-		return nil, newErr(op, ErrExists, "the token already has an object labelled %q; choose another label or delete the old key", label)
 	}
-	tmpID := make([]byte, 16)
-	if _, err := rand.Read(tmpID); err != nil {
-		return nil, err
-	}
-	mech, pubT, privT, err := signTemplates(typ, label, tmpID)
-	if err != nil {
-		return nil, newErr(op, nil, "%v", err)
-	}
-	pubH, privH, err := t.generateKeyPair(mech, pubT, privT, opts)
-	if err != nil {
-		return nil, tokenErr(op, ctxGenerate, err)
-	}
-	s, err := t.finishSigner(label, pubH, privH)
-	if err != nil {
-		_ = t.ctx.DestroyObject(t.sh, privH)
-		_ = t.ctx.DestroyObject(t.sh, pubH)
-		return nil, tokenErr(op, ctxPlain, err)
-	}
-	return s, nil
+	return &Signer{Label: label, ID: id, pub: pub, t: t, priv: privH}, nil
 }
 
-// signTemplates returns the mechanism and templates for one key type.
-func signTemplates(typ SignKeyType, label string, id []byte) ([]*pkcs11.Mechanism, []*pkcs11.Attribute, []*pkcs11.Attribute, error) {
-	common := func(class, keyType uint) []*pkcs11.Attribute {
-		return []*pkcs11.Attribute{
-			pkcs11.NewAttribute(pkcs11.CKA_CLASS, class),
-			pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, keyType),
-			pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
-			pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
-			pkcs11.NewAttribute(pkcs11.CKA_ID, id),
-		}
-	}
-	keyType, mech := uint(pkcs11.CKK_RSA), uint(pkcs11.CKM_RSA_PKCS_KEY_PAIR_GEN)
-	var pubExtra []*pkcs11.Attribute
-	switch typ {
-	case SignECDSAP256:
-		keyType, mech = pkcs11.CKK_EC, pkcs11.CKM_EC_KEY_PAIR_GEN
-		pubExtra = []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_EC_PARAMS, oidP256)}
-	case SignRSAPSS2048, SignRSAPSS3072:
-		bits := map[SignKeyType]int{SignRSAPSS2048: 2048, SignRSAPSS3072: 3072}[typ]
-		pubExtra = []*pkcs11.Attribute{
-			pkcs11.NewAttribute(pkcs11.CKA_MODULUS_BITS, bits),
-			pkcs11.NewAttribute(pkcs11.CKA_PUBLIC_EXPONENT, []byte{1, 0, 1}),
-			pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, false),
-			pkcs11.NewAttribute(pkcs11.CKA_WRAP, false),
-		}
-	default:
-		return nil, nil, nil, fmt.Errorf("unknown signing key type %q; choose one of %v", typ, SignKeyTypes)
-	}
-	pub := append(common(pkcs11.CKO_PUBLIC_KEY, keyType),
-		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, false),
-		pkcs11.NewAttribute(pkcs11.CKA_VERIFY, true))
-	priv := append(common(pkcs11.CKO_PRIVATE_KEY, keyType),
-		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
-		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
-		pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false),
-		pkcs11.NewAttribute(pkcs11.CKA_SIGN, true),
-		pkcs11.NewAttribute(pkcs11.CKA_DECRYPT, false),
-		pkcs11.NewAttribute(pkcs11.CKA_UNWRAP, false),
-		pkcs11.NewAttribute(pkcs11.CKA_DERIVE, false))
-	return []*pkcs11.Mechanism{pkcs11.NewMechanism(mech, nil)}, append(pub, pubExtra...), priv, nil
-}
-
-// finishSigner reads the public key and gives both halves the derived ID.
-func (t *Token) finishSigner(label string, pubH, privH pkcs11.ObjectHandle) (*Signer, error) {
-	pub, err := t.signPublic(pubH)
-	if err != nil {
-		return nil, err
-	}
-	id, err := signKeyID(pub)
-	if err != nil {
-		return nil, err
-	}
-	set := []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_ID, id)}
-	if err := t.ctx.SetAttributeValue(t.sh, privH, set); err == nil {
-		if err := t.ctx.SetAttributeValue(t.sh, pubH, set); err != nil && !refused(err) {
-			return nil, err
-		}
-	} else if !refused(err) {
-		return nil, err
-	}
-	a, err := t.attrs(privH, pkcs11.CKA_ID)
-	if err != nil {
-		return nil, err
-	}
-	return &Signer{Label: label, ID: a[pkcs11.CKA_ID], pub: pub, t: t, priv: privH}, nil
-}
-
-func signKeyID(pub crypto.PublicKey) ([]byte, error) {
-	der, err := x509.MarshalPKIXPublicKey(pub)
-	if err != nil {
-		return nil, err
-	}
-	sum := sha256.Sum256(der)
-	return sum[:16], nil
-}
-
-// signPublic reads an EC or RSA public key from a public key object.
-func (t *Token) signPublic(h pkcs11.ObjectHandle) (crypto.PublicKey, error) {
+// objectPublic reads an EC or RSA public key from a public key object.
+func (t *Token) objectPublic(h pkcs11.ObjectHandle) (crypto.PublicKey, error) {
 	a, err := t.attrs(h, pkcs11.CKA_KEY_TYPE)
 	if err != nil {
 		return nil, err
@@ -264,7 +168,7 @@ func (t *Token) findSignPublic(label string, id []byte) (crypto.PublicKey, error
 	if len(hs) != 1 {
 		return nil, fmt.Errorf("found %d public key objects for it", len(hs))
 	}
-	return t.signPublic(hs[0])
+	return t.objectPublic(hs[0])
 }
 
 // Sign signs a SHA-256 digest on the token. For an ECDSA key it runs

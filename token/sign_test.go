@@ -41,6 +41,18 @@ func TestSigners(t *testing.T) {
 			if !bytes.Equal(found.ID, s.ID) {
 				t.Errorf("FindSigner ID %x, generated %x", found.ID, s.ID)
 			}
+			// Signing keys get their CKA_ID by the same rule as exchange keys, on both halves.
+			want, err := KeyID(s.Public())
+			if err != nil || !bytes.Equal(s.ID, want) {
+				t.Errorf("ID %x, want KeyID %x (%v)", s.ID, want, err)
+			}
+			for _, class := range []uint{pkcs11.CKO_PUBLIC_KEY, pkcs11.CKO_PRIVATE_KEY} {
+				hs, err := tk.findObjects([]*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_CLASS, class),
+					pkcs11.NewAttribute(pkcs11.CKA_LABEL, label), pkcs11.NewAttribute(pkcs11.CKA_ID, want)})
+				if err != nil || len(hs) != 1 {
+					t.Errorf("class %d objects with the KeyID: %d, %v", class, len(hs), err)
+				}
+			}
 			other := sha256.Sum256([]byte("other bytes"))
 			switch pub := found.Public().(type) {
 			case *ecdsa.PublicKey:

@@ -99,7 +99,7 @@ func verifyRecord(c *cli.Context) error {
 			return err
 		}
 		for _, kp := range keys {
-			if fpr, _ := escrow.FingerprintOf(kp.Public); fpr.Tag() != st.Args[1] {
+			if fpr, _ := escrow.FingerprintOf(kp.Public); fpr.Tag() != escrow.StanzaTag(st) {
 				continue
 			}
 			if err := verifyRecordWith(s, rec, h, st, kp); err != nil {

@@ -24,7 +24,7 @@ func (s *session) forEachJob(n int, f func(t *token.Token, i int) error) error {
 	if _, err := s.token.Capabilities(); err != nil { // probed once, shared by every session
 		return err
 	}
-	sessions := s.extraSessions(batchWorkers(n) - 1)
+	sessions := s.token.Sessions(batchWorkers(n) - 1)
 	defer closeAll(sessions)
 	errs := make([]error, n)
 	var next atomic.Int64
@@ -48,20 +48,6 @@ func (s *session) forEachJob(n int, f func(t *token.Token, i int) error) error {
 		}
 	}
 	return nil
-}
-
-// extraSessions opens up to n more sessions. A token that limits its sessions (many smart cards
-// allow only a few) gets fewer workers rather than a failure.
-func (s *session) extraSessions(n int) []*token.Token {
-	var out []*token.Token
-	for range n {
-		t, err := s.token.NewSession()
-		if err != nil {
-			break
-		}
-		out = append(out, t)
-	}
-	return out
 }
 
 func closeAll(ts []*token.Token) {

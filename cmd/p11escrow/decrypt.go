@@ -48,13 +48,14 @@ func refuseAuthorityKey(h *escrow.Header, ids *identities) error {
 	}
 	var authority string
 	for _, s := range h.Stanzas {
-		if len(s.Args) < 2 || !mine[s.Args[1]] {
+		tag := escrow.StanzaTag(s)
+		if !mine[tag] {
 			continue
 		}
 		if ownerStanza(s) {
 			return nil
 		}
-		authority = s.Args[1]
+		authority = tag
 	}
 	if authority != "" {
 		return authorityKeyError(fmt.Sprintf("the key with tag %s on token %q", authority, ids.s.token.Info().Label))

@@ -19,10 +19,10 @@ type identities struct {
 func (ids *identities) forHeader(h *escrow.Header) ([]escrow.Identity, error) {
 	stanzas := ids.filter.apply(h.Stanzas)
 	if len(stanzas) == 0 {
-		return nil, &escrow.NoIdentityError{Tags: tags(h.Stanzas)}
+		return nil, &escrow.NoIdentityError{Tags: escrow.StanzaTags(h.Stanzas)}
 	}
 	if ids.keys == nil && !ids.named() && !ids.s.token.LoggedIn() && !ids.publicKeyMatches(stanzas) {
-		return nil, &escrow.NoIdentityError{Tags: tags(stanzas)}
+		return nil, &escrow.NoIdentityError{Tags: escrow.StanzaTags(stanzas)}
 	}
 	keys, err := ids.load()
 	if err != nil {
@@ -53,7 +53,7 @@ func (ids *identities) publicKeyMatches(stanzas []*escrow.Stanza) bool {
 		return true
 	}
 	want := map[string]bool{}
-	for _, t := range tags(stanzas) {
+	for _, t := range escrow.StanzaTags(stanzas) {
 		want[t] = true
 	}
 	for _, pub := range pubs {
@@ -114,14 +114,4 @@ func (f stanzaFilter) apply(stanzas []*escrow.Stanza) []*escrow.Stanza {
 		}
 	}
 	return keep
-}
-
-func tags(stanzas []*escrow.Stanza) []string {
-	var out []string
-	for _, s := range stanzas {
-		if len(s.Args) > 1 {
-			out = append(out, s.Args[1])
-		}
-	}
-	return out
 }

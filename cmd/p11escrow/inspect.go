@@ -74,8 +74,11 @@ func inspectFile(r io.Reader, asJSON bool) error {
 		ChunkSize: escrow.ChunkSize, Chunks: chunks, HeaderSize: len(h.Marshal())}
 	for _, s := range h.Stanzas {
 		ss := stanzaSummary{Type: s.Type, Size: len(s.Body)}
-		if role := escrow.StanzaRole(s); role != "" {
-			ss.Role, ss.Hash, ss.Tag = string(role), s.Args[0], s.Args[1]
+		if t, err := escrow.ParseStanza(s); err == nil && t != nil {
+			ss.Role, ss.Tag = string(t.Role()), t.Tag()
+			if r, ok := t.(*escrow.RSAStanza); ok {
+				ss.Hash = r.HashName()
+			}
 		}
 		sum.Stanzas = append(sum.Stanzas, ss)
 	}

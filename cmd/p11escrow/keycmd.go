@@ -219,7 +219,7 @@ func generateSigningKey(c *cli.Context) error {
 		if err != nil {
 			return err
 		}
-		fpr, err := escrow.PublicFingerprint(signer.Public())
+		fpr, err := escrow.FingerprintOf(signer.Public())
 		if err != nil {
 			return err
 		}
