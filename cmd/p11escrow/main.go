@@ -47,6 +47,7 @@ func newApp() *cli.App {
 			inspectCommand(),
 			authorityCommand(),
 			reheaderCommand(),
+			receiptCommand(),
 			completionCommand(),
 			manCommand(),
 		},
