@@ -226,7 +226,9 @@ func Serve(ctx context.Context, ln net.Listener, h http.Handler, tlsCfg *tls.Con
 		ReadTimeout: ReadTimeout, WriteTimeout: WriteTimeout, IdleTimeout: IdleTimeout, MaxHeaderBytes: 16 << 10,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	done := make(chan error, 1)
-	go func() { done <- srv.Serve(tls.NewListener(ln, tlsCfg)) }()
+	// ServeTLS offers HTTP/2, so that a client submits a batch over one connection with
+	// several records in flight.
+	go func() { done <- srv.ServeTLS(ln, "", "") }()
 	select {
 	case err := <-done:
 		return err

@@ -65,6 +65,7 @@ func authorityCommand() *cli.Command {
 			auditCommand(),
 			backupCommand(),
 			receiptKeyCommand(),
+			serveCommand(),
 		},
 	}
 }

@@ -48,6 +48,7 @@ func newApp() *cli.App {
 			authorityCommand(),
 			reheaderCommand(),
 			receiptCommand(),
+			escrowCommand(),
 			completionCommand(),
 			manCommand(),
 		},
