@@ -226,11 +226,17 @@ var ownerKey = sync.OnceValue(func() *rsa.PrivateKey {
 // record makes a correctly bound record (and the file's header) for authority key auth.
 func record(t testing.TB, auth *rsa.PublicKey) ([]byte, *escrow.Header) {
 	t.Helper()
+	return recordFor(t, escrow.NewFileID(), auth)
+}
+
+// recordFor is record for a file with the given ID.
+func recordFor(t testing.TB, id escrow.FileID, auth *rsa.PublicKey) ([]byte, *escrow.Header) {
+	t.Helper()
 	owner := &ownerKey().PublicKey
 	fpr, _ := escrow.FingerprintOf(owner)
 	key := make(hostKey, 32)
 	rand.Read(key)
-	w, err := escrow.Encrypt(io.Discard, escrow.NewFileID(), key,
+	w, err := escrow.Encrypt(io.Discard, id, key,
 		&escrow.RSARecipient{Public: owner, Hash: crypto.SHA1, Role: escrow.RoleOwner},
 		&escrow.RSARecipient{Public: auth, Hash: crypto.SHA1, Role: escrow.RoleAuthority})
 	if err != nil {

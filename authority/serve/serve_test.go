@@ -61,6 +61,25 @@ func TestSubmit(t *testing.T) {
 		t.Fatalf("submitted again: %d %s", code, out)
 	}
 
+	// Another file made with a copied file ID is held too (the store's rule), with its own
+	// receipt, and audited as a collision.
+	copied, hc := recordFor(t, h.ID, s.authKey)
+	code, out = post(t, c, s.url, copied)
+	if code != http.StatusCreated {
+		t.Fatalf("copied file ID: %d %s", code, out)
+	}
+	if rc := receiptOf(t, out); rc.FileID != r.FileID || rc.MatchesFile(hc) != nil || rc.MatchesFile(h) == nil {
+		t.Fatalf("copied file ID: receipt %+v", rc)
+	}
+	if n := heldCount(t, s); n != 2 {
+		t.Fatalf("%d records held, want 2", n)
+	}
+	if seq, err := s.a.Store.IntakeSeq(r.FileID, escrow.CommitmentText(hc.Commitment)); err != nil {
+		t.Fatal(err)
+	} else if entries, _ := s.a.Store.Audit(); entries[seq-1].Action != "intake-collision" {
+		t.Fatalf("the copied ID's entry is %q", entries[seq-1].Action)
+	}
+
 	other, _ := rsa.GenerateKey(rand.Reader, 2048)
 	foreign, _ := record(t, &other.PublicKey)
 	edited := bytes.Replace(body, []byte(`"description": "served"`), []byte(`"description": "forged"`), 1)
@@ -81,8 +100,8 @@ func TestSubmit(t *testing.T) {
 			t.Errorf("%s: %d %q, want %d and %q on one line", tc.name, code, out, tc.code, tc.says)
 		}
 	}
-	if n := heldCount(t, s); n != 1 {
-		t.Fatalf("%d records held, want 1", n)
+	if n := heldCount(t, s); n != 2 {
+		t.Fatalf("%d records held after the refusals, want 2", n)
 	}
 
 	for path, want := range map[string]string{"/healthz": "ok", "/metrics": `p11escrow_records_rejected_total{reason="oversize"} 1`} {

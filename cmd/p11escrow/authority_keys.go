@@ -41,11 +41,11 @@ func authorityInit(c *cli.Context) error {
 		return fmt.Errorf("unknown key type %q; use rsa-2048, rsa-3072 or rsa-4096", c.String("type"))
 	}
 	out := pubFileName(c.String("out"), c.String("label"))
-	receiptOut := receiptPubName(c.String("receipt-key-out"), out)
 	receiptLabel := c.String("receipt-label")
 	if receiptLabel == "" {
 		receiptLabel = c.String("label") + "-receipt"
 	}
+	receiptOut := receiptPubName(c.String("receipt-key-out"), out, receiptLabel)
 	if err := checkOutputs(c.Bool("force"), out, receiptOut); err != nil {
 		return err
 	}

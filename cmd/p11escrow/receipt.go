@@ -51,11 +51,14 @@ func receiptKeyCommand() *cli.Command {
 	}
 }
 
-// receiptPubName is where init writes the receipt key beside the authority's: LABEL.pub gives
-// LABEL.receipt.pub.
-func receiptPubName(out, authorityOut string) string {
-	if out != "" {
+// receiptPubName is where init writes the receipt key beside the authority's: A.pub gives
+// A.receipt.pub; an authority key written to stdout or a descriptor gives LABEL.pub.
+func receiptPubName(out, authorityOut, label string) string {
+	switch {
+	case out != "":
 		return out
+	case authorityOut == "-" || isFDPath(authorityOut):
+		return label + ".pub"
 	}
 	return strings.TrimSuffix(authorityOut, ".pub") + ".receipt.pub"
 }
