@@ -331,7 +331,7 @@ func (p *encryptPlan) submit(j encryptJob, h *escrow.Header, rec []byte) (string
 	case errors.As(err, &down) && p.require:
 		return "", fmt.Errorf("%w; --require-receipt: the file was not written (its record is in %s)", err, j.record)
 	case errors.As(err, &down):
-		name, serr := spool(rec, j.out, receipt)
+		name, serr := spool(rec, receipt)
 		if serr != nil {
 			return "", fmt.Errorf("%v, and the record could not be spooled: %v", err, serr)
 		}

@@ -167,18 +167,19 @@ func spoolDir() (string, error) {
 	return filepath.Join(base, "p11escrow", "spool"), nil
 }
 
-// spoolEntry is one record waiting for the authority, and where its receipt goes.
+// spoolEntry is one record waiting for the authority, and where its receipt goes. The receipt
+// is checked against the header inside the record, which is the file's: the file itself may
+// have been moved, or have gone to a pipe.
 type spoolEntry struct {
 	Receipt string          `json:"receipt"` // absolute path of FILE.p11e.receipt.json
-	File    string          `json:"file"`    // absolute path of FILE.p11e, to check the receipt against
 	Record  json.RawMessage `json:"record"`
 }
 
 // maxSpoolEntry bounds a spool entry: a record and two paths.
 const maxSpoolEntry = maxRecordFile + 16<<10
 
-// spool keeps a record for `escrow sync`, named by its file ID and a random suffix.
-func spool(record []byte, file, receipt string) (string, error) {
+// spool keeps a record for `escrow sync` in a file of its own.
+func spool(record []byte, receipt string) (string, error) {
 	dir, err := spoolDir()
 	if err != nil {
 		return "", err
@@ -186,15 +187,11 @@ func spool(record []byte, file, receipt string) (string, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", err
 	}
-	absFile, err := filepath.Abs(file)
-	if err != nil {
-		return "", err
-	}
 	absReceipt, err := filepath.Abs(receipt)
 	if err != nil {
 		return "", err
 	}
-	data, err := json.Marshal(spoolEntry{Receipt: absReceipt, File: absFile, Record: record})
+	data, err := json.Marshal(spoolEntry{Receipt: absReceipt, Record: record})
 	if err != nil {
 		return "", err
 	}
@@ -302,17 +299,16 @@ func syncOne(ctx context.Context, s *submitter, name string) error {
 	var e spoolEntry
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&e); err != nil || e.Receipt == "" || e.File == "" {
+	if err := dec.Decode(&e); err != nil || e.Receipt == "" {
 		return errors.New("not a p11escrow spool entry; remove it")
 	}
-	f, err := openInput(e.File)
+	rec, err := escrow.ParseRecord(e.Record)
 	if err != nil {
-		return fmt.Errorf("its file is gone (%v); remove the entry if the file was deleted on purpose", err)
+		return err
 	}
-	h, _, err := escrow.ParseHeader(f)
-	f.Close()
+	h, _, err := rec.AuthorityStanza()
 	if err != nil {
-		return fmt.Errorf("%s: %w", e.File, err)
+		return err
 	}
 	r, raw, err := s.submit(ctx, e.Record, h)
 	if err != nil {
@@ -321,6 +317,6 @@ func syncOne(ctx context.Context, s *submitter, name string) error {
 	if err := writeReceipt(e.Receipt, raw); err != nil {
 		return err
 	}
-	fmt.Println(safetext.Clean(fmt.Sprintf("%s: escrowed, receipt %s (audit entry %d)", e.File, e.Receipt, r.AuditSeq)))
+	fmt.Println(safetext.Clean(fmt.Sprintf("file %s: escrowed, receipt %s (audit entry %d)", r.FileID, e.Receipt, r.AuditSeq)))
 	return os.Remove(name)
 }
