@@ -104,15 +104,25 @@ func TestSubmit(t *testing.T) {
 		t.Fatalf("%d records held after the refusals, want 2", n)
 	}
 
-	for path, want := range map[string]string{"/healthz": "ok", "/metrics": `p11escrow_records_rejected_total{reason="oversize"} 1`} {
-		resp, err := c.Get(s.url + path)
+	for _, want := range []struct{ path, says string }{
+		{"/healthz", "ok"},
+		{"/metrics", `p11escrow_records_rejected_total{reason="oversize"} 1`},
+		{"/metrics", `p11escrow_records_rejected_total{reason="wrong_authority"} 1`},
+		{"/metrics", `p11escrow_records_rejected_total{reason="malformed"} 2`},
+		{"/metrics", `p11escrow_records_accepted_total{outcome="held"} 2`},
+		{"/metrics", `p11escrow_records_accepted_total{outcome="already_held"} 1`},
+		{"/metrics", `p11escrow_verification_seconds_count 3`},
+		{"/metrics", "p11escrow_hsm_sessions 2"},
+		{"/metrics", "p11escrow_hsm_sessions_busy 0"},
+	} {
+		resp, err := c.Get(s.url + want.path)
 		if err != nil {
 			t.Fatal(err)
 		}
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if resp.StatusCode != 200 || !strings.Contains(string(b), want) {
-			t.Errorf("%s: %d, want %q in:\n%s", path, resp.StatusCode, want, b)
+		if resp.StatusCode != 200 || !strings.Contains(string(b), want.says) {
+			t.Errorf("%s: %d, want %q in:\n%s", want.path, resp.StatusCode, want.says, b)
 		}
 	}
 	for _, get := range []string{"/v1/records", "/v1/records/" + r.FileID, "/"} {
@@ -252,4 +262,26 @@ func FuzzRecordHandler(f *testing.F) {
 			t.Fatalf("%d for a body that is not the good record: %q", w.Code, body)
 		}
 	})
+}
+
+// TestHealthz: /healthz fails, with the reason, once the database cannot be reached.
+func TestHealthz(t *testing.T) {
+	s := newService(t, 1, 1, false)
+	c := s.client(t, false)
+	get := func() (int, string) {
+		resp, err := c.Get(s.url + "/healthz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get(); code != http.StatusOK {
+		t.Fatalf("healthy service: %d %s", code, body)
+	}
+	s.a.Store.Close()
+	if code, body := get(); code != http.StatusServiceUnavailable || !strings.Contains(body, "the store does not answer") {
+		t.Fatalf("closed store: %d %s", code, body)
+	}
 }
