@@ -83,7 +83,10 @@ func authorityInit(c *cli.Context) error {
 		}
 		fmt.Fprintf(os.Stderr, "created authority key %q (RSA-%d, tag %s) on token %q and registered it in %s; public key in %s\n",
 			k.Label, bits, k.Tag, s.token.Info().Label, c.String("db"), out)
-		return createReceiptKey(a, s, receiptLabel, ro)
+		if err := createReceiptKey(a, s, receiptLabel, ro); err != nil {
+			return fmt.Errorf("the authority key is registered, but the receipt key was not made: %w; make it with `p11escrow authority receipt-key init`", err)
+		}
+		return nil
 	})
 }
 
