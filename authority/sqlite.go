@@ -1048,3 +1048,48 @@ func BackupSQLite(st Store, path string) error {
 	_, err := s.db.Exec(`VACUUM INTO ?`, path)
 	return err
 }
+
+// The receipt key is kept in meta, a bound table, so its registration is in the audit chain.
+func (s *sqliteStore) ReceiptKey() (string, []byte, error) {
+	var label, pub sql.NullString
+	err := s.db.QueryRow(`SELECT (SELECT value FROM meta WHERE key = 'receipt_key_label'),
+		(SELECT value FROM meta WHERE key = 'receipt_key')`).Scan(&label, &pub)
+	if err != nil {
+		return "", nil, err
+	}
+	if !label.Valid || !pub.Valid {
+		return "", nil, ErrNotFound
+	}
+	der, err := hex.DecodeString(pub.String)
+	if err != nil {
+		return "", nil, fmt.Errorf("the registered receipt key is not hex")
+	}
+	return label.String, der, nil
+}
+
+func (s *sqliteStore) SetReceiptKey(label string, pub []byte, ev Event) error {
+	return s.update(ev, func(tx *sql.Tx) error {
+		res, err := tx.Exec(`INSERT INTO meta(key, value) VALUES ('receipt_key_label', ?), ('receipt_key', ?)
+			ON CONFLICT(key) DO NOTHING`, label, hex.EncodeToString(pub))
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n != 2 {
+			return ErrExists
+		}
+		return nil
+	})
+}
+
+// IntakeSeq reads the log from its end: a record is held once, so it has one intake entry, and
+// the receipt of a record just held finds it among the last entries instead of scanning them all.
+func (s *sqliteStore) IntakeSeq(fileID, commitment string) (int, error) {
+	var seq int
+	err := s.db.QueryRow(`SELECT seq FROM audit WHERE action IN ('intake', 'intake-collision')
+		AND json_extract(details, '$.file_id') = ? AND json_extract(details, '$.key_commitment') = ?
+		ORDER BY seq DESC LIMIT 1`, fileID, commitment).Scan(&seq)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, ErrNotFound
+	}
+	return seq, err
+}

@@ -76,6 +76,17 @@ type Store interface {
 	AuditHead() (count int64, hash []byte, err error)
 
 	Close() error
+
+	// ReceiptKey returns the registered receipt-signing key: its label on the HSM and its PKIX
+	// DER public key; ErrNotFound if none is registered.
+	ReceiptKey() (label string, pub []byte, err error)
+	// SetReceiptKey registers the receipt-signing key; ErrExists, with nothing changed, if one
+	// is registered already.
+	SetReceiptKey(label string, pub []byte, ev Event) error
+	// IntakeSeq returns the sequence number of the audit entry that stored the record with this
+	// file ID and key commitment; ErrNotFound if no entry names it (a record held before entries
+	// named key commitments).
+	IntakeSeq(fileID, commitment string) (int, error)
 }
 
 // AuditSnapshot is the audit log, its head and the current bound state, read at one instant.

@@ -52,3 +52,11 @@ func (k *KeyPair) On(s *Token) *KeyPair {
 	c.t = s
 	return &c
 }
+
+// On returns the signing key for use on session s, as KeyPair.On does: to sign from another
+// goroutine than the one that found the key.
+func (s *Signer) On(t *Token) *Signer {
+	c := *s
+	c.t = t
+	return &c
+}

@@ -18,12 +18,14 @@ func authorityCommand() *cli.Command {
 		Subcommands: []*cli.Command{
 			{
 				Name:  "init",
-				Usage: "create the authority key pair on the authority's token, register it in the store, and write its public key",
+				Usage: "create the authority key pair and the receipt-signing key on the authority's token, register them in the store, and write their public keys",
 				Flags: hsmFlags(
 					&cli.StringFlag{Name: "label", Required: true, Usage: "key `LABEL` on the authority's token"},
 					&cli.StringFlag{Name: "type", Value: "rsa-3072", Usage: "rsa-2048, rsa-3072 or rsa-4096"},
 					&cli.StringFlag{Name: "out", Usage: "public key `FILE` to give to users (default: LABEL.pub)"},
-					&cli.BoolFlag{Name: "force", Usage: "replace an existing public key file"},
+					&cli.StringFlag{Name: "receipt-label", Usage: "the receipt-signing key's `LABEL` (default: LABEL-receipt)"},
+					&cli.StringFlag{Name: "receipt-key-out", Usage: "receipt public key `FILE` to give to users (default: OUT with .receipt.pub for .pub)"},
+					&cli.BoolFlag{Name: "force", Usage: "replace existing public key files"},
 				),
 				Action: authorityInit,
 			},
@@ -62,6 +64,8 @@ func authorityCommand() *cli.Command {
 			retireCommand(),
 			auditCommand(),
 			backupCommand(),
+			receiptKeyCommand(),
+			serveCommand(),
 		},
 	}
 }

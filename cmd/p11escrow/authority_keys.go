@@ -41,11 +41,19 @@ func authorityInit(c *cli.Context) error {
 		return fmt.Errorf("unknown key type %q; use rsa-2048, rsa-3072 or rsa-4096", c.String("type"))
 	}
 	out := pubFileName(c.String("out"), c.String("label"))
-	if err := checkOutputs(c.Bool("force"), out); err != nil {
+	receiptLabel := c.String("receipt-label")
+	if receiptLabel == "" {
+		receiptLabel = c.String("label") + "-receipt"
+	}
+	receiptOut := receiptPubName(c.String("receipt-key-out"), out, receiptLabel)
+	if err := checkOutputs(c.Bool("force"), out, receiptOut); err != nil {
 		return err
 	}
 	return withAuthority(c, func(a *authority.Authority, s *session) error {
 		if err := a.CanInit(); err != nil {
+			return err
+		}
+		if err := a.CanCreateReceiptKey(); err != nil {
 			return err
 		}
 		o, err := createOutput(out, c.Bool("force"))
@@ -53,6 +61,11 @@ func authorityInit(c *cli.Context) error {
 			return err
 		}
 		defer o.abort()
+		ro, err := createOutput(receiptOut, c.Bool("force"))
+		if err != nil {
+			return err
+		}
+		defer ro.abort()
 		kp, err := s.token.GenerateUnwrapRSA(c.String("label"), bits)
 		if err != nil {
 			return err
@@ -70,6 +83,9 @@ func authorityInit(c *cli.Context) error {
 		}
 		fmt.Fprintf(os.Stderr, "created authority key %q (RSA-%d, tag %s) on token %q and registered it in %s; public key in %s\n",
 			k.Label, bits, k.Tag, s.token.Info().Label, c.String("db"), out)
+		if err := createReceiptKey(a, s, receiptLabel, ro); err != nil {
+			return fmt.Errorf("the authority key is registered, but the receipt key was not made: %w; make it with `p11escrow authority receipt-key init`", err)
+		}
 		return nil
 	})
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -21,7 +22,7 @@ func encryptCommand() *cli.Command {
 		Name:      "encrypt",
 		Usage:     "encrypt files for your token's key and escrow each file's key with the authority",
 		ArgsUsage: "IN... (- for stdin)",
-		Flags: append(tokenFlags(),
+		Flags: append(append(tokenFlags(),
 			&cli.StringFlag{Name: "key", Usage: "your exchange key: its `LABEL` on the token, or a PKCS#11 URI"},
 			&cli.StringFlag{Name: "authority", Usage: "the backup authority's public key `FILE` (PEM or DER key, or certificate) (default: $P11ESCROW_AUTHORITY)"},
 			&cli.BoolFlag{Name: "no-escrow", Usage: "encrypt without an authority: nobody can recover the file if you lose your key"},
@@ -30,7 +31,8 @@ func encryptCommand() *cli.Command {
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "output `FILE` (default: IN.p11e for a regular file; - for stdout); one input only"},
 			&cli.StringFlag{Name: "escrow-record", Usage: "escrow record `FILE` (default: OUT.escrow.json); one input only"},
 			&cli.BoolFlag{Name: "force", Usage: "replace existing output files"},
-		),
+			&cli.BoolFlag{Name: "require-receipt", Usage: "fail, and leave no encrypted file, when the authority's service cannot be reached (default: spool the record)"},
+		), submitFlags()...),
 		Action: encryptAction,
 	}
 }
@@ -48,6 +50,8 @@ type encryptPlan struct {
 	recipients []escrow.Recipient
 	owner      escrow.RecordOwner
 	force      bool
+	sub        *submitter // nil: records are sent by hand
+	require    bool       // --require-receipt
 }
 
 func encryptAction(c *cli.Context) error {
@@ -58,6 +62,15 @@ func encryptAction(c *cli.Context) error {
 	recipients, err := extraRecipients(c)
 	if err != nil {
 		return err
+	}
+	var sub *submitter
+	if !c.Bool("no-escrow") {
+		if sub, err = newSubmitter(c); err != nil {
+			return err
+		}
+	}
+	if c.Bool("require-receipt") && sub == nil {
+		return usagef("--require-receipt needs --authority-url (or $P11ESCROW_AUTHORITY_URL)")
 	}
 	for _, j := range jobs {
 		if err := checkInputs(j.in); err != nil {
@@ -76,7 +89,7 @@ func encryptAction(c *cli.Context) error {
 		if err != nil {
 			return err
 		}
-		plan.force = c.Bool("force")
+		plan.force, plan.sub, plan.require = c.Bool("force"), sub, c.Bool("require-receipt")
 		return s.forEachJob(len(jobs), func(t *token.Token, i int) error {
 			if err := plan.encrypt(t, jobs[i]); err != nil {
 				return fmt.Errorf("%s: %w", jobs[i].in, err)
@@ -282,39 +295,82 @@ func (p *encryptPlan) encrypt(t *token.Token, j encryptJob) error {
 	if err := w.Close(); err != nil {
 		return err
 	}
+	escrowed := ""
 	if j.record != "" {
-		if err := p.writeRecord(j, w.Header(), key); err != nil {
+		rec, err := p.writeRecord(j, w.Header(), key)
+		if err != nil {
 			return err
+		}
+		if p.sub != nil {
+			if escrowed, err = p.submit(j, w.Header(), rec); err != nil {
+				return err
+			}
 		}
 	}
 	if err := out.commit(); err != nil {
 		return err
 	}
-	p.report(j, w.Header())
+	p.report(j, w.Header(), escrowed)
 	return nil
 }
 
+// receiptName is where a file's receipt goes: FILE.p11e.receipt.json beside its record.
+func receiptName(record string) string {
+	return strings.TrimSuffix(record, ".escrow.json") + ".receipt.json"
+}
+
+// submit sends the record to the authority's service before the file gets its name, and
+// stores the receipt; if the service cannot be reached, it spools the record (or, with
+// --require-receipt, fails, so that no file exists without its receipt). It returns what
+// report says about it.
+func (p *encryptPlan) submit(j encryptJob, h *escrow.Header, rec []byte) (string, error) {
+	receipt := receiptName(j.record)
+	r, raw, err := p.sub.submit(context.Background(), rec, h)
+	var down errUnreachable
+	switch {
+	case errors.As(err, &down) && p.require:
+		return "", fmt.Errorf("%w; --require-receipt: the file was not written (its record is in %s)", err, j.record)
+	case errors.As(err, &down):
+		name, serr := spool(rec, receipt)
+		if serr != nil {
+			return "", fmt.Errorf("%v, and the record could not be spooled: %v", err, serr)
+		}
+		warn("%s: %v; the record waits in %s: run `p11escrow escrow sync` later", j.in, oneLine(err), name)
+		return "; record spooled for the authority (run `p11escrow escrow sync`)", nil
+	case err != nil:
+		return "", err
+	}
+	if err := writeReceipt(receipt, raw); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("; escrowed with the authority, receipt %s (audit entry %d)", receipt, r.AuditSeq), nil
+}
+
 // report says where a file went, on stderr, so that stdout can carry the ciphertext.
-func (p *encryptPlan) report(j encryptJob, h *escrow.Header) {
+func (p *encryptPlan) report(j encryptJob, h *escrow.Header, escrowed string) {
 	msg := fmt.Sprintf("%s: encrypted to %s, file ID %s", j.in, j.out, h.ID)
-	if j.record != "" {
+	switch {
+	case escrowed != "":
+		msg += escrowed
+	case j.record != "":
 		msg += "; escrow record " + j.record + " (send it to the backup authority)"
 	}
 	fmt.Fprintln(os.Stderr, safetext.Clean(msg))
 }
 
-func (p *encryptPlan) writeRecord(j encryptJob, h *escrow.Header, key *token.FileKey) error {
+func (p *encryptPlan) writeRecord(j encryptJob, h *escrow.Header, key *token.FileKey) ([]byte, error) {
 	rec, err := escrow.NewRecord(h, key, j.description, p.owner, time.Now())
 	if err != nil {
-		return err
+		return nil, err
 	}
 	o, err := createOutput(j.record, p.force || j.replaceRecord)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer o.abort()
-	if _, err := o.Write(rec.Marshal()); err != nil {
-		return err
+	data := rec.Marshal()
+	if _, err := o.Write(data); err != nil {
+		return nil, err
 	}
-	return o.commit()
+	return data, o.commit()
 }

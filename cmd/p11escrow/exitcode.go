@@ -40,6 +40,7 @@ func exitCode(err error) int {
 		trunc    *escrow.TruncatedError
 		tampered *escrow.TamperedError
 		record   *escrow.RecordError
+		receipt  *escrow.ReceiptError
 	)
 	var helpErr cli.ExitCoder // urfave/cli's "No help topic for ..."
 	switch {
@@ -50,7 +51,7 @@ func exitCode(err error) int {
 	case errors.Is(err, authority.ErrRefused):
 		return exitRefused
 	case errors.As(err, &trunc) || errors.As(err, &tampered) || errors.As(err, &header) ||
-		errors.As(err, &record) || errors.Is(err, escrow.ErrNotP11e) || errors.Is(err, token.ErrAuthFailed):
+		errors.As(err, &record) || errors.As(err, &receipt) || errors.Is(err, escrow.ErrNotP11e) || errors.Is(err, token.ErrAuthFailed):
 		return exitDamaged
 	case errors.As(err, &noID) || errors.Is(err, escrow.ErrIncorrectIdentity):
 		return exitNotForUs

@@ -47,6 +47,8 @@ func newApp() *cli.App {
 			inspectCommand(),
 			authorityCommand(),
 			reheaderCommand(),
+			receiptCommand(),
+			escrowCommand(),
 			completionCommand(),
 			manCommand(),
 		},

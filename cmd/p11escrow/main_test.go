@@ -48,6 +48,10 @@ func TestScripts(t *testing.T) {
 			"sqlexec":      sqlExec,
 			"fileid":       fileID,
 			"squat":        squat,
+			// Authority service tests (serve_test.go).
+			"mkcerts":   mkcerts,
+			"freeport":  freeport,
+			"waitserve": waitserve,
 		},
 	})
 }

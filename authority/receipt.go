@@ -1,0 +1,109 @@
+package authority
+
+import (
+	"bytes"
+	"crypto/x509"
+	"errors"
+	"fmt"
+
+	"github.com/p11escrow/p11escrow/escrow"
+	"github.com/p11escrow/p11escrow/token"
+)
+
+// CanCreateReceiptKey refuses a second receipt key before anything is made on the HSM: a
+// receipt key, once published, is what users check receipts against.
+func (a *Authority) CanCreateReceiptKey() error {
+	if err := a.needToken(); err != nil {
+		return err
+	}
+	label, _, err := a.Store.ReceiptKey()
+	switch {
+	case err == nil:
+		return fmt.Errorf("the store already has receipt key %q", label)
+	case !errors.Is(err, ErrNotFound):
+		return err
+	}
+	return nil
+}
+
+// CreateReceiptKey makes the receipt-signing key on the HSM (ECDSA P-256, sign only, sensitive
+// and never extractable) and registers it in the store, audited as "receipt-key". Receipts
+// (FORMAT.md section 14) are signed with it.
+func (a *Authority) CreateReceiptKey(label string) (*token.Signer, error) {
+	if err := a.CanCreateReceiptKey(); err != nil {
+		return nil, err
+	}
+	s, err := a.Token.GenerateSigner(label, token.SignECDSAP256)
+	if err != nil {
+		return nil, err
+	}
+	attrs, err := s.PrivateAttributes()
+	if err != nil {
+		return nil, err
+	}
+	if !attrs.NeverLeftToken() || attrs.Decrypt || attrs.Unwrap {
+		return nil, fmt.Errorf("the HSM made receipt key %q without the sign-only, never-extractable attributes it was asked for; remove it with the HSM's tools", label)
+	}
+	der, err := x509.MarshalPKIXPublicKey(s.Public())
+	if err != nil {
+		return nil, err
+	}
+	fpr, err := escrow.FingerprintOf(s.Public())
+	if err != nil {
+		return nil, err
+	}
+	ev := a.event("receipt-key", map[string]any{"label": label, "key": fpr.String(), "algorithm": escrow.AlgECDSAP256})
+	if err := a.Store.SetReceiptKey(label, der, ev); err != nil {
+		if errors.Is(err, ErrExists) {
+			return nil, errors.New("another receipt key was registered meanwhile")
+		}
+		return nil, err
+	}
+	return s, nil
+}
+
+// ReceiptSigner finds the registered receipt key on the HSM, checking that the key found by
+// label is the registered one.
+func (a *Authority) ReceiptSigner() (*token.Signer, error) {
+	if err := a.needToken(); err != nil {
+		return nil, err
+	}
+	label, der, err := a.Store.ReceiptKey()
+	if errors.Is(err, ErrNotFound) {
+		return nil, errors.New("the store has no receipt key yet; create one with `p11escrow authority receipt-key init`")
+	}
+	if err != nil {
+		return nil, err
+	}
+	s, err := a.Token.FindSigner(label)
+	if err != nil {
+		return nil, err
+	}
+	got, err := x509.MarshalPKIXPublicKey(s.Public())
+	if err != nil || !bytes.Equal(got, der) {
+		return nil, fmt.Errorf("the signing key labelled %q on token %q is not the registered receipt key", label, a.Token.Info().Label)
+	}
+	return s, nil
+}
+
+// Receipt signs a receipt for a held record with signer (from ReceiptSigner). Every field comes
+// from the store, so a record submitted again gets a receipt with the same statement.
+func (a *Authority) Receipt(fileID, commitment string, signer *token.Signer) (*escrow.Receipt, error) {
+	held, err := a.Store.Record(fileID, commitment)
+	if err != nil {
+		return nil, err
+	}
+	seq, err := a.Store.IntakeSeq(fileID, commitment)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return nil, err
+	}
+	inst, err := a.Store.InstanceID()
+	if err != nil {
+		return nil, err
+	}
+	r := escrow.NewReceipt(inst, held.FileID, held.Commitment, held.Record, held.IntakeTime, seq)
+	if err := r.Sign(signer); err != nil {
+		return nil, err
+	}
+	return r, nil
+}

@@ -1,0 +1,107 @@
+package authority
+
+import (
+	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/rsa"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/p11escrow/p11escrow/escrow"
+)
+
+// TestIntakerReceipts: records submitted at once from several goroutines are verified on
+// several sessions, held, and answered with receipts that verify with the registered receipt
+// key; a record submitted again gets the same statement; a malformed body and a record for
+// another authority are refused and nothing of them is stored; the audit chain, which binds the
+// receipt key's registration, verifies.
+func TestIntakerReceipts(t *testing.T) {
+	a, authKP := newAuthority(t)
+	if _, err := a.ReceiptSigner(); err == nil || !strings.Contains(err.Error(), "receipt-key init") {
+		t.Fatalf("ReceiptSigner without a key: %v", err)
+	}
+	signer, err := a.CreateReceiptKey(uniq(t, "receipt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.CanCreateReceiptKey(); err == nil {
+		t.Fatal("a second receipt key was allowed")
+	}
+	in, err := a.NewIntaker(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	if err := in.Ping(); err != nil {
+		t.Fatal(err)
+	}
+
+	owner, _ := rsa.GenerateKey(rand.Reader, 2048)
+	fpr, _ := escrow.FingerprintOf(&owner.PublicKey)
+	const n = 6
+	recs := make([][]byte, n)
+	for i := range recs {
+		recs[i] = hostRecord(t, &owner.PublicKey, authKP.Public, crypto.SHA1, fpr.String())
+	}
+	subs := make([]Submission, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range recs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			subs[i], errs[i] = in.Submit(context.Background(), "net", recs[i])
+		}()
+	}
+	wg.Wait()
+	for i, s := range subs {
+		if errs[i] != nil || s.Result.Outcome != Held || s.Receipt == nil {
+			t.Fatalf("record %d: %+v, %v", i, s.Result, errs[i])
+		}
+		rec, _ := escrow.ParseRecord(recs[i])
+		h, _, _ := rec.AuthorityStanza()
+		if err := s.Receipt.Verify(signer.Public()); err != nil {
+			t.Fatalf("record %d: %v", i, err)
+		}
+		if err := s.Receipt.MatchesFile(h); err != nil {
+			t.Fatalf("record %d: %v", i, err)
+		}
+		if s.Receipt.AuditSeq == 0 {
+			t.Fatalf("record %d: receipt without its audit entry", i)
+		}
+	}
+
+	again, err := in.Submit(context.Background(), "net", recs[0])
+	if err != nil || again.Result.Outcome != Duplicate || !again.Receipt.SameStatement(subs[0].Receipt) {
+		t.Fatalf("submitted again: %+v, %v", again.Result, err)
+	}
+	// Another receipt's file does not match.
+	rec1, _ := escrow.ParseRecord(recs[1])
+	h1, _, _ := rec1.AuthorityStanza()
+	if err := subs[0].Receipt.MatchesFile(h1); err == nil {
+		t.Fatal("a receipt matched another file")
+	}
+
+	before := auditLen(t, a)
+	bad, err := in.Submit(context.Background(), "net", []byte("{not a record"))
+	if err != nil || !bad.Malformed || bad.Receipt != nil {
+		t.Fatalf("malformed: %+v, %v", bad, err)
+	}
+	if auditLen(t, a) != before {
+		t.Fatal("a malformed body was audited")
+	}
+	other, _ := rsa.GenerateKey(rand.Reader, 2048)
+	wrong, err := in.Submit(context.Background(), "net", hostRecord(t, &owner.PublicKey, &other.PublicKey, crypto.SHA1, fpr.String()))
+	if err != nil || !wrong.WrongAuthority || wrong.Result.Outcome != Rejected || wrong.Receipt != nil {
+		t.Fatalf("wrong authority: %+v, %v", wrong, err)
+	}
+	held, err := a.Store.Records(Filter{})
+	if err != nil || len(held) != n {
+		t.Fatalf("%d records held, want %d (%v)", len(held), n, err)
+	}
+	if _, _, err := a.VerifyAudit(); err != nil {
+		t.Fatal(err)
+	}
+}
