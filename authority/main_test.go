@@ -1,6 +1,8 @@
 package authority
 
 import (
+	"context"
+	"database/sql"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -84,13 +86,41 @@ func testToken(t *testing.T) *token.Token {
 	return fixture.tok
 }
 
-// testStore opens a fresh SQLite store in the test's temporary directory.
-func testStore(t *testing.T) Store {
+// testDB makes a new, empty database for a test and returns its reference (for --db).
+func testDB(t *testing.T) string {
+	return filepath.Join(t.TempDir(), "authority.db")
+}
+
+// refs maps each store the tests opened to its reference, for rawDB.
+var refs sync.Map
+
+// openTestStore opens the store at ref, closed when the test ends.
+func openTestStore(t *testing.T, ref string) Store {
 	t.Helper()
-	st, err := OpenSQLite(filepath.Join(t.TempDir(), "authority.db"))
+	st, err := OpenStore(context.Background(), ref, true)
 	if err != nil {
 		t.Fatal(err)
 	}
+	refs.Store(st, ref)
 	t.Cleanup(func() { st.Close() })
 	return st
+}
+
+// testStore opens a fresh store for a test.
+func testStore(t *testing.T) Store { return openTestStore(t, testDB(t)) }
+
+// rawDB opens a connection to a's database that bypasses p11escrow, as an intruder's client
+// would.
+func rawDB(t *testing.T, a *Authority) *sql.DB {
+	t.Helper()
+	ref, ok := refs.Load(a.st)
+	if !ok {
+		t.Fatal("the authority's store was not opened by openTestStore")
+	}
+	db, err := sql.Open("sqlite", "file:"+ref.(string)+"?_pragma=busy_timeout(10000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
 }

@@ -45,7 +45,7 @@ func authorityInit(c *cli.Context) error {
 		return err
 	}
 	return withAuthority(c, func(a *authority.Authority, s *session) error {
-		if err := a.CanInit(); err != nil {
+		if err := a.CanInit(c.Context); err != nil {
 			return err
 		}
 		o, err := createOutput(out, c.Bool("force"))
@@ -61,7 +61,7 @@ func authorityInit(c *cli.Context) error {
 		if err != nil {
 			return err
 		}
-		k, err := a.RegisterKey(kp, hash, "init")
+		k, err := a.RegisterKey(c.Context, kp, hash, "init")
 		if err != nil {
 			return err
 		}
@@ -90,7 +90,7 @@ func rotateAction(c *cli.Context) error {
 	label := c.String("new-label")
 	out := pubFileName(c.String("out"), label)
 	return withAuthority(c, func(a *authority.Authority, s *session) error {
-		k, created, err := a.RotateStart(label, bits)
+		k, created, err := a.RotateStart(c.Context, label, bits)
 		if err != nil {
 			return err
 		}
@@ -102,7 +102,7 @@ func rotateAction(c *cli.Context) error {
 		} else {
 			fmt.Printf("resuming the rotation to authority key %q (tag %s)\n", k.Label, k.Tag)
 		}
-		n, err := a.Rotate(func(id string, done, total int) {
+		n, err := a.Rotate(c.Context, func(id string, done, total int) {
 			fmt.Printf("[%d/%d] re-wrapped %s\n", done, total, id)
 		})
 		if err != nil {
@@ -128,7 +128,7 @@ func writeAuthorityPub(t *token.Token, label, out string, force bool) error {
 
 func retireAction(c *cli.Context) error {
 	return withStore(c, func(a *authority.Authority) error {
-		k, err := a.RetireKey(c.String("label"))
+		k, err := a.RetireKey(c.Context, c.String("label"))
 		if err != nil {
 			return err
 		}

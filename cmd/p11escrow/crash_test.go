@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/p11escrow/p11escrow/authority"
+	"github.com/p11escrow/p11escrow/authority/store/sqlite"
 	softhsmtest "github.com/p11escrow/p11escrow/softhsm-test"
 )
 
@@ -132,15 +134,15 @@ func killAfter(t *testing.T, dir string, environ, args []string, word string, n 
 // acknowledged record, the record count, and the audit chain. It returns every held file ID.
 func checkStore(t *testing.T, dir string, acked map[string]bool, want int) map[string]bool {
 	t.Helper()
-	st, err := authority.OpenSQLite(filepath.Join(dir, "authority.db"))
+	st, err := authority.OpenStore(context.Background(), filepath.Join(dir, "authority.db"), false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	if v, err := authority.IntegrityCheck(st); err != nil || v != "ok" {
+	if v, err := sqlite.IntegrityCheck(context.Background(), st); err != nil || v != "ok" {
 		t.Fatalf("PRAGMA integrity_check: %q %v", v, err)
 	}
-	recs, err := st.Records(authority.Filter{})
+	recs, err := st.Records(context.Background(), authority.Filter{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +158,7 @@ func checkStore(t *testing.T, dir string, acked map[string]bool, want int) map[s
 	if len(held) < want {
 		t.Errorf("the store holds %d records, want at least %d", len(held), want)
 	}
-	if n, _, err := authority.New(st, nil, "test").VerifyAudit(); err != nil {
+	if n, _, err := authority.New(st, nil, "test").VerifyAudit(context.Background()); err != nil {
 		t.Errorf("audit chain after the kill: %v", err)
 	} else if n < int64(len(held)) {
 		t.Errorf("the audit log has %d entries for %d records", n, len(held))

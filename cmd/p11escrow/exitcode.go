@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/p11escrow/p11escrow/escrow"
 	"github.com/p11escrow/p11escrow/authority"
+	"github.com/p11escrow/p11escrow/escrow"
 	"github.com/p11escrow/p11escrow/token"
 	"github.com/urfave/cli/v2"
 )

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"os"
 	"os/exec"
@@ -124,12 +125,12 @@ func writing(t *testing.T, dir, prefix string) int64 {
 // heldIDs lists the file IDs in the store.
 func heldIDs(t *testing.T, dir string) []string {
 	t.Helper()
-	st, err := authority.OpenSQLite(filepath.Join(dir, "authority.db"))
+	st, err := authority.OpenStore(context.Background(), filepath.Join(dir, "authority.db"), false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	recs, err := st.Records(authority.Filter{})
+	recs, err := st.Records(context.Background(), authority.Filter{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,15 +144,15 @@ func heldIDs(t *testing.T, dir string) []string {
 // recoveryActions lists the audit log's recover-* actions in order, after checking the chain.
 func recoveryActions(t *testing.T, dir string) string {
 	t.Helper()
-	st, err := authority.OpenSQLite(filepath.Join(dir, "authority.db"))
+	st, err := authority.OpenStore(context.Background(), filepath.Join(dir, "authority.db"), false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	if _, _, err := authority.New(st, nil, "test").VerifyAudit(); err != nil {
+	if _, _, err := authority.New(st, nil, "test").VerifyAudit(context.Background()); err != nil {
 		t.Fatalf("audit chain: %v", err)
 	}
-	entries, err := st.Audit()
+	entries, err := st.Audit(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}

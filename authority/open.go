@@ -1,0 +1,29 @@
+package authority
+
+import (
+	"context"
+	"errors"
+	"strings"
+
+	"github.com/p11escrow/p11escrow/authority/store"
+	"github.com/p11escrow/p11escrow/authority/store/sqlite"
+)
+
+// OpenStore opens the store that ref names, picking the backend by ref's form: a URL with the
+// scheme postgres or postgresql names a PostgreSQL database; anything else is the path of a
+// SQLite database file. With create false, a SQLite file that does not exist is an error
+// wrapping ErrNoDatabase instead of a new, empty store.
+func OpenStore(ctx context.Context, ref string, create bool) (store.Store, error) {
+	if isPostgres(ref) {
+		return nil, errors.New("PostgreSQL is not supported yet")
+	}
+	if create {
+		return sqlite.Open(ctx, ref)
+	}
+	return sqlite.OpenExisting(ctx, ref)
+}
+
+// isPostgres reports whether ref is a PostgreSQL URL rather than a file path.
+func isPostgres(ref string) bool {
+	return strings.HasPrefix(ref, "postgres://") || strings.HasPrefix(ref, "postgresql://")
+}
