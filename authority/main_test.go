@@ -9,6 +9,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/p11escrow/p11escrow/authority/store/postgres/pgtest"
 	softhsmtest "github.com/p11escrow/p11escrow/softhsm-test"
 	"github.com/p11escrow/p11escrow/token"
 )
@@ -86,9 +87,23 @@ func testToken(t *testing.T) *token.Token {
 	return fixture.tok
 }
 
+// onPostgres is whether this run's stores are PostgreSQL: `make test` runs the package twice,
+// the second time with P11ESCROW_TEST_STORE=postgres.
+var onPostgres = os.Getenv("P11ESCROW_TEST_STORE") == "postgres"
+
 // testDB makes a new, empty database for a test and returns its reference (for --db).
 func testDB(t *testing.T) string {
+	if onPostgres {
+		return pgtest.NewDB(t)
+	}
 	return filepath.Join(t.TempDir(), "authority.db")
+}
+
+// sqliteOnly skips a test of the SQLite backend's own behaviour in the PostgreSQL run.
+func sqliteOnly(t *testing.T) {
+	if onPostgres {
+		t.Skip("a test of the SQLite backend; this run's stores are PostgreSQL")
+	}
 }
 
 // refs maps each store the tests opened to its reference, for rawDB.
@@ -116,6 +131,9 @@ func rawDB(t *testing.T, a *Authority) *sql.DB {
 	ref, ok := refs.Load(a.st)
 	if !ok {
 		t.Fatal("the authority's store was not opened by openTestStore")
+	}
+	if IsPostgres(ref.(string)) {
+		return pgtest.Raw(t, ref.(string))
 	}
 	db, err := sql.Open("sqlite", "file:"+ref.(string)+"?_pragma=busy_timeout(10000)")
 	if err != nil {

@@ -113,6 +113,7 @@ func v2Store(t *testing.T, path string, k *AuthorityKey, e *encrypted) *escrow.R
 // commitment from its own header, and its wraps and requests follow it, so the record can still
 // be found, unwrapped and recovered.
 func TestMigrateV2(t *testing.T) {
+	sqliteOnly(t)
 	a, kp := newAuthority(t)
 	k := mustCurrent(t, a)
 	owner, err := a.Token.GenerateRSA(uniq(t, "alice"), 2048)

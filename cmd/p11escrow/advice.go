@@ -38,6 +38,8 @@ func advise(err error) error {
 		return advised{fmt.Sprintf("give the reason for the %s with --reason", reason.Kind), err}
 	case errors.Is(err, authority.ErrNoName):
 		return advised{"give the officer's name with --name", err}
+	case errors.Is(err, authority.ErrNoBackup):
+		return fmt.Errorf("%w: back up a PostgreSQL authority database with pg_dump (README, \"Backups of the database\")", err)
 	case errors.Is(err, authority.ErrNoDatabase):
 		return fmt.Errorf("%w; check --db (or $P11ESCROW_DB), or create the authority with `p11escrow authority init`", err)
 	case errors.As(err, &amb):
