@@ -12,11 +12,15 @@ import (
 // OpenStore opens the store that ref names, picking the backend by ref's form: a URL with the
 // scheme postgres or postgresql names a PostgreSQL database; anything else is the path of a
 // SQLite database file. With create false, a SQLite file that does not exist is an error
-// wrapping ErrNoDatabase instead of a new, empty store. A PostgreSQL database must exist (the
-// authority makes its tables in it on first use).
+// wrapping ErrNoDatabase instead of a new, empty store, and so is a PostgreSQL database without
+// the authority's tables. A PostgreSQL database itself must exist: the authority makes its
+// tables in it on first use.
 func OpenStore(ctx context.Context, ref string, create bool) (store.Store, error) {
 	if IsPostgres(ref) {
-		return postgres.Open(ctx, ref)
+		if create {
+			return postgres.Open(ctx, ref)
+		}
+		return postgres.OpenExisting(ctx, ref)
 	}
 	if create {
 		return sqlite.Open(ctx, ref)

@@ -4,6 +4,9 @@ import (
 	"context"
 	"crypto"
 	"database/sql"
+	"errors"
+	"io/fs"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -177,5 +180,29 @@ func TestListReadsNoBlobs(t *testing.T) {
 	recs, err := a.st.Records(t.Context(), Filter{})
 	if err != nil || len(recs) != 1 || recs[0].Record != nil || recs[0].Commitment == "" {
 		t.Errorf("Records = %+v, %v; want one record without its bytes", recs, err)
+	}
+}
+
+// TestBackup: a SQLite store copies itself; a PostgreSQL store says that its backups are made
+// with PostgreSQL's tools, and writes nothing.
+func TestBackup(t *testing.T) {
+	a := New(testStore(t), nil, "test")
+	out := filepath.Join(t.TempDir(), "copy.db")
+	err := a.Backup(t.Context(), out)
+	if onPostgres {
+		if !errors.Is(err, ErrNoBackup) {
+			t.Fatalf("Backup on PostgreSQL = %v, want ErrNoBackup", err)
+		}
+		if _, err := os.Stat(out); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("a refused backup wrote %s", out)
+		}
+		return
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := New(openTestStore(t, out), nil, "test")
+	if _, _, err := c.VerifyAudit(t.Context()); err != nil {
+		t.Errorf("the copy does not verify: %v", err)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -29,21 +30,47 @@ type pgStore struct {
 	db *sql.DB
 }
 
-// Open connects to the database at url (postgres://… or postgresql://…, with libpq's
+// Open connects to the database at ref, a URL (postgres://… or postgresql://…, with libpq's
 // parameters, such as host=/run/postgresql for a Unix socket) and creates or migrates the
 // authority's schema in it. The role needs to create tables on first use; afterwards, to read
 // and write them.
-func Open(ctx context.Context, url string) (store.Store, error) {
-	db, err := sql.Open("pgx", url)
+func Open(ctx context.Context, ref string) (store.Store, error) { return open(ctx, ref, true) }
+
+// OpenExisting is Open for commands that only read: a database without the authority's tables
+// is an error wrapping store.ErrNoDatabase, and nothing is created in it.
+func OpenExisting(ctx context.Context, ref string) (store.Store, error) { return open(ctx, ref, false) }
+
+func open(ctx context.Context, ref string, create bool) (store.Store, error) {
+	db, err := sql.Open("pgx", ref)
 	if err != nil {
 		return nil, fmt.Errorf("the authority database: %w", err)
 	}
 	s := &pgStore{db: db}
+	if !create {
+		var made bool
+		if err := db.QueryRowContext(ctx, `SELECT to_regclass('migrations') IS NOT NULL`).Scan(&made); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("the authority database: %w", err)
+		}
+		if !made {
+			db.Close()
+			return nil, fmt.Errorf("the authority database %s %w", redacted(ref), store.ErrNoDatabase)
+		}
+	}
 	if err := s.migrate(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("the authority database: %w", err)
 	}
 	return s, nil
+}
+
+// redacted is ref without its password, for messages.
+func redacted(ref string) string {
+	u, err := url.Parse(ref)
+	if err != nil {
+		return "(an unreadable URL)"
+	}
+	return u.Redacted()
 }
 
 // migrations are applied in order, each in its own transaction, and recorded in the migrations
