@@ -186,7 +186,8 @@ func (s *pgStore) update(ctx context.Context, ev store.Event, f func(tx *sql.Tx,
 		return err
 	}
 	defer tx.Rollback()
-	if _, err := tx.Exec(`SELECT value FROM meta WHERE key IN ('audit_count', 'audit_head') FOR UPDATE`); err != nil {
+	// Both head rows, always in the same order, so that two writers never deadlock on them.
+	if _, err := tx.Exec(`SELECT value FROM meta WHERE key IN ('audit_count', 'audit_head') ORDER BY key FOR UPDATE`); err != nil {
 		return err
 	}
 	t := touched{}
