@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/p11escrow/p11escrow/authority/store"
+	"github.com/p11escrow/p11escrow/authority/store/internal/sqlstore"
 	"github.com/p11escrow/p11escrow/escrow"
 	"modernc.org/sqlite" // pure Go SQLite: no cgo beyond the PKCS#11 module's
 	sqlite3 "modernc.org/sqlite/lib"
@@ -433,7 +434,7 @@ func bindTouched(tx *sql.Tx) (string, error) {
 		for _, v := range strings.Split(tk[1], " ") {
 			args = append(args, v)
 		}
-		got, err := hashRows(tx, t, `SELECT * FROM `+t.Name+` WHERE `+strings.Join(cond, " AND "), args...)
+		got, err := sqlstore.HashRows(tx, t, `SELECT * FROM `+t.Name+` WHERE `+strings.Join(cond, " AND "), args...)
 		if err != nil {
 			return "", err
 		}
@@ -445,56 +446,11 @@ func bindTouched(tx *sql.Tx) (string, error) {
 	return store.StateText(lines), nil
 }
 
-type rowQuerier interface {
-	Query(query string, args ...any) (*sql.Rows, error)
-}
-
-// hashRows runs q on table t and returns each row's store.RowDigest by key.
-func hashRows(db rowQuerier, t store.BoundTable, q string, args ...any) (map[string][]byte, error) {
-	rows, err := db.Query(q, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	cols, err := rows.Columns()
-	if err != nil {
-		return nil, err
-	}
-	out := map[string][]byte{}
-	vals := make([]any, len(cols))
-	ptrs := make([]any, len(cols))
-	for i := range vals {
-		ptrs[i] = &vals[i]
-	}
-	for rows.Next() {
-		if err := rows.Scan(ptrs...); err != nil {
-			return nil, err
-		}
-		out[t.RowKey(cols, vals)] = store.RowDigest(t.Name, cols, vals)
-	}
-	return out, rows.Err()
-}
-
-// currentState hashes every row of every bound table, keyed "TABLE KEY".
-func currentState(db rowQuerier) (map[string][]byte, error) {
-	all := map[string][]byte{}
-	for _, t := range store.BoundTables {
-		rows, err := hashRows(db, t, t.SelectAll())
-		if err != nil {
-			return nil, err
-		}
-		for k, d := range rows {
-			all[t.Name+" "+k] = d
-		}
-	}
-	return all, nil
-}
-
 // bindAll appends an entry that records every bound row as it is: used once by the migration
 // that introduced state binding, for the rows made before it. A later migration that rewrites
 // bound rows must call it too.
 func bindAll(tx *sql.Tx, ev store.Event) error {
-	state, err := currentState(tx)
+	state, err := sqlstore.CurrentState(tx)
 	if err != nil {
 		return err
 	}
@@ -504,7 +460,7 @@ func bindAll(tx *sql.Tx, ev store.Event) error {
 // appendAudit chains ev, with the state lines of the rows its change wrote, to the head and
 // moves the head, inside the caller's transaction.
 func appendAudit(tx *sql.Tx, ev store.Event, state string) error {
-	count, head, err := readHead(tx)
+	count, head, err := sqlstore.ReadHead(tx)
 	if err != nil {
 		return err
 	}
@@ -518,50 +474,8 @@ func appendAudit(tx *sql.Tx, ev store.Event, state string) error {
 	return err
 }
 
-// at is the database, with ctx bounding each query, for the helpers that also run in a
-// transaction (which is bound to its own ctx when it begins).
-func (s *sqliteStore) at(ctx context.Context) ctxDB { return ctxDB{ctx, s.db} }
-
-type ctxDB struct {
-	ctx context.Context
-	db  *sql.DB
-}
-
-func (c ctxDB) QueryRow(q string, args ...any) *sql.Row {
-	return c.db.QueryRowContext(c.ctx, q, args...)
-}
-
-func (c ctxDB) Query(q string, args ...any) (*sql.Rows, error) {
-	return c.db.QueryContext(c.ctx, q, args...)
-}
-
-type querier interface {
-	QueryRow(query string, args ...any) *sql.Row
-}
-
-func readHead(q querier) (int64, []byte, error) {
-	var c, h string
-	if err := q.QueryRow(`SELECT value FROM meta WHERE key = 'audit_count'`).Scan(&c); err != nil {
-		return 0, nil, err
-	}
-	if err := q.QueryRow(`SELECT value FROM meta WHERE key = 'audit_head'`).Scan(&h); err != nil {
-		return 0, nil, err
-	}
-	count, err := strconv.ParseInt(c, 10, 64)
-	if err != nil {
-		return 0, nil, fmt.Errorf("the audit head count %q is not a number", c)
-	}
-	head, err := hex.DecodeString(h)
-	if err != nil {
-		return 0, nil, fmt.Errorf("the audit head hash %q is not hex", h)
-	}
-	return count, head, nil
-}
-
 func (s *sqliteStore) InstanceID(ctx context.Context) (string, error) {
-	var id string
-	err := s.db.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = 'instance_id'`).Scan(&id)
-	return id, err
+	return sqlstore.InstanceID(sqlstore.At(ctx, s.db))
 }
 
 func (s *sqliteStore) Intake(ctx context.Context, r *store.HeldRecord, w *store.Wrap, ev store.Event) error {
@@ -595,34 +509,13 @@ func insertWrap(tx *sql.Tx, w *store.Wrap) error {
 	return err
 }
 
-// listColumns are what listing needs: everything but the record bytes, which can be large and
-// are read only for the one record an operation uses. same_id counts the other records held
-// under the same file ID.
-const listColumns = `file_id, commitment, owner_fingerprint, owner_token_label, owner_token_serial,
-	description, created, intake_time, authority_key, status,
-	(SELECT COUNT(*) - 1 FROM records o WHERE o.file_id = records.file_id)`
-
-func scanRecord(row interface{ Scan(...any) error }, withBytes bool) (*store.HeldRecord, error) {
-	r := &store.HeldRecord{}
-	dest := []any{&r.FileID, &r.Commitment, &r.OwnerFingerprint, &r.OwnerTokenLabel, &r.OwnerTokenSerial,
-		&r.Description, &r.Created, &r.IntakeTime, &r.AuthorityKey, &r.Status, &r.SameID}
-	if withBytes {
-		dest = append(dest, &r.Record)
-	}
-	err := row.Scan(dest...)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, store.ErrNotFound
-	}
-	return r, err
-}
-
 func (s *sqliteStore) Record(ctx context.Context, fileID, commitment string) (*store.HeldRecord, error) {
-	return scanRecord(s.db.QueryRowContext(ctx, `SELECT `+listColumns+`, record FROM records WHERE file_id = ? AND commitment = ?`,
+	return sqlstore.ScanRecord(s.db.QueryRowContext(ctx, `SELECT `+sqlstore.ListColumns+`, record FROM records WHERE file_id = ? AND commitment = ?`,
 		fileID, commitment), true)
 }
 
 func (s *sqliteStore) RecordsByID(ctx context.Context, fileID string) ([]*store.HeldRecord, error) {
-	return s.queryRecords(ctx, `SELECT `+listColumns+`, record FROM records WHERE file_id = ? ORDER BY intake_time, commitment`,
+	return s.queryRecords(ctx, `SELECT `+sqlstore.ListColumns+`, record FROM records WHERE file_id = ? ORDER BY intake_time, commitment`,
 		true, fileID)
 }
 
@@ -639,7 +532,7 @@ func (s *sqliteStore) Records(ctx context.Context, f store.Filter) ([]*store.Hel
 		// RFC 3339 UTC to the second sorts as text.
 		where, args = append(where, "intake_time >= ?"), append(args, f.Since.UTC().Format(time.RFC3339))
 	}
-	q := `SELECT ` + listColumns + ` FROM records`
+	q := `SELECT ` + sqlstore.ListColumns + ` FROM records`
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
@@ -648,56 +541,18 @@ func (s *sqliteStore) Records(ctx context.Context, f store.Filter) ([]*store.Hel
 
 func (s *sqliteStore) queryRecords(ctx context.Context, q string, withBytes bool, args ...any) ([]*store.HeldRecord, error) {
 	rows, err := s.db.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []*store.HeldRecord
-	for rows.Next() {
-		r, err := scanRecord(rows, withBytes)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, r)
-	}
-	return out, rows.Err()
+	return sqlstore.ScanRecords(rows, err, withBytes)
 }
 
 func (s *sqliteStore) Wraps(ctx context.Context, fileID, commitment string) ([]*store.Wrap, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT file_id, commitment, key_fingerprint, oaep_hash, wrapped, added FROM wraps
-		WHERE file_id = ? AND commitment = ? ORDER BY added`, fileID, commitment)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []*store.Wrap
-	for rows.Next() {
-		w := &store.Wrap{}
-		if err := rows.Scan(&w.FileID, &w.Commitment, &w.KeyFingerprint, &w.OAEPHash, &w.Wrapped, &w.Added); err != nil {
-			return nil, err
-		}
-		out = append(out, w)
-	}
-	return out, rows.Err()
+	return sqlstore.ScanWraps(s.db.QueryContext(ctx, `SELECT `+sqlstore.WrapColumns+` FROM wraps
+		WHERE file_id = ? AND commitment = ? ORDER BY added, key_fingerprint`, fileID, commitment))
 }
 
 func (s *sqliteStore) PendingRewrap(ctx context.Context, to string) ([]store.RecordRef, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT file_id, commitment FROM records r WHERE NOT EXISTS
+	return sqlstore.ScanRefs(s.db.QueryContext(ctx, `SELECT file_id, commitment FROM records r WHERE NOT EXISTS
 		(SELECT 1 FROM wraps w WHERE w.file_id = r.file_id AND w.commitment = r.commitment AND w.key_fingerprint = ?)
-		ORDER BY file_id, commitment`, to)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []store.RecordRef
-	for rows.Next() {
-		var r store.RecordRef
-		if err := rows.Scan(&r.FileID, &r.Commitment); err != nil {
-			return nil, err
-		}
-		out = append(out, r)
-	}
-	return out, rows.Err()
+		ORDER BY file_id, commitment`, to))
 }
 
 func (s *sqliteStore) AddWrap(ctx context.Context, w *store.Wrap, ev store.Event) error {
@@ -712,20 +567,7 @@ func (s *sqliteStore) AddWrap(ctx context.Context, w *store.Wrap, ev store.Event
 }
 
 func (s *sqliteStore) AuthorityKeys(ctx context.Context) ([]*store.AuthorityKey, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT fingerprint, label, tag, oaep_hash, public_key, created, state FROM authority_keys ORDER BY created, label`)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []*store.AuthorityKey
-	for rows.Next() {
-		k := &store.AuthorityKey{}
-		if err := rows.Scan(&k.Fingerprint, &k.Label, &k.Tag, &k.OAEPHash, &k.PublicKey, &k.Created, &k.State); err != nil {
-			return nil, err
-		}
-		out = append(out, k)
-	}
-	return out, rows.Err()
+	return sqlstore.AuthorityKeys(sqlstore.At(ctx, s.db))
 }
 
 func (s *sqliteStore) AddAuthorityKey(ctx context.Context, k *store.AuthorityKey, ev store.Event) error {
@@ -765,32 +607,16 @@ func (s *sqliteStore) RetireKey(ctx context.Context, fingerprint string, ev stor
 
 func (s *sqliteStore) AddOfficer(ctx context.Context, o *store.Officer, ev store.Event) error {
 	return s.update(ctx, ev, func(tx *sql.Tx) error {
-		if err := refuseGoverned(tx); err != nil {
+		if err := sqlstore.RefuseGoverned(tx); err != nil {
 			return err
 		}
 		return insertOfficer(tx, o)
 	})
 }
 
-// governed is the one statement of the rule "a quorum is registered" (see Authority.Governed).
-func governed(q querier) (bool, error) {
-	var g bool
-	err := q.QueryRow(`SELECT (SELECT COUNT(*) FROM officers) >=
-		(SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'approvals')`).Scan(&g)
-	return g, err
+func (s *sqliteStore) Governed(ctx context.Context) (bool, error) {
+	return sqlstore.Governed(sqlstore.At(ctx, s.db))
 }
-
-// refuseGoverned returns store.ErrGoverned once a quorum is registered. Inside the transaction that
-// makes a direct change, it keeps concurrent direct changes from passing the check together.
-func refuseGoverned(tx *sql.Tx) error {
-	g, err := governed(tx)
-	if err == nil && g {
-		err = store.ErrGoverned
-	}
-	return err
-}
-
-func (s *sqliteStore) Governed(ctx context.Context) (bool, error) { return governed(s.at(ctx)) }
 
 func insertOfficer(tx *sql.Tx, o *store.Officer) error {
 	var n int
@@ -806,33 +632,16 @@ func insertOfficer(tx *sql.Tx, o *store.Officer) error {
 }
 
 func (s *sqliteStore) Officers(ctx context.Context) ([]*store.Officer, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT fingerprint, name, algorithm, public_key, added FROM officers ORDER BY name`)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []*store.Officer
-	for rows.Next() {
-		o := &store.Officer{}
-		if err := rows.Scan(&o.Fingerprint, &o.Name, &o.Algorithm, &o.PublicKey, &o.Added); err != nil {
-			return nil, err
-		}
-		out = append(out, o)
-	}
-	return out, rows.Err()
+	return sqlstore.Officers(sqlstore.At(ctx, s.db))
 }
 
 func (s *sqliteStore) Approvals(ctx context.Context) (int, error) {
-	var v string
-	if err := s.db.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = 'approvals'`).Scan(&v); err != nil {
-		return 0, err
-	}
-	return strconv.Atoi(v)
+	return sqlstore.Approvals(sqlstore.At(ctx, s.db))
 }
 
 func (s *sqliteStore) SetApprovals(ctx context.Context, n int, ev store.Event) error {
 	return s.update(ctx, ev, func(tx *sql.Tx) error {
-		if err := refuseGoverned(tx); err != nil {
+		if err := sqlstore.RefuseGoverned(tx); err != nil {
 			return err
 		}
 		return setApprovals(tx, n)
@@ -853,13 +662,7 @@ func (s *sqliteStore) AddChangeRequest(ctx context.Context, r *store.StoredReque
 }
 
 func (s *sqliteStore) ChangeRequest(ctx context.Context, id string) (*store.StoredRequest, error) {
-	r := &store.StoredRequest{}
-	err := s.db.QueryRowContext(ctx, `SELECT id, state, created, canonical FROM change_requests WHERE id = ?`, id).
-		Scan(&r.ID, &r.State, &r.Created, &r.Canonical)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, store.ErrNotFound
-	}
-	return r, err
+	return sqlstore.ScanRequest(s.db.QueryRowContext(ctx, `SELECT id, state, created, canonical FROM change_requests WHERE id = ?`, id), true)
 }
 
 func (s *sqliteStore) ApplyChange(ctx context.Context, requestID string, g store.Governance, ev store.Event) error {
@@ -887,13 +690,7 @@ func (s *sqliteStore) AddRequest(ctx context.Context, r *store.StoredRequest, ev
 }
 
 func (s *sqliteStore) Request(ctx context.Context, id string) (*store.StoredRequest, error) {
-	r := &store.StoredRequest{}
-	err := s.db.QueryRowContext(ctx, `SELECT id, file_id, commitment, state, created, canonical FROM requests WHERE id = ?`, id).
-		Scan(&r.ID, &r.FileID, &r.Commitment, &r.State, &r.Created, &r.Canonical)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, store.ErrNotFound
-	}
-	return r, err
+	return sqlstore.ScanRequest(s.db.QueryRowContext(ctx, `SELECT id, file_id, commitment, state, created, canonical FROM requests WHERE id = ?`, id), false)
 }
 
 func (s *sqliteStore) Recovered(ctx context.Context, requestID string, ev store.Event) error {
@@ -914,7 +711,7 @@ func (s *sqliteStore) Recovered(ctx context.Context, requestID string, ev store.
 func (s *sqliteStore) Log(ctx context.Context, ev store.Event) error { return s.update(ctx, ev, nil) }
 
 func (s *sqliteStore) Audit(ctx context.Context) ([]*store.AuditEntry, error) {
-	return readAudit(s.at(ctx))
+	return sqlstore.ReadAudit(sqlstore.At(ctx, s.db))
 }
 
 // AuditSnapshot reads the log, its head and the bound state in one read transaction: a writer
@@ -925,38 +722,11 @@ func (s *sqliteStore) AuditSnapshot(ctx context.Context) (*store.AuditSnapshot, 
 		return nil, err
 	}
 	defer tx.Rollback()
-	snap := &store.AuditSnapshot{}
-	if snap.Entries, err = readAudit(tx); err != nil {
-		return nil, err
-	}
-	if snap.Count, snap.Head, err = readHead(tx); err != nil {
-		return nil, err
-	}
-	if snap.State, err = currentState(tx); err != nil {
-		return nil, err
-	}
-	return snap, nil
-}
-
-func readAudit(db rowQuerier) ([]*store.AuditEntry, error) {
-	rows, err := db.Query(`SELECT seq, time, actor, action, details, prev_hash, hash, state FROM audit ORDER BY seq`)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []*store.AuditEntry
-	for rows.Next() {
-		e := &store.AuditEntry{}
-		if err := rows.Scan(&e.Seq, &e.Time, &e.Actor, &e.Action, &e.Details, &e.PrevHash, &e.Hash, &e.State); err != nil {
-			return nil, err
-		}
-		out = append(out, e)
-	}
-	return out, rows.Err()
+	return sqlstore.Snapshot(tx)
 }
 
 func (s *sqliteStore) AuditHead(ctx context.Context) (int64, []byte, error) {
-	return readHead(s.at(ctx))
+	return sqlstore.ReadHead(sqlstore.At(ctx, s.db))
 }
 
 // IntegrityCheck runs PRAGMA integrity_check on a SQLite store and returns its verdict ("ok"
