@@ -1,7 +1,9 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,6 +11,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/p11escrow/p11escrow/authority"
 	softhsmtest "github.com/p11escrow/p11escrow/softhsm-test"
 )
 
@@ -103,4 +106,23 @@ func TestConcurrentIntakeProcesses(t *testing.T) {
 		t.Errorf("%d held and %d already held; want %d and %d", held, dup, n, procs*10)
 	}
 	checkStore(t, db, nil, n)
+
+	// backup copies a SQLite store; on PostgreSQL it refuses, names pg_dump, and leaves nothing.
+	out, err := command("authority", "backup", "--out", "copy.db").CombinedOutput()
+	_, statErr := os.Stat(filepath.Join(dir, "copy.db"))
+	if authority.IsPostgres(db) {
+		if err == nil || !strings.Contains(string(out), "pg_dump") || !errors.Is(statErr, fs.ErrNotExist) {
+			t.Errorf("backup on PostgreSQL: %v, %v\n%s", err, statErr, out)
+		}
+		// A command that only reads makes nothing in a database without the authority's tables.
+		empty := crashDB(t, dir)
+		cmd := command("authority", "list")
+		cmd.Env = append(cmd.Env, "P11ESCROW_DB="+empty)
+		out, err := cmd.CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "does not exist; check --db") {
+			t.Errorf("list on an empty PostgreSQL database: %v\n%s", err, out)
+		}
+	} else if err != nil || statErr != nil {
+		t.Errorf("backup: %v, %v\n%s", err, statErr, out)
+	}
 }
