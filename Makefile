@@ -4,7 +4,7 @@ GO ?= go
 
 PREFIX ?= /usr/local
 
-.PHONY: all build man install test deps vet demo bench clean
+.PHONY: all build man install test test-with-postgres deps vet demo bench clean
 
 all: build
 
@@ -28,12 +28,22 @@ vet:
 
 # Every test runs against real SoftHSM2 tokens that the tests create in temporary directories,
 # and the TPM tests against their own swtpm (a TPM 2.0 simulator) on a loopback port, which they
-# stop themselves. The Go benchmarks run once each, so that they cannot rot. In CI, no swtpm
-# may outlive the tests.
+# stop themselves. The Go benchmarks run once each, so that they cannot rot. The store tests run
+# on a throwaway PostgreSQL server (with-postgres.sh starts it on a Unix socket in a temporary
+# directory and stops it when the tests end); the authority package and the crash and
+# concurrency tests then run again with PostgreSQL stores. In CI, no swtpm and no postgres may
+# outlive the tests.
 test: deps vet
+	./softhsm-test/with-postgres.sh $(MAKE) --no-print-directory test-with-postgres
+	@if [ -n "$$CI" ] && pgrep -x swtpm >/dev/null; then echo "a swtpm outlived the tests:"; pgrep -a -x swtpm; exit 1; fi
+	@if [ -n "$$CI" ] && pgrep -x postgres >/dev/null; then echo "a postgres outlived the tests:"; pgrep -a -x postgres; exit 1; fi
+
+# test's body, run by with-postgres.sh with $$P11ESCROW_TEST_PG set.
+test-with-postgres:
 	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x ./...
 	$(GO) test -count=1 ./...
-	@if [ -n "$$CI" ] && pgrep -x swtpm >/dev/null; then echo "a swtpm outlived the tests:"; pgrep -a -x swtpm; exit 1; fi
+	P11ESCROW_TEST_STORE=postgres $(GO) test -count=1 ./authority/
+	P11ESCROW_TEST_STORE=postgres $(GO) test -count=1 -run 'TestKilled(IntakeAndRotation|RecoverDecrypt)|TestConcurrentIntakeProcesses' ./cmd/p11escrow
 
 demo: deps build
 	./softhsm-test/demo.sh

@@ -9,6 +9,7 @@
 package authority
 
 import (
+	"context"
 	"crypto"
 	"crypto/rsa"
 	"crypto/x509"
@@ -18,6 +19,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/p11escrow/p11escrow/authority/store"
 	"github.com/p11escrow/p11escrow/escrow"
 	"github.com/p11escrow/p11escrow/token"
 )
@@ -25,38 +27,39 @@ import (
 // Authority runs the authority's operations against one store and, for those that need keys,
 // the authority's logged-in token.
 type Authority struct {
-	Store Store
+	st    Store
 	Token *token.Token // nil for commands that need no key
 	Actor string       // who acts, for the audit log: OS user and token
 	Now   func() time.Time
 	// Warn receives warnings that do not stop the command, such as an authority key made by
-	// an older p11escrow that can still decrypt. nil discards them.
-	Warn func(msg string)
+	// an older p11escrow that can still decrypt (a *DecryptingKeyWarning). nil discards them.
+	Warn func(w error)
 
 	keys map[string]*token.KeyPair // by fingerprint, found once per run
 }
 
 // New returns an Authority; tok may be nil.
 func New(st Store, tok *token.Token, actor string) *Authority {
-	return &Authority{Store: st, Token: tok, Actor: actor, Now: time.Now, keys: map[string]*token.KeyPair{}}
+	return &Authority{st: st, Token: tok, Actor: actor, Now: time.Now, keys: map[string]*token.KeyPair{}}
 }
 
-func (a *Authority) warn(msg string) {
-	if a.Warn != nil && msg != "" {
-		a.Warn(msg)
+func (a *Authority) warn(w error) {
+	if a.Warn != nil && w != nil {
+		a.Warn(w)
 	}
 }
 
-// KeyWarning returns a warning for an authority key on the HSM that can decrypt (CKA_DECRYPT
-// true), as authority keys made before unwrap-only keys could: with it, whoever holds the HSM's
-// PIN can open escrowed files with C_Decrypt, outside the quorum and the audit log. It returns ""
-// for an unwrap-only key. Every command that uses an authority key on the HSM reports it.
-func KeyWarning(kp *token.KeyPair) string {
+// KeyWarning returns a *DecryptingKeyWarning for an authority key on the HSM that can decrypt
+// (CKA_DECRYPT true), as authority keys made before unwrap-only keys could: with it, whoever
+// holds the HSM's PIN can open escrowed files with C_Decrypt, outside the quorum and the audit
+// log. It returns nil for an unwrap-only key. Every command that uses an authority key on the
+// HSM reports it.
+func KeyWarning(kp *token.KeyPair) error {
 	attrs, err := kp.PrivateAttributes()
 	if err != nil || !attrs.Decrypt {
-		return ""
+		return nil
 	}
-	return fmt.Sprintf("authority key %q can decrypt (it was made by an older p11escrow), so whoever holds the HSM's PIN can open escrowed files with it outside the quorum; replace it with `p11escrow authority rotate --new-label NEW`, then `authority retire-key --label %s`", kp.Label, kp.Label)
+	return &DecryptingKeyWarning{Label: kp.Label}
 }
 
 // checkNewKey accepts as a new authority key only a key pair that the HSM generated and that
@@ -87,7 +90,7 @@ func (a *Authority) event(action string, details map[string]any) Event {
 // needToken fails clearly when a command that needs the HSM has none.
 func (a *Authority) needToken() error {
 	if a.Token == nil {
-		return errors.New("this needs the authority's token; name it with --token")
+		return ErrNoToken
 	}
 	return nil
 }
@@ -134,8 +137,8 @@ func (a *Authority) keyPair(k *AuthorityKey) (*token.KeyPair, error) {
 }
 
 // liveKeys returns the authority keys that are not retired.
-func (a *Authority) liveKeys() ([]*AuthorityKey, error) {
-	all, err := a.Store.AuthorityKeys()
+func (a *Authority) liveKeys(ctx context.Context) ([]*AuthorityKey, error) {
+	all, err := a.st.AuthorityKeys(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -149,8 +152,8 @@ func (a *Authority) liveKeys() ([]*AuthorityKey, error) {
 }
 
 // CurrentKey returns the current authority key, or an error saying how to make one.
-func (a *Authority) CurrentKey() (*AuthorityKey, error) {
-	keys, err := a.liveKeys()
+func (a *Authority) CurrentKey(ctx context.Context) (*AuthorityKey, error) {
+	keys, err := a.liveKeys(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -163,8 +166,8 @@ func (a *Authority) CurrentKey() (*AuthorityKey, error) {
 }
 
 // keyByLabel finds a registered key by label.
-func (a *Authority) keyByLabel(label string) (*AuthorityKey, error) {
-	all, err := a.Store.AuthorityKeys()
+func (a *Authority) keyByLabel(ctx context.Context, label string) (*AuthorityKey, error) {
+	all, err := a.st.AuthorityKeys(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -179,11 +182,11 @@ func (a *Authority) keyByLabel(label string) (*AuthorityKey, error) {
 // CanInit refuses a token that cannot keep session keys inside it (checkHSM), before any key
 // is made, and a second initial key: a store changes keys only by rotation, which re-wraps
 // every record.
-func (a *Authority) CanInit() error {
+func (a *Authority) CanInit(ctx context.Context) error {
 	if err := a.checkHSM(); err != nil {
 		return err
 	}
-	keys, err := a.Store.AuthorityKeys()
+	keys, err := a.st.AuthorityKeys(ctx)
 	if err != nil {
 		return err
 	}
@@ -198,7 +201,7 @@ func (a *Authority) CanInit() error {
 // RegisterKey records a freshly made key pair as the current authority key. hash is the OAEP
 // hash its token decrypts (see the README on oaep-hash). It refuses a key that the HSM did not
 // generate, that was ever extractable, or that may decrypt (see checkNewKey).
-func (a *Authority) RegisterKey(kp *token.KeyPair, hash crypto.Hash, action string) (*AuthorityKey, error) {
+func (a *Authority) RegisterKey(ctx context.Context, kp *token.KeyPair, hash crypto.Hash, action string) (*AuthorityKey, error) {
 	if err := checkNewKey(kp); err != nil {
 		return nil, err
 	}
@@ -207,7 +210,7 @@ func (a *Authority) RegisterKey(kp *token.KeyPair, hash crypto.Hash, action stri
 		return nil, err
 	}
 	ev := a.event(action, map[string]any{"key": k.Fingerprint, "label": k.Label, "oaep_hash": k.OAEPHash})
-	if err := a.Store.AddAuthorityKey(k, ev); err != nil {
+	if err := a.st.AddAuthorityKey(ctx, k, ev); err != nil {
 		if errors.Is(err, ErrExists) {
 			return nil, fmt.Errorf("an authority key with label %q or the same public key is already registered", kp.Label)
 		}
@@ -234,36 +237,22 @@ func authorityKey(label string, pub *rsa.PublicKey, hash crypto.Hash, now time.T
 		PublicKey: der, Created: now.UTC().Format(time.RFC3339)}, nil
 }
 
-// RSAPublic parses the registered public key and its OAEP hash.
-func (k *AuthorityKey) RSAPublic() (*rsa.PublicKey, crypto.Hash, error) {
-	p, err := x509.ParsePKIXPublicKey(k.PublicKey)
-	if err != nil {
-		return nil, 0, err
-	}
-	pub, ok := p.(*rsa.PublicKey)
-	if !ok {
-		return nil, 0, errors.New("the registered authority key is not RSA")
-	}
-	h, err := escrow.ParseOAEPHash(k.OAEPHash)
-	return pub, h, err
-}
-
 // Log appends an event that changes nothing else.
-func (a *Authority) Log(action string, details map[string]any) error {
-	return a.Store.Log(a.event(action, details))
+func (a *Authority) Log(ctx context.Context, action string, details map[string]any) error {
+	return a.st.Log(ctx, a.event(action, details))
 }
 
 // VerifyAudit checks the whole audit chain against the head, and every row that decides
 // recoveries against the last state the chain recorded for it, all read at one instant. It
 // returns the entry count and the head.
-func (a *Authority) VerifyAudit() (int64, []byte, error) {
-	snap, err := a.Store.AuditSnapshot()
+func (a *Authority) VerifyAudit(ctx context.Context) (int64, []byte, error) {
+	snap, err := a.st.AuditSnapshot(ctx)
 	if err != nil {
 		return 0, nil, err
 	}
-	n, err := VerifyChain(snap.Entries, snap.Count, snap.Head)
+	n, err := store.VerifyChain(snap.Entries, snap.Count, snap.Head)
 	if err != nil {
 		return 0, nil, err
 	}
-	return n, snap.Head, VerifyState(snap.Entries, snap.State)
+	return n, snap.Head, store.VerifyState(snap.Entries, snap.State)
 }

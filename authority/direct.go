@@ -1,6 +1,7 @@
 package authority
 
 import (
+	"context"
 	"io"
 
 	"github.com/p11escrow/p11escrow/escrow"
@@ -13,34 +14,34 @@ import (
 // decrypt alone. Every use is written to the audit log before any plaintext is released. As in
 // RecoverDecrypt, the session key stays inside the HSM: it is unwrapped sensitive and not
 // extractable, and the token opens the chunks.
-func (a *Authority) DirectDecrypt(in io.Reader, out io.Writer) error {
+func (a *Authority) DirectDecrypt(ctx context.Context, in io.Reader, out io.Writer) error {
 	if err := a.needToken(); err != nil {
 		return err
 	}
-	officers, err := a.Store.Officers()
+	officers, err := a.st.Officers(ctx)
 	if err != nil {
 		return err
 	}
 	if len(officers) > 0 {
-		return refusef("%d officer(s) are registered, so recoveries need approvals: use authority request, approve and recover --decrypt", len(officers))
+		return &ApprovalsNeededError{Officers: len(officers)}
 	}
 	h, payload, err := escrow.ParseHeader(in)
 	if err != nil {
 		return err
 	}
-	sk, key, err := a.unwrapStanza(h)
+	sk, key, err := a.unwrapStanza(ctx, h)
 	if err != nil {
 		return err
 	}
 	defer sk.Destroy()
-	if err := a.Log("decrypt-direct", map[string]any{"file_id": h.ID.String(), "authority_key": key.Fingerprint}); err != nil {
+	if err := a.Log(ctx, "decrypt-direct", map[string]any{"file_id": h.ID.String(), "authority_key": key.Fingerprint}); err != nil {
 		return err
 	}
 	return h.DecryptOn(sk, payload, out)
 }
 
 // unwrapStanza unwraps h's authority stanza with the live authority key it names, sealed.
-func (a *Authority) unwrapStanza(h *escrow.Header) (*token.SecretKey, *AuthorityKey, error) {
+func (a *Authority) unwrapStanza(ctx context.Context, h *escrow.Header) (*token.SecretKey, *AuthorityKey, error) {
 	for _, s := range h.Stanzas {
 		if escrow.StanzaRole(s) != escrow.RoleAuthority {
 			continue
@@ -49,7 +50,7 @@ func (a *Authority) unwrapStanza(h *escrow.Header) (*token.SecretKey, *Authority
 		if err != nil {
 			return nil, nil, err
 		}
-		key, err := a.keyForTag(st.Tag())
+		key, err := a.keyForTag(ctx, st.Tag())
 		if err != nil {
 			return nil, nil, err
 		}

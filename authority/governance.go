@@ -2,7 +2,7 @@ package authority
 
 import (
 	"bytes"
-	"errors"
+	"context"
 	"fmt"
 	"time"
 
@@ -17,12 +17,12 @@ import (
 // Officers are never removed and a policy above the number of officers is refused once
 // governed (checkChange), so an authority that is governed stays governed: nobody can reopen
 // the direct path.
-func (a *Authority) Governed() (bool, error) { return a.Store.Governed() }
+func (a *Authority) Governed(ctx context.Context) (bool, error) { return a.st.Governed(ctx) }
 
 // refuseIfGoverned refuses a direct governance change once a quorum exists. The store checks
 // again in the transaction that makes the change (ErrGoverned), which governedErr words alike.
-func (a *Authority) refuseIfGoverned(what string) error {
-	governed, err := a.Governed()
+func (a *Authority) refuseIfGoverned(ctx context.Context, what string) error {
+	governed, err := a.Governed(ctx)
 	if err != nil || !governed {
 		return err
 	}
@@ -36,14 +36,14 @@ func governedErr(what string) error {
 // NewChangeRequest makes a change request and registers it in the store, so that a request file
 // altered later is refused. requester is a.Actor. A change that could not be applied now (an
 // officer already registered, a policy out of range) is refused at once.
-func (a *Authority) NewChangeRequest(ch escrow.Change, reason string, ttl time.Duration) (*escrow.ChangeRequest, error) {
-	if _, err := a.checkChange(ch); err != nil {
+func (a *Authority) NewChangeRequest(ctx context.Context, ch escrow.Change, reason string, ttl time.Duration) (*escrow.ChangeRequest, error) {
+	if _, err := a.checkChange(ctx, ch); err != nil {
 		return nil, err
 	}
 	if reason == "" {
-		return nil, errors.New("give the reason for the change with --reason")
+		return nil, &NoReasonError{Kind: "change"}
 	}
-	inst, err := a.Store.InstanceID()
+	inst, err := a.st.InstanceID(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -53,7 +53,7 @@ func (a *Authority) NewChangeRequest(ch escrow.Change, reason string, ttl time.D
 	}
 	details := changeDetails(ch)
 	details["request"], details["reason"], details["expires"] = req.ID, reason, req.Expires
-	err = a.Store.AddChangeRequest(&StoredRequest{ID: req.ID, Created: req.Created, Canonical: req.CanonicalBytes()}, a.event("change-request", details))
+	err = a.st.AddChangeRequest(ctx, &StoredRequest{ID: req.ID, Created: req.Created, Canonical: req.CanonicalBytes()}, a.event("change-request", details))
 	return req, err
 }
 
@@ -69,17 +69,17 @@ func changeDetails(ch escrow.Change) map[string]any {
 
 // checkChange checks that ch can be applied to the store as it is now, and returns it as the
 // store's Governance.
-func (a *Authority) checkChange(ch escrow.Change) (Governance, error) {
+func (a *Authority) checkChange(ctx context.Context, ch escrow.Change) (Governance, error) {
 	switch ch.Kind {
 	case escrow.ChangeOfficerAdd:
-		return a.checkOfficerAdd(ch)
+		return a.checkOfficerAdd(ctx, ch)
 	case escrow.ChangePolicy:
-		return Governance{Approvals: ch.Approvals}, a.checkPolicy(ch.Approvals)
+		return Governance{Approvals: ch.Approvals}, a.checkPolicy(ctx, ch.Approvals)
 	}
 	return Governance{}, fmt.Errorf("unknown kind of change %q", ch.Kind)
 }
 
-func (a *Authority) checkOfficerAdd(ch escrow.Change) (Governance, error) {
+func (a *Authority) checkOfficerAdd(ctx context.Context, ch escrow.Change) (Governance, error) {
 	pub, err := ch.OfficerKey()
 	if err != nil {
 		return Governance{}, err
@@ -88,7 +88,7 @@ func (a *Authority) checkOfficerAdd(ch escrow.Change) (Governance, error) {
 	if err != nil {
 		return Governance{}, err
 	}
-	officers, err := a.Store.Officers()
+	officers, err := a.st.Officers(ctx)
 	if err != nil {
 		return Governance{}, err
 	}
@@ -103,15 +103,15 @@ func (a *Authority) checkOfficerAdd(ch escrow.Change) (Governance, error) {
 // checkPolicy refuses a policy below MinApprovals, the policy in force, and a policy above the
 // number of registered officers: that would leave nobody able to approve anything, and reopen
 // direct changes (see Governed).
-func (a *Authority) checkPolicy(n int) error {
+func (a *Authority) checkPolicy(ctx context.Context, n int) error {
 	if n < MinApprovals {
 		return fmt.Errorf("a recovery needs at least %d approvals, so that no single person can recover a key alone", MinApprovals)
 	}
-	old, err := a.Store.Approvals()
+	old, err := a.st.Approvals(ctx)
 	if err != nil {
 		return err
 	}
-	officers, err := a.Store.Officers()
+	officers, err := a.st.Officers(ctx)
 	switch {
 	case err != nil:
 		return err
@@ -127,21 +127,21 @@ func (a *Authority) checkPolicy(n int) error {
 // CheckApprovals: the same rule as for recoveries; a change to the policy is approved under the
 // old one). The request is closed and the change made in one transaction. A refusal is audited
 // too, so that attempts show in the log.
-func (a *Authority) Apply(req *escrow.ChangeRequest) error {
-	names, err := a.CheckApprovals(req)
+func (a *Authority) Apply(ctx context.Context, req *escrow.ChangeRequest) error {
+	names, err := a.CheckApprovals(ctx, req)
 	var g Governance
 	if err == nil {
-		g, err = a.checkChange(req.Change)
+		g, err = a.checkChange(ctx, req.Change)
 	}
 	if err != nil {
-		if lerr := a.Log("change-refuse", map[string]any{"request": req.ID, "change": req.Change.Kind, "why": err.Error()}); lerr != nil {
+		if lerr := a.Log(ctx, "change-refuse", map[string]any{"request": req.ID, "change": req.Change.Kind, "why": err.Error()}); lerr != nil {
 			return lerr
 		}
 		return err
 	}
 	details := changeDetails(req.Change)
 	details["request"], details["approved_by"] = req.ID, names
-	err = a.Store.ApplyChange(req.ID, g, a.event("change-apply", details))
+	err = a.st.ApplyChange(ctx, req.ID, g, a.event("change-apply", details))
 	if g.Officer != nil {
 		return a.officerExists(err, g.Officer)
 	}

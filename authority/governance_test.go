@@ -20,7 +20,7 @@ func changeFor(t *testing.T, a *Authority, name string) (*escrow.ChangeRequest, 
 	if err != nil {
 		t.Fatal(err)
 	}
-	req, err := a.NewChangeRequest(ch, "test", time.Hour)
+	req, err := a.NewChangeRequest(t.Context(), ch, "test", time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -29,7 +29,7 @@ func changeFor(t *testing.T, a *Authority, name string) (*escrow.ChangeRequest, 
 
 func approveChange(t *testing.T, a *Authority, req *escrow.ChangeRequest, s *token.Signer) {
 	t.Helper()
-	ap, _, err := a.Approve(req, s)
+	ap, _, err := signApproval(t, a, req, s)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,7 +45,7 @@ func wantErr(t *testing.T, what string, err error, want string) {
 
 func officerCount(t *testing.T, a *Authority) int {
 	t.Helper()
-	list, err := a.Store.Officers()
+	list, err := a.st.Officers(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,62 +54,62 @@ func officerCount(t *testing.T, a *Authority) int {
 
 func TestGovernance(t *testing.T) {
 	a, _ := newAuthority(t)
-	if g, err := a.Governed(); err != nil || g {
+	if g, err := a.Governed(t.Context()); err != nil || g {
 		t.Fatalf("a new authority is governed: %v %v", g, err)
 	}
 	o1 := officer(t, a, "o1", token.SignECDSAP256) // bootstrap: direct
 	o2 := officer(t, a, "o2", token.SignRSAPSS2048)
-	if g, _ := a.Governed(); !g {
+	if g, _ := a.Governed(t.Context()); !g {
 		t.Fatal("two officers under a policy of two are not a quorum")
 	}
 	puppet, err := a.Token.GenerateSigner(uniq(t, "puppet"), token.SignECDSAP256)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = a.AddOfficer("puppet", puppet.Public())
+	_, err = a.AddOfficer(t.Context(), "puppet", puppet.Public())
 	wantErr(t, "direct officer add with a quorum", err, "needs the officers' approval")
-	wantErr(t, "direct policy with a quorum", a.SetApprovals(3), "needs the officers' approval")
-	if err := a.SetApprovals(2); err != nil {
+	wantErr(t, "direct policy with a quorum", a.SetApprovals(t.Context(), 3), "needs the officers' approval")
+	if err := a.SetApprovals(t.Context(), 2); err != nil {
 		t.Errorf("setting the policy in force: %v", err)
 	}
 
 	req, o3 := changeFor(t, a, "o3")
 	approveChange(t, a, req, o1)
-	wantErr(t, "one approval", a.Apply(roundTripChange(t, req)), "the policy needs 2")
+	wantErr(t, "one approval", a.Apply(t.Context(), roundTripChange(t, req)), "the policy needs 2")
 	approveChange(t, a, req, o2)
 
 	altered := roundTripChange(t, req)
 	altered.Change.Name = "mallory"
-	wantErr(t, "altered", a.Apply(altered), "altered")
+	wantErr(t, "altered", a.Apply(t.Context(), altered), "altered")
 	a.Now = func() time.Time { return time.Now().Add(2 * time.Hour) }
-	wantErr(t, "expired", a.Apply(roundTripChange(t, req)), "expired")
+	wantErr(t, "expired", a.Apply(t.Context(), roundTripChange(t, req)), "expired")
 	a.Now = time.Now
 	if n := officerCount(t, a); n != 2 {
 		t.Fatalf("%d officers registered before the change was applied", n)
 	}
-	if err := a.Apply(roundTripChange(t, req)); err != nil {
+	if err := a.Apply(t.Context(), roundTripChange(t, req)); err != nil {
 		t.Fatalf("approved change refused: %v", err)
 	}
 	if n := officerCount(t, a); n != 3 {
 		t.Errorf("%d officers after the change, want 3", n)
 	}
-	wantErr(t, "applied twice", a.Apply(roundTripChange(t, req)), "already used")
+	wantErr(t, "applied twice", a.Apply(t.Context(), roundTripChange(t, req)), "already used")
 
-	_, err = a.NewChangeRequest(escrow.PolicyChange(4), "x", time.Hour)
+	_, err = a.NewChangeRequest(t.Context(), escrow.PolicyChange(4), "x", time.Hour)
 	wantErr(t, "policy above the officers", err, "only 3 officers")
-	pol, err := a.NewChangeRequest(escrow.PolicyChange(3), "x", time.Hour)
+	pol, err := a.NewChangeRequest(t.Context(), escrow.PolicyChange(3), "x", time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
 	approveChange(t, a, pol, o3)
 	approveChange(t, a, pol, o1)
-	if err := a.Apply(roundTripChange(t, pol)); err != nil {
+	if err := a.Apply(t.Context(), roundTripChange(t, pol)); err != nil {
 		t.Fatalf("a policy change approved under the old policy was refused: %v", err)
 	}
-	if n, _ := a.Store.Approvals(); n != 3 {
+	if n, _ := a.st.Approvals(t.Context()); n != 3 {
 		t.Errorf("policy %d after the change, want 3", n)
 	}
-	if _, _, err := a.VerifyAudit(); err != nil {
+	if _, _, err := a.VerifyAudit(t.Context()); err != nil {
 		t.Error(err)
 	}
 }

@@ -2,6 +2,7 @@ package authority
 
 import (
 	"bytes"
+	"context"
 	"crypto/subtle"
 	"errors"
 	"fmt"
@@ -44,8 +45,8 @@ type IntakeResult struct {
 // whose file ID and key commitment are already held is reported as a duplicate. The returned
 // error is for failures that would hit every record (the token gone or logged out, the store),
 // after which intake should stop.
-func (a *Authority) Intake(name string, data []byte) (IntakeResult, error) {
-	return a.commit(a.check(name, data, nil, a.Token, a.keyPair))
+func (a *Authority) Intake(ctx context.Context, name string, data []byte) (IntakeResult, error) {
+	return a.commit(ctx, a.check(ctx, name, data, nil, a.Token, a.keyPair))
 }
 
 // checked is a record after the token's checks, ready to be stored or rejected.
@@ -61,7 +62,7 @@ type checked struct {
 
 // check parses and verifies one record on session on, with the key pairs keyPair finds. It
 // writes nothing, so it can run on several sessions at once.
-func (a *Authority) check(name string, data []byte, readErr error, on *token.Token,
+func (a *Authority) check(ctx context.Context, name string, data []byte, readErr error, on *token.Token,
 	keyPair func(*AuthorityKey) (*token.KeyPair, error)) checked {
 	c := checked{res: IntakeResult{Name: name}}
 	if readErr != nil {
@@ -86,7 +87,7 @@ func (a *Authority) check(name string, data []byte, readErr error, on *token.Tok
 		c.bad = err
 		return c
 	}
-	if c.key, err = a.keyForTag(escrow.StanzaTag(st)); err != nil {
+	if c.key, err = a.keyForTag(ctx, escrow.StanzaTag(st)); err != nil {
 		c.bad, c.err = recordOrFatal(err)
 		return c
 	}
@@ -142,14 +143,14 @@ func ownerMatches(rec *escrow.Record, h *escrow.Header) error {
 }
 
 // commit stores a checked record, or audits its rejection.
-func (a *Authority) commit(c checked) (IntakeResult, error) {
+func (a *Authority) commit(ctx context.Context, c checked) (IntakeResult, error) {
 	switch {
 	case c.err != nil:
 		return c.res, c.err
 	case c.bad != nil:
-		return a.reject(c.res, c.bad)
+		return a.reject(ctx, c.res, c.bad)
 	}
-	return a.store(c.res, c.rec, c.h, c.st, c.key)
+	return a.store(ctx, c.res, c.rec, c.h, c.st, c.key)
 }
 
 // IntakeAll takes in many records. The token checks run on up to sessions sessions of the
@@ -158,11 +159,11 @@ func (a *Authority) commit(c checked) (IntakeResult, error) {
 // order and the audit chain has a single writer. read loads a record; its error rejects that
 // record. report is called after each record is committed. It stops at the first token or
 // store failure.
-func (a *Authority) IntakeAll(names []string, read func(string) ([]byte, error), sessions int, report func(int, IntakeResult)) error {
+func (a *Authority) IntakeAll(ctx context.Context, names []string, read func(string) ([]byte, error), sessions int, report func(int, IntakeResult)) error {
 	if err := a.checkHSM(); err != nil {
 		return err
 	}
-	p, err := a.startChecks(names, read, sessions)
+	p, err := a.startChecks(ctx, names, read, sessions)
 	if err != nil {
 		return err
 	}
@@ -170,7 +171,7 @@ func (a *Authority) IntakeAll(names []string, read func(string) ([]byte, error),
 	for i := range names {
 		c := <-p.results[i]
 		p.window <- struct{}{}
-		res, err := a.commit(c)
+		res, err := a.commit(ctx, c)
 		if err != nil {
 			return fmt.Errorf("%s: %w", names[i], err)
 		}
@@ -199,8 +200,8 @@ func (p *checkPool) keyPair(k *AuthorityKey) (*token.KeyPair, error) {
 
 // findKeys finds every live authority key that is on the token; the others stay missing, so
 // only records wrapped for them fail.
-func (a *Authority) findKeys() (map[string]*token.KeyPair, error) {
-	live, err := a.liveKeys()
+func (a *Authority) findKeys(ctx context.Context) (map[string]*token.KeyPair, error) {
+	live, err := a.liveKeys(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -213,8 +214,8 @@ func (a *Authority) findKeys() (map[string]*token.KeyPair, error) {
 	return found, nil
 }
 
-func (a *Authority) startChecks(names []string, read func(string) ([]byte, error), sessions int) (*checkPool, error) {
-	keys, err := a.findKeys()
+func (a *Authority) startChecks(ctx context.Context, names []string, read func(string) ([]byte, error), sessions int) (*checkPool, error) {
+	keys, err := a.findKeys(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -235,7 +236,7 @@ func (a *Authority) startChecks(names []string, read func(string) ([]byte, error
 			}
 			for i := range jobs {
 				data, err := read(names[i])
-				p.results[i] <- a.check(names[i], data, err, on, p.keyPair)
+				p.results[i] <- a.check(ctx, names[i], data, err, on, p.keyPair)
 			}
 		}()
 	}
@@ -268,8 +269,8 @@ func (p *checkPool) stop() {
 }
 
 // keyForTag finds the live authority key a stanza's key tag names.
-func (a *Authority) keyForTag(tag string) (*AuthorityKey, error) {
-	keys, err := a.liveKeys()
+func (a *Authority) keyForTag(ctx context.Context, tag string) (*AuthorityKey, error) {
+	keys, err := a.liveKeys(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -319,7 +320,7 @@ func VerifyOnToken(rec *escrow.Record, h *escrow.Header, st *escrow.Stanza, kp *
 // record with a held file ID but another commitment is held too (someone made a file with a
 // copied ID, or the owner's genuine record arrives after such a copy), and the collision is
 // audited. Only the same core, byte for byte, is "already held".
-func (a *Authority) store(res IntakeResult, rec *escrow.Record, h *escrow.Header, st *escrow.Stanza, key *AuthorityKey) (IntakeResult, error) {
+func (a *Authority) store(ctx context.Context, res IntakeResult, rec *escrow.Record, h *escrow.Header, st *escrow.Stanza, key *AuthorityKey) (IntakeResult, error) {
 	now := a.Now().UTC().Format(time.RFC3339)
 	commitment := escrow.CommitmentText(h.Commitment)
 	held := &HeldRecord{
@@ -332,7 +333,7 @@ func (a *Authority) store(res IntakeResult, rec *escrow.Record, h *escrow.Header
 	// Another intake may hold a record under this ID between the read and the write; the store
 	// then refuses (ErrChanged) and the collision is read again, so that it is always audited.
 	for try := 0; ; try++ {
-		same, err := a.Store.RecordsByID(rec.FileID)
+		same, err := a.st.RecordsByID(ctx, rec.FileID)
 		if err != nil {
 			return res, err
 		}
@@ -341,7 +342,7 @@ func (a *Authority) store(res IntakeResult, rec *escrow.Record, h *escrow.Header
 		var others []string
 		for _, r := range same {
 			if r.Commitment == commitment {
-				return a.duplicate(res, r, h)
+				return a.duplicate(ctx, res, r, h)
 			}
 			others = append(others, r.Commitment)
 		}
@@ -350,7 +351,7 @@ func (a *Authority) store(res IntakeResult, rec *escrow.Record, h *escrow.Header
 			action, details["same_file_id"] = "intake-collision", others
 		}
 		held.SameID, res.SameID = len(others), len(others)
-		err = a.Store.Intake(held, w, a.event(action, details))
+		err = a.st.Intake(ctx, held, w, a.event(action, details))
 		if (errors.Is(err, ErrChanged) || errors.Is(err, ErrExists)) && try < 3 {
 			continue // another intake held a record under this ID meanwhile: read again
 		}
@@ -363,27 +364,27 @@ func (a *Authority) store(res IntakeResult, rec *escrow.Record, h *escrow.Header
 	return res, nil
 }
 
-func (a *Authority) reject(res IntakeResult, why error) (IntakeResult, error) {
+func (a *Authority) reject(ctx context.Context, res IntakeResult, why error) (IntakeResult, error) {
 	res.Outcome, res.Reason = Rejected, why
 	details := map[string]any{"source": res.Name, "reason": why.Error()}
 	if res.FileID != "" {
 		details["file_id"] = res.FileID
 	}
-	return res, a.Log("reject", details)
+	return res, a.Log(ctx, "reject", details)
 }
 
 // duplicate reports a record whose file ID and key commitment are held, if held has the same
 // core as h: the same file. Another core with the same commitment could be made only by someone
 // who has the file key; it is rejected.
-func (a *Authority) duplicate(res IntakeResult, held *HeldRecord, h *escrow.Header) (IntakeResult, error) {
+func (a *Authority) duplicate(ctx context.Context, res IntakeResult, held *HeldRecord, h *escrow.Header) (IntakeResult, error) {
 	old, err := heldHeader(held)
 	if err != nil {
 		return res, err
 	}
 	if !bytes.Equal(old.Core(), h.Core()) {
-		return a.reject(res, &escrow.RecordError{Reason: "a record with this file ID and key commitment but another core line is already held"})
+		return a.reject(ctx, res, &escrow.RecordError{Reason: "a record with this file ID and key commitment but another core line is already held"})
 	}
 	res.Outcome = Duplicate
-	return res, a.Log("duplicate", map[string]any{"source": res.Name, "file_id": res.FileID,
+	return res, a.Log(ctx, "duplicate", map[string]any{"source": res.Name, "file_id": res.FileID,
 		"key_commitment": escrow.CommitmentText(h.Commitment)})
 }

@@ -73,7 +73,7 @@ func TestIntakeGoesOnAfterABadRecord(t *testing.T) {
 	want := map[string]string{"sha256": "the HSM cannot process it", "wrongowner": "owner fingerprint does not match",
 		"shortkey": "not a 32-byte (AES-256) key"}
 	got := map[string]IntakeResult{}
-	err = a.IntakeAll(names, func(n string) ([]byte, error) { return data[n], nil }, 2, func(_ int, r IntakeResult) { got[r.Name] = r })
+	err = a.IntakeAll(t.Context(), names, func(n string) ([]byte, error) { return data[n], nil }, 2, func(_ int, r IntakeResult) { got[r.Name] = r })
 	if err != nil {
 		t.Fatalf("IntakeAll stopped: %v", err)
 	}
@@ -85,7 +85,7 @@ func TestIntakeGoesOnAfterABadRecord(t *testing.T) {
 	if got["good"].Outcome != Held {
 		t.Errorf("good: %s %v", got["good"].Outcome, got["good"].Reason)
 	}
-	entries, _ := a.Store.Audit()
+	entries, _ := a.st.Audit(t.Context())
 	rejects := 0
 	for _, e := range entries {
 		if e.Action == "reject" {
@@ -114,7 +114,7 @@ func TestSquattedID(t *testing.T) {
 	squat := hostRecordFor(t, id, &mallory.PublicKey, authKP.Public, crypto.SHA1, mfpr.String())
 
 	for i, data := range [][]byte{squat, genuine.record, genuine.record} {
-		res, err := a.Intake("r", data)
+		res, err := a.Intake(t.Context(), "r", data)
 		want := []Outcome{Held, Held, Duplicate}[i]
 		if err != nil || res.Outcome != want {
 			t.Fatalf("intake %d: %s %v %v, want %s", i, res.Outcome, res.Reason, err, want)
@@ -126,27 +126,27 @@ func TestSquattedID(t *testing.T) {
 	// A writer that did not see the records already held under the ID is refused, so that every
 	// collision is audited as one.
 	stale := &HeldRecord{FileID: rec.FileID, Commitment: "another", SameID: 0}
-	if err := a.Store.Intake(stale, &Wrap{}, a.event("intake", nil)); !errors.Is(err, ErrChanged) {
+	if err := a.st.Intake(t.Context(), stale, &Wrap{}, a.event("intake", nil)); !errors.Is(err, ErrChanged) {
 		t.Errorf("Store.Intake with a stale collision count = %v, want ErrChanged", err)
 	}
-	if _, err := a.FindRecord(rec.FileID, ""); err == nil || !strings.Contains(err.Error(), "held 2 times") {
+	if _, err := a.FindRecord(t.Context(), rec.FileID, ""); err == nil || !strings.Contains(err.Error(), "held 2 times") {
 		t.Errorf("FindRecord by ID alone = %v, want a refusal", err)
 	}
 	h, _, _ := rec.AuthorityStanza()
 	c := escrow.CommitmentText(h.Commitment)
-	req, err := a.NewRequest(rec.FileID, c, escrow.ActionReheader, owner.Public, crypto.SHA1, "lost card", time.Hour)
+	req, err := a.NewRequest(t.Context(), rec.FileID, c, escrow.ActionReheader, owner.Public, crypto.SHA1, "lost card", time.Hour)
 	if err != nil || req.KeyCommitment != c {
 		t.Fatalf("NewRequest = %v, %v", req, err)
 	}
-	if got, err := a.requestedRecord(req); err != nil || got.Commitment != c || got.OwnerFingerprint != rec.Owner.Fingerprint {
+	if got, err := a.requestedRecord(t.Context(), req); err != nil || got.Commitment != c || got.OwnerFingerprint != rec.Owner.Fingerprint {
 		t.Errorf("requestedRecord = %+v, %v; want the genuine record", got, err)
 	}
 	other := *req
 	other.KeyCommitment = escrow.CommitmentText([32]byte{1})
-	if _, err := a.requestedRecord(&other); err == nil {
+	if _, err := a.requestedRecord(t.Context(), &other); err == nil {
 		t.Error("a request naming a commitment that is not held found a record")
 	}
-	entries, _ := a.Store.Audit()
+	entries, _ := a.st.Audit(t.Context())
 	found := false
 	for _, e := range entries {
 		found = found || e.Action == "intake-collision"

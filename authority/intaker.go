@@ -44,15 +44,15 @@ type Submission struct {
 
 // NewIntaker opens up to sessions HSM sessions for verification (fewer if the token allows
 // fewer) and one for signing receipts, and finds the authority keys and the receipt key.
-func (a *Authority) NewIntaker(sessions int) (*Intaker, error) {
+func (a *Authority) NewIntaker(ctx context.Context, sessions int) (*Intaker, error) {
 	if err := a.checkHSM(); err != nil {
 		return nil, err
 	}
-	signer, err := a.ReceiptSigner()
+	signer, err := a.ReceiptSigner(ctx)
 	if err != nil {
 		return nil, err
 	}
-	keys, err := a.findKeys()
+	keys, err := a.findKeys(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -61,15 +61,12 @@ func (a *Authority) NewIntaker(sessions int) (*Intaker, error) {
 	}
 	sessions = max(1, sessions)
 	in := &Intaker{a: a, keys: keys, sessions: make(chan *token.Token, sessions)}
-	for len(in.opened) < sessions {
-		s, err := a.Token.NewSession()
-		if err != nil {
-			if len(in.opened) == 0 {
-				return nil, err
-			}
-			break // the token allows fewer sessions: use those it gave
-		}
-		in.opened = append(in.opened, s)
+	// Sessions opens up to sessions (fewer if the token allows fewer, at least one).
+	in.opened = a.Token.Sessions(sessions)
+	if len(in.opened) == 0 {
+		return nil, errors.New("the HSM opened no session for verification")
+	}
+	for _, s := range in.opened {
 		in.sessions <- s
 	}
 	// Receipts are signed on the authority's own session, which verification never uses.
@@ -94,14 +91,14 @@ func (in *Intaker) Close() error {
 }
 
 // Ping checks that the HSM's session is logged in and the store answers.
-func (in *Intaker) Ping() error {
+func (in *Intaker) Ping(ctx context.Context) error {
 	in.signMu.Lock()
 	ok := in.signOn.LoggedIn()
 	in.signMu.Unlock()
 	if !ok {
 		return errors.New("the HSM session is gone or logged out")
 	}
-	if _, _, err := in.a.Store.AuditHead(); err != nil {
+	if _, _, err := in.a.st.AuditHead(ctx); err != nil {
 		return fmt.Errorf("the store does not answer: %v", err)
 	}
 	return nil
@@ -117,7 +114,7 @@ func (in *Intaker) Submit(ctx context.Context, name string, data []byte) (Submis
 		sub.Malformed, sub.Result = true, IntakeResult{Name: name, Outcome: Rejected, Reason: err}
 		return sub, nil
 	}
-	if _, err := in.a.keyForTag(rec.Authority.KeyTag); err != nil {
+	if _, err := in.a.keyForTag(ctx, rec.Authority.KeyTag); err != nil {
 		var re *escrow.RecordError
 		if !errors.As(err, &re) {
 			return sub, err
@@ -131,19 +128,19 @@ func (in *Intaker) Submit(ctx context.Context, name string, data []byte) (Submis
 		return sub, ctx.Err()
 	}
 	in.busy.Add(1)
-	c := in.a.check(name, data, nil, on, in.keyPair)
+	c := in.a.check(ctx, name, data, nil, on, in.keyPair)
 	in.busy.Add(-1)
 	in.sessions <- on
 
 	in.commitMu.Lock()
-	sub.Result, err = in.a.commit(c)
+	sub.Result, err = in.a.commit(ctx, c)
 	in.commitMu.Unlock()
 	if err != nil || sub.Result.Outcome == Rejected {
 		return sub, err
 	}
 	in.signMu.Lock()
 	defer in.signMu.Unlock()
-	sub.Receipt, err = in.a.Receipt(c.rec.FileID, escrow.CommitmentText(c.h.Commitment), in.signer.On(in.signOn))
+	sub.Receipt, err = in.a.Receipt(ctx, c.rec.FileID, escrow.CommitmentText(c.h.Commitment), in.signer.On(in.signOn))
 	return sub, err
 }
 

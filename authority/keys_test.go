@@ -3,6 +3,7 @@ package authority
 import (
 	"bytes"
 	"crypto"
+	"errors"
 	"strings"
 	"testing"
 )
@@ -13,12 +14,13 @@ func TestOldDecryptingKeyIsReported(t *testing.T) {
 	tok := testToken(t)
 	a := New(testStore(t), tok, "user=test token=authority")
 	var warnings []string
-	a.Warn = func(msg string) { warnings = append(warnings, msg) }
+	var warned []error
+	a.Warn = func(w error) { warnings, warned = append(warnings, w.Error()), append(warned, w) }
 	old, err := tok.GenerateRSA(uniq(t, "old-auth"), 2048)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.RegisterKey(old, crypto.SHA1, "init"); err == nil || !strings.Contains(err.Error(), "may decrypt") {
+	if _, err := a.RegisterKey(t.Context(), old, crypto.SHA1, "init"); err == nil || !strings.Contains(err.Error(), "may decrypt") {
 		t.Fatalf("RegisterKey(a key that decrypts) = %v", err)
 	}
 	// As an older p11escrow registered it.
@@ -26,7 +28,7 @@ func TestOldDecryptingKeyIsReported(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := a.Store.AddAuthorityKey(k, a.event("init", map[string]any{"key": k.Fingerprint})); err != nil {
+	if err := a.st.AddAuthorityKey(t.Context(), k, a.event("init", map[string]any{"key": k.Fingerprint})); err != nil {
 		t.Fatal(err)
 	}
 	alice, err := tok.GenerateRSA(uniq(t, "alice"), 2048)
@@ -35,41 +37,42 @@ func TestOldDecryptingKeyIsReported(t *testing.T) {
 	}
 	f := encryptFor(t, alice, old.Public, 1000)
 	var out bytes.Buffer
-	if err := a.DirectDecrypt(bytes.NewReader(f.file), &out); err != nil {
+	if err := a.DirectDecrypt(t.Context(), bytes.NewReader(f.file), &out); err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(out.Bytes(), f.plain) {
 		t.Error("direct decryption under the old key differs")
 	}
-	if len(warnings) != 1 || !strings.Contains(warnings[0], "can decrypt") || !strings.Contains(warnings[0], "authority rotate") {
-		t.Errorf("warnings = %q, want one naming the key and `authority rotate`", warnings)
+	var dk *DecryptingKeyWarning
+	if len(warnings) != 1 || !strings.Contains(warnings[0], "can decrypt") || !errors.As(warned[0], &dk) || dk.Label != old.Label {
+		t.Errorf("warnings = %q, want one DecryptingKeyWarning naming the key", warnings)
 	}
 	// A fresh Authority (the next command) reports it again, here on intake.
-	b := New(a.Store, tok, a.Actor)
+	b := New(a.st, tok, a.Actor)
 	warnings = nil
-	b.Warn = func(msg string) { warnings = append(warnings, msg) }
-	if res, err := b.Intake("r", f.record); err != nil || res.Outcome != Held {
+	b.Warn = func(w error) { warnings = append(warnings, w.Error()) }
+	if res, err := b.Intake(t.Context(), "r", f.record); err != nil || res.Outcome != Held {
 		t.Fatal(res, err)
 	}
 	if len(warnings) != 1 {
 		t.Errorf("intake warnings = %q", warnings)
 	}
 	// Rotating to a new, unwrap-only key clears it.
-	if _, created, err := b.RotateStart(uniq(t, "new-auth"), 2048); err != nil || !created {
+	if _, created, err := b.RotateStart(t.Context(), uniq(t, "new-auth"), 2048); err != nil || !created {
 		t.Fatal(created, err)
 	}
-	if _, err := b.Rotate(nil); err != nil {
+	if _, err := b.Rotate(t.Context(), nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.RetireKey(old.Label); err != nil {
+	if _, err := b.RetireKey(t.Context(), old.Label); err != nil {
 		t.Fatal(err)
 	}
-	c := New(a.Store, tok, a.Actor)
+	c := New(a.st, tok, a.Actor)
 	warnings = nil
-	c.Warn = func(msg string) { warnings = append(warnings, msg) }
+	c.Warn = func(w error) { warnings = append(warnings, w.Error()) }
 	out.Reset()
 	g := encryptFor(t, alice, mustCurrentPub(t, c), 10)
-	if err := c.DirectDecrypt(bytes.NewReader(g.file), &out); err != nil {
+	if err := c.DirectDecrypt(t.Context(), bytes.NewReader(g.file), &out); err != nil {
 		t.Fatal(err)
 	}
 	if len(warnings) != 0 {

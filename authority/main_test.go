@@ -1,12 +1,15 @@
 package authority
 
 import (
+	"context"
+	"database/sql"
 	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
 	"testing"
 
+	"github.com/p11escrow/p11escrow/authority/store/postgres/pgtest"
 	softhsmtest "github.com/p11escrow/p11escrow/softhsm-test"
 	"github.com/p11escrow/p11escrow/token"
 )
@@ -84,13 +87,58 @@ func testToken(t *testing.T) *token.Token {
 	return fixture.tok
 }
 
-// testStore opens a fresh SQLite store in the test's temporary directory.
-func testStore(t *testing.T) Store {
+// onPostgres is whether this run's stores are PostgreSQL: `make test` runs the package twice,
+// the second time with P11ESCROW_TEST_STORE=postgres.
+var onPostgres = os.Getenv("P11ESCROW_TEST_STORE") == "postgres"
+
+// testDB makes a new, empty database for a test and returns its reference (for --db).
+func testDB(t *testing.T) string {
+	if onPostgres {
+		return pgtest.NewDB(t)
+	}
+	return filepath.Join(t.TempDir(), "authority.db")
+}
+
+// sqliteOnly skips a test of the SQLite backend's own behaviour in the PostgreSQL run.
+func sqliteOnly(t *testing.T) {
+	if onPostgres {
+		t.Skip("a test of the SQLite backend; this run's stores are PostgreSQL")
+	}
+}
+
+// refs maps each store the tests opened to its reference, for rawDB.
+var refs sync.Map
+
+// openTestStore opens the store at ref, closed when the test ends.
+func openTestStore(t *testing.T, ref string) Store {
 	t.Helper()
-	st, err := OpenSQLite(filepath.Join(t.TempDir(), "authority.db"))
+	st, err := OpenStore(context.Background(), ref, true)
 	if err != nil {
 		t.Fatal(err)
 	}
+	refs.Store(st, ref)
 	t.Cleanup(func() { st.Close() })
 	return st
+}
+
+// testStore opens a fresh store for a test.
+func testStore(t *testing.T) Store { return openTestStore(t, testDB(t)) }
+
+// rawDB opens a connection to a's database that bypasses p11escrow, as an intruder's client
+// would.
+func rawDB(t *testing.T, a *Authority) *sql.DB {
+	t.Helper()
+	ref, ok := refs.Load(a.st)
+	if !ok {
+		t.Fatal("the authority's store was not opened by openTestStore")
+	}
+	if IsPostgres(ref.(string)) {
+		return pgtest.Raw(t, ref.(string))
+	}
+	db, err := sql.Open("sqlite", "file:"+ref.(string)+"?_pragma=busy_timeout(10000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
 }

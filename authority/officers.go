@@ -1,6 +1,7 @@
 package authority
 
 import (
+	"context"
 	"crypto"
 	"crypto/x509"
 	"errors"
@@ -18,15 +19,15 @@ const MinApprovals = 2
 // signing key on their own token (ECDSA P-256 or RSA, made with `key generate --usage sign`).
 // It works only while the authority is bootstrapping (see Governed): after that, registering an
 // officer takes a change request (NewChangeRequest) approved by the officers.
-func (a *Authority) AddOfficer(name string, pub crypto.PublicKey) (*Officer, error) {
-	if err := a.refuseIfGoverned("registering an officer"); err != nil {
+func (a *Authority) AddOfficer(ctx context.Context, name string, pub crypto.PublicKey) (*Officer, error) {
+	if err := a.refuseIfGoverned(ctx, "registering an officer"); err != nil {
 		return nil, err
 	}
 	o, err := a.newOfficer(name, pub)
 	if err != nil {
 		return nil, err
 	}
-	err = a.Store.AddOfficer(o, a.event("officer-add", officerDetails(o)))
+	err = a.st.AddOfficer(ctx, o, a.event("officer-add", officerDetails(o)))
 	if errors.Is(err, ErrGoverned) { // another officer was registered since the check above
 		return nil, governedErr("registering an officer")
 	}
@@ -38,7 +39,7 @@ func (a *Authority) AddOfficer(name string, pub crypto.PublicKey) (*Officer, err
 // officer store the same name.
 func (a *Authority) newOfficer(name string, pub crypto.PublicKey) (*Officer, error) {
 	if name == "" {
-		return nil, errors.New("give the officer's name with --name")
+		return nil, ErrNoName
 	}
 	alg, err := escrow.SignatureAlgorithm(pub)
 	if err != nil {
@@ -71,18 +72,18 @@ func (a *Authority) officerExists(err error, o *Officer) error {
 // MinApprovals is refused. Setting the value in force changes nothing and is not audited. Any
 // other value is set directly only while the authority is bootstrapping (see Governed): after
 // that, it takes a change request approved by the officers.
-func (a *Authority) SetApprovals(n int) error {
+func (a *Authority) SetApprovals(ctx context.Context, n int) error {
 	if n < MinApprovals {
 		return fmt.Errorf("a recovery needs at least %d approvals, so that no single person can recover a key alone", MinApprovals)
 	}
-	old, err := a.Store.Approvals()
+	old, err := a.st.Approvals(ctx)
 	if err != nil || n == old {
 		return err
 	}
-	if err := a.refuseIfGoverned("changing the policy"); err != nil {
+	if err := a.refuseIfGoverned(ctx, "changing the policy"); err != nil {
 		return err
 	}
-	err = a.Store.SetApprovals(n, a.event("policy", map[string]any{"approvals": n, "was": old}))
+	err = a.st.SetApprovals(ctx, n, a.event("policy", map[string]any{"approvals": n, "was": old}))
 	if errors.Is(err, ErrGoverned) {
 		return governedErr("changing the policy")
 	}

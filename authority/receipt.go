@@ -2,6 +2,7 @@ package authority
 
 import (
 	"bytes"
+	"context"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -12,11 +13,11 @@ import (
 
 // CanCreateReceiptKey refuses a second receipt key before anything is made on the HSM: a
 // receipt key, once published, is what users check receipts against.
-func (a *Authority) CanCreateReceiptKey() error {
+func (a *Authority) CanCreateReceiptKey(ctx context.Context) error {
 	if err := a.needToken(); err != nil {
 		return err
 	}
-	label, _, err := a.Store.ReceiptKey()
+	label, _, err := a.st.ReceiptKey(ctx)
 	switch {
 	case err == nil:
 		return fmt.Errorf("the store already has receipt key %q", label)
@@ -29,8 +30,8 @@ func (a *Authority) CanCreateReceiptKey() error {
 // CreateReceiptKey makes the receipt-signing key on the HSM (ECDSA P-256, sign only, sensitive
 // and never extractable) and registers it in the store, audited as "receipt-key". Receipts
 // (FORMAT.md section 14) are signed with it.
-func (a *Authority) CreateReceiptKey(label string) (*token.Signer, error) {
-	if err := a.CanCreateReceiptKey(); err != nil {
+func (a *Authority) CreateReceiptKey(ctx context.Context, label string) (*token.Signer, error) {
+	if err := a.CanCreateReceiptKey(ctx); err != nil {
 		return nil, err
 	}
 	s, err := a.Token.GenerateSigner(label, token.SignECDSAP256)
@@ -53,7 +54,7 @@ func (a *Authority) CreateReceiptKey(label string) (*token.Signer, error) {
 		return nil, err
 	}
 	ev := a.event("receipt-key", map[string]any{"label": label, "key": fpr.String(), "algorithm": escrow.AlgECDSAP256})
-	if err := a.Store.SetReceiptKey(label, der, ev); err != nil {
+	if err := a.st.SetReceiptKey(ctx, label, der, ev); err != nil {
 		if errors.Is(err, ErrExists) {
 			return nil, errors.New("another receipt key was registered meanwhile")
 		}
@@ -64,11 +65,11 @@ func (a *Authority) CreateReceiptKey(label string) (*token.Signer, error) {
 
 // ReceiptSigner finds the registered receipt key on the HSM, checking that the key found by
 // label is the registered one.
-func (a *Authority) ReceiptSigner() (*token.Signer, error) {
+func (a *Authority) ReceiptSigner(ctx context.Context) (*token.Signer, error) {
 	if err := a.needToken(); err != nil {
 		return nil, err
 	}
-	label, der, err := a.Store.ReceiptKey()
+	label, der, err := a.st.ReceiptKey(ctx)
 	if errors.Is(err, ErrNotFound) {
 		return nil, errors.New("the store has no receipt key yet; create one with `p11escrow authority receipt-key init`")
 	}
@@ -88,16 +89,16 @@ func (a *Authority) ReceiptSigner() (*token.Signer, error) {
 
 // Receipt signs a receipt for a held record with signer (from ReceiptSigner). Every field comes
 // from the store, so a record submitted again gets a receipt with the same statement.
-func (a *Authority) Receipt(fileID, commitment string, signer *token.Signer) (*escrow.Receipt, error) {
-	held, err := a.Store.Record(fileID, commitment)
+func (a *Authority) Receipt(ctx context.Context, fileID, commitment string, signer *token.Signer) (*escrow.Receipt, error) {
+	held, err := a.st.Record(ctx, fileID, commitment)
 	if err != nil {
 		return nil, err
 	}
-	seq, err := a.Store.IntakeSeq(fileID, commitment)
+	seq, err := a.st.IntakeSeq(ctx, fileID, commitment)
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		return nil, err
 	}
-	inst, err := a.Store.InstanceID()
+	inst, err := a.st.InstanceID(ctx)
 	if err != nil {
 		return nil, err
 	}

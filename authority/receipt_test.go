@@ -18,23 +18,24 @@ import (
 // another authority are refused and nothing of them is stored; the audit chain, which binds the
 // receipt key's registration, verifies.
 func TestIntakerReceipts(t *testing.T) {
+	ctx := context.Background()
 	a, authKP := newAuthority(t)
-	if _, err := a.ReceiptSigner(); err == nil || !strings.Contains(err.Error(), "receipt-key init") {
+	if _, err := a.ReceiptSigner(ctx); err == nil || !strings.Contains(err.Error(), "receipt-key init") {
 		t.Fatalf("ReceiptSigner without a key: %v", err)
 	}
-	signer, err := a.CreateReceiptKey(uniq(t, "receipt"))
+	signer, err := a.CreateReceiptKey(ctx, uniq(t, "receipt"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := a.CanCreateReceiptKey(); err == nil {
+	if err := a.CanCreateReceiptKey(ctx); err == nil {
 		t.Fatal("a second receipt key was allowed")
 	}
-	in, err := a.NewIntaker(3)
+	in, err := a.NewIntaker(ctx, 3)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer in.Close()
-	if err := in.Ping(); err != nil {
+	if err := in.Ping(ctx); err != nil {
 		t.Fatal(err)
 	}
 
@@ -52,7 +53,7 @@ func TestIntakerReceipts(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			subs[i], errs[i] = in.Submit(context.Background(), "net", recs[i])
+			subs[i], errs[i] = in.Submit(ctx, "net", recs[i])
 		}()
 	}
 	wg.Wait()
@@ -73,7 +74,7 @@ func TestIntakerReceipts(t *testing.T) {
 		}
 	}
 
-	again, err := in.Submit(context.Background(), "net", recs[0])
+	again, err := in.Submit(ctx, "net", recs[0])
 	if err != nil || again.Result.Outcome != Duplicate || !again.Receipt.SameStatement(subs[0].Receipt) {
 		t.Fatalf("submitted again: %+v, %v", again.Result, err)
 	}
@@ -85,7 +86,7 @@ func TestIntakerReceipts(t *testing.T) {
 	}
 
 	before := auditLen(t, a)
-	bad, err := in.Submit(context.Background(), "net", []byte("{not a record"))
+	bad, err := in.Submit(ctx, "net", []byte("{not a record"))
 	if err != nil || !bad.Malformed || bad.Receipt != nil {
 		t.Fatalf("malformed: %+v, %v", bad, err)
 	}
@@ -93,15 +94,15 @@ func TestIntakerReceipts(t *testing.T) {
 		t.Fatal("a malformed body was audited")
 	}
 	other, _ := rsa.GenerateKey(rand.Reader, 2048)
-	wrong, err := in.Submit(context.Background(), "net", hostRecord(t, &owner.PublicKey, &other.PublicKey, crypto.SHA1, fpr.String()))
+	wrong, err := in.Submit(ctx, "net", hostRecord(t, &owner.PublicKey, &other.PublicKey, crypto.SHA1, fpr.String()))
 	if err != nil || !wrong.WrongAuthority || wrong.Result.Outcome != Rejected || wrong.Receipt != nil {
 		t.Fatalf("wrong authority: %+v, %v", wrong, err)
 	}
-	held, err := a.Store.Records(Filter{})
+	held, err := a.Records(ctx, Filter{})
 	if err != nil || len(held) != n {
 		t.Fatalf("%d records held, want %d (%v)", len(held), n, err)
 	}
-	if _, _, err := a.VerifyAudit(); err != nil {
+	if _, _, err := a.VerifyAudit(ctx); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -1,9 +1,9 @@
 package authority
 
 import (
+	"context"
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/p11escrow/p11escrow/escrow"
 )
@@ -13,18 +13,18 @@ import (
 // fileID. A file ID is in every file's clear header, so anyone can copy it into a file of their
 // own and have that held too: when the ID is held more than once, FindRecord refuses and says
 // how to name the record meant.
-func (a *Authority) FindRecord(fileID, commitment string) (*HeldRecord, error) {
+func (a *Authority) FindRecord(ctx context.Context, fileID, commitment string) (*HeldRecord, error) {
 	if _, err := escrow.ParseFileID(fileID); err != nil {
 		return nil, err
 	}
 	if commitment != "" {
-		r, err := a.Store.Record(fileID, commitment)
+		r, err := a.st.Record(ctx, fileID, commitment)
 		if errors.Is(err, ErrNotFound) {
 			return nil, fmt.Errorf("the authority holds no record for file %s with key commitment %s", fileID, commitment)
 		}
 		return r, err
 	}
-	recs, err := a.Store.RecordsByID(fileID)
+	recs, err := a.st.RecordsByID(ctx, fileID)
 	switch {
 	case err != nil:
 		return nil, err
@@ -42,6 +42,5 @@ func ambiguous(recs []*HeldRecord) error {
 	for _, r := range recs {
 		cs = append(cs, r.Commitment)
 	}
-	return fmt.Errorf("file ID %s is held %d times, with different key commitments (someone made another file with the same ID); name the record with --file FILE.p11e (reads the owner's file) or --commitment C, where C is one of: %s",
-		recs[0].FileID, len(recs), strings.Join(cs, ", "))
+	return &AmbiguousError{FileID: recs[0].FileID, Commitments: cs}
 }

@@ -2,6 +2,7 @@ package authority
 
 import (
 	"bytes"
+	"context"
 	"crypto"
 	"crypto/rsa"
 	"crypto/x509"
@@ -20,19 +21,19 @@ import (
 // carries the commitment, so that approvals name one exact record. action is
 // escrow.ActionReheader (a new header for owner's key) or escrow.ActionDecrypt (the plaintext,
 // decrypted on the HSM, for owner); it is part of what the officers sign. requester is a.Actor.
-func (a *Authority) NewRequest(fileID, commitment, action string, owner *rsa.PublicKey, hash crypto.Hash, reason string, ttl time.Duration) (*escrow.Request, error) {
+func (a *Authority) NewRequest(ctx context.Context, fileID, commitment, action string, owner *rsa.PublicKey, hash crypto.Hash, reason string, ttl time.Duration) (*escrow.Request, error) {
 	id, err := escrow.ParseFileID(fileID)
 	if err != nil {
 		return nil, err
 	}
 	if reason == "" {
-		return nil, errors.New("give the reason for the recovery with --reason")
+		return nil, &NoReasonError{Kind: "recovery"}
 	}
-	rec, err := a.FindRecord(fileID, commitment)
+	rec, err := a.FindRecord(ctx, fileID, commitment)
 	if err != nil {
 		return nil, err
 	}
-	inst, err := a.Store.InstanceID()
+	inst, err := a.st.InstanceID(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -42,28 +43,28 @@ func (a *Authority) NewRequest(fileID, commitment, action string, owner *rsa.Pub
 	}
 	ev := a.event("request", map[string]any{"request": req.ID, "file_id": fileID, "key_commitment": rec.Commitment, "action": action,
 		"new_owner": req.NewOwner.Fingerprint, "reason": reason, "expires": req.Expires})
-	err = a.Store.AddRequest(&StoredRequest{ID: req.ID, FileID: fileID, Commitment: rec.Commitment,
+	err = a.st.AddRequest(ctx, &StoredRequest{ID: req.ID, FileID: fileID, Commitment: rec.Commitment,
 		Created: req.Created, Canonical: req.CanonicalBytes()}, ev)
 	return req, err
 }
 
 // requestedRecord returns the held record a recovery request is for: the one with the file ID
 // and key commitment it names.
-func (a *Authority) requestedRecord(req *escrow.Request) (*HeldRecord, error) {
-	return a.FindRecord(req.FileID, req.KeyCommitment)
+func (a *Authority) requestedRecord(ctx context.Context, req *escrow.Request) (*HeldRecord, error) {
+	return a.FindRecord(ctx, req.FileID, req.KeyCommitment)
 }
 
 // checkOpen checks that req is this authority's, registered, unaltered, unused and unexpired.
-func (a *Authority) checkOpen(req escrow.Approvable) error {
+func (a *Authority) checkOpen(ctx context.Context, req escrow.Approvable) error {
 	info := req.Info()
-	inst, err := a.Store.InstanceID()
+	inst, err := a.st.InstanceID(ctx)
 	if err != nil {
 		return err
 	}
 	if info.Authority != inst {
 		return refusef("%s %s was made for another authority (%s)", info.Kind, info.ID, info.Authority)
 	}
-	stored, err := a.registered(req)
+	stored, err := a.registered(ctx, req)
 	if err != nil {
 		return err
 	}
@@ -79,16 +80,16 @@ func (a *Authority) checkOpen(req escrow.Approvable) error {
 }
 
 // registered returns the request as the store registered it, from the table of its kind.
-func (a *Authority) registered(req escrow.Approvable) (*StoredRequest, error) {
+func (a *Authority) registered(ctx context.Context, req escrow.Approvable) (*StoredRequest, error) {
 	id := req.Info().ID
 	var stored *StoredRequest
 	var err error
 	hint := "make requests with `p11escrow authority request`"
 	if _, ok := req.(*escrow.ChangeRequest); ok {
-		stored, err = a.Store.ChangeRequest(id)
+		stored, err = a.st.ChangeRequest(ctx, id)
 		hint = "change requests are made by `authority officer add` and `authority policy`"
 	} else {
-		stored, err = a.Store.Request(id)
+		stored, err = a.st.Request(ctx, id)
 	}
 	if errors.Is(err, ErrNotFound) {
 		return nil, fmt.Errorf("%s %s is not registered here; %s", req.Info().Kind, id, hint)
@@ -109,8 +110,8 @@ func requestDetails(req escrow.Approvable) map[string]any {
 }
 
 // officersByFingerprint maps registered officers by key fingerprint.
-func (a *Authority) officersByFingerprint() (map[string]*Officer, error) {
-	list, err := a.Store.Officers()
+func (a *Authority) officersByFingerprint(ctx context.Context) (map[string]*Officer, error) {
+	list, err := a.st.Officers(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -121,38 +122,56 @@ func (a *Authority) officersByFingerprint() (map[string]*Officer, error) {
 	return m, nil
 }
 
-// Approve signs req, a recovery or change request, on an officer's token and records the
-// approval in the audit log. It refuses a key that is not a registered officer's and a second
-// approval by the same officer. The caller appends the approval to the request file.
-func (a *Authority) Approve(req escrow.Approvable, signer crypto.Signer) (*escrow.Approval, *Officer, error) {
-	if err := a.checkOpen(req); err != nil {
-		return nil, nil, err
-	}
-	key, err := escrow.FingerprintOf(signer.Public())
+// CheckApprover refuses, before an officer signs req on their token, what RecordApproval would
+// refuse: a request that is not open (see checkOpen), a key that is not a registered officer's,
+// and a second approval by the same officer. It returns the officer.
+func (a *Authority) CheckApprover(ctx context.Context, req escrow.Approvable, pub crypto.PublicKey) (*Officer, error) {
+	key, err := escrow.FingerprintOf(pub)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	fpr := key.String()
-	officers, err := a.officersByFingerprint()
+	return a.approver(ctx, req, key.String())
+}
+
+func (a *Authority) approver(ctx context.Context, req escrow.Approvable, fpr string) (*Officer, error) {
+	if err := a.checkOpen(ctx, req); err != nil {
+		return nil, err
+	}
+	officers, err := a.officersByFingerprint(ctx)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	off := officers[fpr]
 	if off == nil {
-		return nil, nil, fmt.Errorf("this signing key (%s) is not a registered officer's; register it with `authority officer add`", fpr)
+		return nil, &NotOfficerError{Fingerprint: fpr}
 	}
 	for _, ap := range req.Info().Approvals {
 		if ap.Officer == fpr {
-			return nil, nil, fmt.Errorf("officer %q already approved %s %s", off.Name, req.Info().Kind, req.Info().ID)
+			return nil, fmt.Errorf("officer %q already approved %s %s", off.Name, req.Info().Kind, req.Info().ID)
 		}
 	}
-	ap, err := req.Approve(signer)
+	return off, nil
+}
+
+// RecordApproval takes an approval that an officer made on their own token (req.Approve) and
+// records it in the audit log, after the checks of CheckApprover and of the signature itself
+// against the officer's registered key. req is the request as the officer signed it, without ap
+// among its approvals; the caller appends ap to the request file.
+func (a *Authority) RecordApproval(ctx context.Context, req escrow.Approvable, ap *escrow.Approval) (*Officer, error) {
+	off, err := a.approver(ctx, req, ap.Officer)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
+	}
+	pub, err := x509.ParsePKIXPublicKey(off.PublicKey)
+	if err != nil {
+		return nil, err
+	}
+	if err := req.VerifyApproval(ap, pub); err != nil {
+		return nil, fmt.Errorf("the approval by officer %q is invalid: %v", off.Name, err)
 	}
 	details := requestDetails(req)
-	details["officer"], details["officer_key"] = off.Name, fpr
-	return ap, off, a.Log("approve", details)
+	details["officer"], details["officer_key"] = off.Name, ap.Officer
+	return off, a.Log(ctx, "approve", details)
 }
 
 // CheckApprovals refuses req unless it is open (see checkOpen) and carries at least the
@@ -160,15 +179,15 @@ func (a *Authority) Approve(req escrow.Approvable, signer crypto.Signer) (*escro
 // forged, altered or from an unregistered key refuses the whole request: someone tampered with
 // it. It returns the approving officers' names. Recovery and change requests are checked alike,
 // under the policy in force now.
-func (a *Authority) CheckApprovals(req escrow.Approvable) ([]string, error) {
-	if err := a.checkOpen(req); err != nil {
+func (a *Authority) CheckApprovals(ctx context.Context, req escrow.Approvable) ([]string, error) {
+	if err := a.checkOpen(ctx, req); err != nil {
 		return nil, err
 	}
-	officers, err := a.officersByFingerprint()
+	officers, err := a.officersByFingerprint(ctx)
 	if err != nil {
 		return nil, err
 	}
-	need, err := a.Store.Approvals()
+	need, err := a.st.Approvals(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -204,12 +223,12 @@ var testHookUnwrapped func(*token.SecretKey)
 
 // unwrapHeld unwraps a held record's key on the HSM, sensitive, preferring the current
 // authority key's wrap. extractable is needed only to re-wrap it.
-func (a *Authority) unwrapHeld(rec RecordRef, extractable bool) (*token.SecretKey, *AuthorityKey, *Wrap, error) {
-	wraps, err := a.Store.Wraps(rec.FileID, rec.Commitment)
+func (a *Authority) unwrapHeld(ctx context.Context, rec RecordRef, extractable bool) (*token.SecretKey, *AuthorityKey, *Wrap, error) {
+	wraps, err := a.st.Wraps(ctx, rec.FileID, rec.Commitment)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	keys, err := a.liveKeys()
+	keys, err := a.liveKeys(ctx)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -290,16 +309,16 @@ type Delivery interface {
 // recover-deliver. Every attempt shows in the log; a delivered request is closed for good.
 
 // checkRecovery is step 1: it returns the approving officers, or audits the refusal.
-func (a *Authority) checkRecovery(req *escrow.Request, action string, check func() error) ([]string, error) {
-	names, err := a.CheckApprovals(req)
+func (a *Authority) checkRecovery(ctx context.Context, req *escrow.Request, action string, check func() error) ([]string, error) {
+	names, err := a.CheckApprovals(ctx, req)
 	if err == nil && req.Action != action {
-		err = fmt.Errorf("request %s was approved for %q, not %q; make a new request with --action %s", req.ID, req.Action, action, action)
+		err = &ActionError{RequestID: req.ID, Approved: req.Action, Wanted: action}
 	}
 	if err == nil && check != nil {
 		err = check()
 	}
 	if err != nil {
-		if lerr := a.Log("recover-refuse", map[string]any{"request": req.ID, "file_id": req.FileID, "action": action, "why": err.Error()}); lerr != nil {
+		if lerr := a.Log(ctx, "recover-refuse", map[string]any{"request": req.ID, "file_id": req.FileID, "action": action, "why": err.Error()}); lerr != nil {
 			return nil, lerr
 		}
 		return nil, err
@@ -315,14 +334,14 @@ func recoveryDetails(req *escrow.Request, names []string) map[string]any {
 
 // runRecovery runs steps 2 to 4 around deliver, which makes and commits the output and returns
 // the authority key it unwrapped with.
-func (a *Authority) runRecovery(req *escrow.Request, names []string, deliver func() (*AuthorityKey, error)) error {
-	if err := a.Log("recover-start", recoveryDetails(req, names)); err != nil {
+func (a *Authority) runRecovery(ctx context.Context, req *escrow.Request, names []string, deliver func() (*AuthorityKey, error)) error {
+	if err := a.Log(ctx, "recover-start", recoveryDetails(req, names)); err != nil {
 		return err
 	}
 	fail := func(err error) error {
 		d := recoveryDetails(req, names)
 		d["why"] = err.Error()
-		if lerr := a.Log("recover-fail", d); lerr != nil {
+		if lerr := a.Log(ctx, "recover-fail", d); lerr != nil {
 			return errors.Join(err, lerr)
 		}
 		return err
@@ -333,7 +352,7 @@ func (a *Authority) runRecovery(req *escrow.Request, names []string, deliver fun
 	}
 	d := recoveryDetails(req, names)
 	d["authority_key"] = key.Fingerprint
-	if err := a.Store.Recovered(req.ID, a.event("recover-deliver", d)); err != nil {
+	if err := a.st.Recovered(ctx, req.ID, a.event("recover-deliver", d)); err != nil {
 		// Another attempt at the same request delivered while this one ran (two at once): this
 		// output is a second copy, and the log must say so.
 		return fail(fmt.Errorf("the output was delivered, but the request could not be closed: %w", err))
@@ -348,21 +367,21 @@ func (a *Authority) runRecovery(req *escrow.Request, names []string, deliver fun
 // key) and any extra recipients. The request must be for escrow.ActionReheader. create is
 // called once the attempt is audited; the header is written to what it returns and committed
 // (see the steps above).
-func (a *Authority) Recover(req *escrow.Request, create func() (Delivery, error)) error {
+func (a *Authority) Recover(ctx context.Context, req *escrow.Request, create func() (Delivery, error)) error {
 	var rec *HeldRecord
-	names, err := a.checkRecovery(req, escrow.ActionReheader, func() (err error) {
-		rec, err = a.requestedRecord(req)
+	names, err := a.checkRecovery(ctx, req, escrow.ActionReheader, func() (err error) {
+		rec, err = a.requestedRecord(ctx, req)
 		return err
 	})
 	if err != nil {
 		return err
 	}
-	return a.runRecovery(req, names, func() (*AuthorityKey, error) {
+	return a.runRecovery(ctx, req, names, func() (*AuthorityKey, error) {
 		old, err := heldHeader(rec)
 		if err != nil {
 			return nil, err
 		}
-		sk, key, w, err := a.unwrapHeld(rec.Ref(), true)
+		sk, key, w, err := a.unwrapHeld(ctx, rec.Ref(), true)
 		if err != nil {
 			return nil, err
 		}
@@ -418,13 +437,13 @@ func (a *Authority) newStanzas(sk *token.SecretKey, old *escrow.Header, key *Aut
 // escrow.ActionDecrypt, and in must be the held file (same file ID and commitment), with any
 // valid header. create is called once the attempt is audited; the plaintext is committed under
 // its final name before the recovery is audited as delivered and the request closed.
-func (a *Authority) RecoverDecrypt(req *escrow.Request, in io.Reader, create func() (Delivery, error)) error {
+func (a *Authority) RecoverDecrypt(ctx context.Context, req *escrow.Request, in io.Reader, create func() (Delivery, error)) error {
 	var h *escrow.Header
 	var payload io.Reader
 	var rec *HeldRecord
-	names, err := a.checkRecovery(req, escrow.ActionDecrypt, func() error {
+	names, err := a.checkRecovery(ctx, req, escrow.ActionDecrypt, func() error {
 		var err error
-		if rec, err = a.requestedRecord(req); err != nil {
+		if rec, err = a.requestedRecord(ctx, req); err != nil {
 			return err
 		}
 		held, err := heldHeader(rec)
@@ -443,8 +462,8 @@ func (a *Authority) RecoverDecrypt(req *escrow.Request, in io.Reader, create fun
 	if err != nil {
 		return err
 	}
-	return a.runRecovery(req, names, func() (*AuthorityKey, error) {
-		sk, key, _, err := a.unwrapHeld(rec.Ref(), false)
+	return a.runRecovery(ctx, req, names, func() (*AuthorityKey, error) {
+		sk, key, _, err := a.unwrapHeld(ctx, rec.Ref(), false)
 		if err != nil {
 			return nil, err
 		}

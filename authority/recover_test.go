@@ -41,7 +41,7 @@ func (m *memDelivery) Commit() error {
 // auditActions lists the audit log's actions from entry from on, in order.
 func auditActions(t *testing.T, a *Authority, from int) []string {
 	t.Helper()
-	entries, err := a.Store.Audit()
+	entries, err := a.st.Audit(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,7 +54,7 @@ func auditActions(t *testing.T, a *Authority, from int) []string {
 
 func auditLen(t *testing.T, a *Authority) int {
 	t.Helper()
-	entries, err := a.Store.Audit()
+	entries, err := a.st.Audit(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,13 +72,13 @@ func TestRecoveryExactlyOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	f := encryptFor(t, alice, authKP.Public, escrow.ChunkSize+1)
-	res, err := a.Intake("r", f.record)
+	res, err := a.Intake(t.Context(), "r", f.record)
 	if err != nil || res.Outcome != Held {
 		t.Fatal(res, err)
 	}
 	o1 := officer(t, a, "o1", token.SignECDSAP256)
 	o2 := officer(t, a, "o2", token.SignECDSAP256)
-	req, err := a.NewRequest(res.FileID, "", escrow.ActionDecrypt, alice.Public, crypto.SHA1, "plaintext", time.Hour)
+	req, err := a.NewRequest(t.Context(), res.FileID, "", escrow.ActionDecrypt, alice.Public, crypto.SHA1, "plaintext", time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +88,7 @@ func TestRecoveryExactlyOnce(t *testing.T) {
 
 	// The approvals are for the plaintext: a new header is refused, and the refusal audited.
 	n := auditLen(t, a)
-	err = a.Recover(req, (&memDelivery{}).create)
+	err = a.Recover(t.Context(), req, (&memDelivery{}).create)
 	if err == nil || !strings.Contains(err.Error(), `approved for "decrypt", not "reheader"`) {
 		t.Fatalf("reheader under a decrypt approval: %v", err)
 	}
@@ -105,7 +105,7 @@ func TestRecoveryExactlyOnce(t *testing.T) {
 			t.Errorf("when the output was created, the audit said %v, want the start", got)
 		}
 	}
-	err = a.RecoverDecrypt(req, bytes.NewReader(f.file), full.create)
+	err = a.RecoverDecrypt(t.Context(), req, bytes.NewReader(f.file), full.create)
 	if err == nil || !strings.Contains(err.Error(), "no space left") {
 		t.Fatalf("a failed delivery: %v", err)
 	}
@@ -116,7 +116,7 @@ func TestRecoveryExactlyOnce(t *testing.T) {
 	// The same command, with the same approvals, completes it.
 	n = auditLen(t, a)
 	out := &memDelivery{}
-	if err := a.RecoverDecrypt(req, bytes.NewReader(f.file), out.create); err != nil {
+	if err := a.RecoverDecrypt(t.Context(), req, bytes.NewReader(f.file), out.create); err != nil {
 		t.Fatal(err)
 	}
 	if !out.committed || !bytes.Equal(out.Bytes(), f.plain) {
@@ -125,7 +125,7 @@ func TestRecoveryExactlyOnce(t *testing.T) {
 	if got := auditActions(t, a, n); strings.Join(got, " ") != "recover-start recover-deliver" {
 		t.Errorf("audit after the rerun: %v", got)
 	}
-	entries, _ := a.Store.Audit()
+	entries, _ := a.st.Audit(t.Context())
 	var d map[string]any
 	if err := json.Unmarshal([]byte(entries[len(entries)-1].Details), &d); err != nil || d["action"] != "decrypt" || d["request"] != req.ID {
 		t.Errorf("delivery entry details %v %v", d, err)
@@ -134,7 +134,7 @@ func TestRecoveryExactlyOnce(t *testing.T) {
 	// Delivered: never again, and the attempt is audited.
 	n = auditLen(t, a)
 	again := &memDelivery{}
-	if err := a.RecoverDecrypt(req, bytes.NewReader(f.file), again.create); err == nil || !strings.Contains(err.Error(), "already used") {
+	if err := a.RecoverDecrypt(t.Context(), req, bytes.NewReader(f.file), again.create); err == nil || !strings.Contains(err.Error(), "already used") {
 		t.Errorf("a delivered request was reused: %v", err)
 	}
 	if again.Len() != 0 || again.committed {
@@ -143,7 +143,7 @@ func TestRecoveryExactlyOnce(t *testing.T) {
 	if got := auditActions(t, a, n); strings.Join(got, " ") != "recover-refuse" {
 		t.Errorf("audit after reuse: %v", got)
 	}
-	if _, _, err := a.VerifyAudit(); err != nil {
+	if _, _, err := a.VerifyAudit(t.Context()); err != nil {
 		t.Error(err)
 	}
 }
@@ -157,13 +157,13 @@ func TestActionIsSigned(t *testing.T) {
 		t.Fatal(err)
 	}
 	f := encryptFor(t, alice, authKP.Public, 10)
-	res, err := a.Intake("r", f.record)
+	res, err := a.Intake(t.Context(), "r", f.record)
 	if err != nil || res.Outcome != Held {
 		t.Fatal(res, err)
 	}
 	o1 := officer(t, a, "o1", token.SignECDSAP256)
 	o2 := officer(t, a, "o2", token.SignECDSAP256)
-	req, err := a.NewRequest(res.FileID, "", escrow.ActionReheader, alice.Public, crypto.SHA1, "new card", time.Hour)
+	req, err := a.NewRequest(t.Context(), res.FileID, "", escrow.ActionReheader, alice.Public, crypto.SHA1, "new card", time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,7 +172,7 @@ func TestActionIsSigned(t *testing.T) {
 	req = roundTrip(t, req)
 	req.Action = escrow.ActionDecrypt
 	out := &memDelivery{}
-	err = a.RecoverDecrypt(roundTrip(t, req), bytes.NewReader(f.file), out.create)
+	err = a.RecoverDecrypt(t.Context(), roundTrip(t, req), bytes.NewReader(f.file), out.create)
 	if err == nil || !strings.Contains(err.Error(), "altered") {
 		t.Errorf("a request whose action was changed after approval: %v", err)
 	}
@@ -194,13 +194,13 @@ func TestConcurrentRecoveryIsVisible(t *testing.T) {
 		t.Fatal(err)
 	}
 	f := encryptFor(t, alice, authKP.Public, 10)
-	res, err := a.Intake("r", f.record)
+	res, err := a.Intake(t.Context(), "r", f.record)
 	if err != nil || res.Outcome != Held {
 		t.Fatal(res, err)
 	}
 	o1 := officer(t, a, "o1", token.SignECDSAP256)
 	o2 := officer(t, a, "o2", token.SignECDSAP256)
-	req, err := a.NewRequest(res.FileID, "", escrow.ActionReheader, alice.Public, crypto.SHA1, "new card", time.Hour)
+	req, err := a.NewRequest(t.Context(), res.FileID, "", escrow.ActionReheader, alice.Public, crypto.SHA1, "new card", time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,11 +210,11 @@ func TestConcurrentRecoveryIsVisible(t *testing.T) {
 	first := &memDelivery{}
 	first.before = func() {
 		first.before = nil
-		if err := a.Recover(req, (&memDelivery{}).create); err != nil {
+		if err := a.Recover(t.Context(), req, (&memDelivery{}).create); err != nil {
 			t.Errorf("the other attempt: %v", err)
 		}
 	}
-	err = a.Recover(req, first.create)
+	err = a.Recover(t.Context(), req, first.create)
 	if err == nil || !strings.Contains(err.Error(), "could not be closed") {
 		t.Errorf("the attempt that finished second: %v", err)
 	}

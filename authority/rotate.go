@@ -1,6 +1,7 @@
 package authority
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"time"
@@ -15,11 +16,11 @@ import (
 // afterwards is refused. A key pair with the label that is on the HSM but not yet in the store
 // (a rotation killed between generating and registering it) is adopted only if the HSM
 // generated it and it never left the HSM (see RegisterKey).
-func (a *Authority) RotateStart(label string, bits int) (*AuthorityKey, bool, error) {
+func (a *Authority) RotateStart(ctx context.Context, label string, bits int) (*AuthorityKey, bool, error) {
 	if err := a.needToken(); err != nil {
 		return nil, false, err
 	}
-	if k, err := a.keyByLabel(label); err == nil {
+	if k, err := a.keyByLabel(ctx, label); err == nil {
 		if k.State != KeyCurrent {
 			return nil, false, fmt.Errorf("authority key %q is %s; choose a new label", label, k.State)
 		}
@@ -28,7 +29,7 @@ func (a *Authority) RotateStart(label string, bits int) (*AuthorityKey, bool, er
 		}
 		return k, false, nil // resume
 	}
-	if _, err := a.CurrentKey(); err != nil {
+	if _, err := a.CurrentKey(ctx); err != nil {
 		return nil, false, err
 	}
 	kp, err := a.Token.FindKeyPair(label, nil)
@@ -44,7 +45,7 @@ func (a *Authority) RotateStart(label string, bits int) (*AuthorityKey, bool, er
 	if err != nil {
 		return nil, false, err
 	}
-	k, err := a.RegisterKey(kp, hash, "rotate-start")
+	k, err := a.RegisterKey(ctx, kp, hash, "rotate-start")
 	return k, created, err
 }
 
@@ -55,8 +56,8 @@ type RotateProgress func(fileID string, done, total int)
 // an older key (sensitive, extractable), check it against the record's header on the token,
 // C_WrapKey for the new key, and store the new wrap with its audit entry in one transaction. A
 // killed rotation resumes where it stopped, because finished records are skipped.
-func (a *Authority) Rotate(progress RotateProgress) (int, error) {
-	cur, err := a.CurrentKey()
+func (a *Authority) Rotate(ctx context.Context, progress RotateProgress) (int, error) {
+	cur, err := a.CurrentKey(ctx)
 	if err != nil {
 		return 0, err
 	}
@@ -64,23 +65,23 @@ func (a *Authority) Rotate(progress RotateProgress) (int, error) {
 	if _, err := a.keyPair(cur); err != nil {
 		return 0, err
 	}
-	pending, err := a.Store.PendingRewrap(cur.Fingerprint)
+	pending, err := a.st.PendingRewrap(ctx, cur.Fingerprint)
 	if err != nil {
 		return 0, err
 	}
 	for i, ref := range pending {
-		if err := a.rewrap(ref, cur); err != nil {
+		if err := a.rewrap(ctx, ref, cur); err != nil {
 			return i, fmt.Errorf("re-wrapping file %s: %w", ref.FileID, err)
 		}
 		if progress != nil {
 			progress(ref.FileID, i+1, len(pending))
 		}
 	}
-	return len(pending), a.Log("rotate-done", map[string]any{"key": cur.Fingerprint, "rewrapped": len(pending)})
+	return len(pending), a.Log(ctx, "rotate-done", map[string]any{"key": cur.Fingerprint, "rewrapped": len(pending)})
 }
 
-func (a *Authority) rewrap(ref RecordRef, cur *AuthorityKey) error {
-	rec, err := a.Store.Record(ref.FileID, ref.Commitment)
+func (a *Authority) rewrap(ctx context.Context, ref RecordRef, cur *AuthorityKey) error {
+	rec, err := a.st.Record(ctx, ref.FileID, ref.Commitment)
 	if err != nil {
 		return err
 	}
@@ -88,7 +89,7 @@ func (a *Authority) rewrap(ref RecordRef, cur *AuthorityKey) error {
 	if err != nil {
 		return err
 	}
-	sk, from, _, err := a.unwrapHeld(ref, true)
+	sk, from, _, err := a.unwrapHeld(ctx, ref, true)
 	if err != nil {
 		return err
 	}
@@ -106,13 +107,13 @@ func (a *Authority) rewrap(ref RecordRef, cur *AuthorityKey) error {
 	}
 	w := &Wrap{FileID: ref.FileID, Commitment: ref.Commitment, KeyFingerprint: cur.Fingerprint, OAEPHash: cur.OAEPHash, Wrapped: wrapped,
 		Added: a.Now().UTC().Format(time.RFC3339)}
-	return a.Store.AddWrap(w, a.event("rewrap", map[string]any{"file_id": ref.FileID, "key_commitment": ref.Commitment, "from": from.Fingerprint, "to": cur.Fingerprint}))
+	return a.st.AddWrap(ctx, w, a.event("rewrap", map[string]any{"file_id": ref.FileID, "key_commitment": ref.Commitment, "from": from.Fingerprint, "to": cur.Fingerprint}))
 }
 
 // RetireKey marks an authority key retired once no record depends on it alone. The current key
 // cannot be retired. The key pair stays on the HSM until the operator destroys it there.
-func (a *Authority) RetireKey(label string) (*AuthorityKey, error) {
-	k, err := a.keyByLabel(label)
+func (a *Authority) RetireKey(ctx context.Context, label string) (*AuthorityKey, error) {
+	k, err := a.keyByLabel(ctx, label)
 	if err != nil {
 		return nil, err
 	}
@@ -122,7 +123,7 @@ func (a *Authority) RetireKey(label string) (*AuthorityKey, error) {
 	case KeyRetired:
 		return nil, fmt.Errorf("authority key %q is already retired", label)
 	}
-	err = a.Store.RetireKey(k.Fingerprint, a.event("retire-key", map[string]any{"key": k.Fingerprint, "label": label}))
+	err = a.st.RetireKey(ctx, k.Fingerprint, a.event("retire-key", map[string]any{"key": k.Fingerprint, "label": label}))
 	if errors.Is(err, ErrInUse) {
 		return nil, fmt.Errorf("authority key %q still holds records that no other key wraps (%v); finish `authority rotate` first", label, err)
 	}

@@ -1,19 +1,54 @@
 package authority
 
 import (
+	"context"
 	"crypto"
 	"database/sql"
 	"errors"
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/p11escrow/p11escrow/authority/store/sqlite"
 	"github.com/p11escrow/p11escrow/escrow"
 )
+
+// v2Schema is the schema that migrations 1 and 2 of the SQLite store made, frozen here as the
+// previous release left it.
+var v2Schema = []string{
+	`CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)`,
+	`CREATE TABLE authority_keys (
+			fingerprint TEXT PRIMARY KEY, label TEXT NOT NULL, tag TEXT NOT NULL,
+			oaep_hash TEXT NOT NULL, public_key BLOB NOT NULL, created TEXT NOT NULL,
+			state TEXT NOT NULL CHECK (state IN ('current', 'previous', 'retired')))`,
+	`CREATE UNIQUE INDEX one_current_key ON authority_keys(state) WHERE state = 'current'`,
+	`CREATE TABLE records (
+			file_id TEXT PRIMARY KEY, owner_fingerprint TEXT NOT NULL, owner_token_label TEXT NOT NULL,
+			owner_token_serial TEXT NOT NULL, description TEXT NOT NULL, created TEXT NOT NULL,
+			intake_time TEXT NOT NULL, authority_key TEXT NOT NULL REFERENCES authority_keys(fingerprint),
+			status TEXT NOT NULL CHECK (status IN ('held', 'recovered')), record BLOB NOT NULL)`,
+	`CREATE INDEX records_owner ON records(owner_fingerprint)`,
+	`CREATE INDEX records_serial ON records(owner_token_serial)`,
+	`CREATE TABLE wraps (
+			file_id TEXT NOT NULL REFERENCES records(file_id), key_fingerprint TEXT NOT NULL REFERENCES authority_keys(fingerprint),
+			oaep_hash TEXT NOT NULL, wrapped BLOB NOT NULL, added TEXT NOT NULL,
+			PRIMARY KEY (file_id, key_fingerprint))`,
+	`CREATE INDEX wraps_key ON wraps(key_fingerprint)`,
+	`CREATE TABLE officers (
+			fingerprint TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, algorithm TEXT NOT NULL,
+			public_key BLOB NOT NULL, added TEXT NOT NULL)`,
+	`CREATE TABLE requests (
+			id TEXT PRIMARY KEY, file_id TEXT NOT NULL REFERENCES records(file_id),
+			state TEXT NOT NULL CHECK (state IN ('open', 'used')), created TEXT NOT NULL, canonical BLOB NOT NULL)`,
+	`CREATE TABLE audit (
+			seq INTEGER PRIMARY KEY, time TEXT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
+			details TEXT NOT NULL, prev_hash BLOB NOT NULL, hash BLOB NOT NULL)`,
+	`CREATE TABLE change_requests (
+		id TEXT PRIMARY KEY, state TEXT NOT NULL CHECK (state IN ('open', 'used')),
+		created TEXT NOT NULL, canonical BLOB NOT NULL)`,
+}
 
 // v2Store builds a database as p11escrow made it before migration 3 (schema version 2), holding
 // one record, its wrap and a recovery request for it.
@@ -37,11 +72,20 @@ func v2Store(t *testing.T, path string, k *AuthorityKey, e *encrypted) *escrow.R
 		t.Fatal(err)
 	}
 	now := time.Now().UTC().Format(time.RFC3339)
-	for _, f := range []func(*sql.Tx) error{migrate1, migrate2, func(tx *sql.Tx) error {
+	for _, f := range []func(*sql.Tx) error{func(tx *sql.Tx) error {
+		for _, q := range v2Schema {
+			if _, err := tx.Exec(q); err != nil {
+				return err
+			}
+		}
+		return nil
+	}, func(tx *sql.Tx) error {
 		stmts := []struct {
 			q    string
 			args []any
 		}{
+			{`INSERT INTO meta(key, value) VALUES ('instance_id', '00112233445566778899aabbccddeeff'), ('approvals', '2'),
+				('audit_count', '0'), ('audit_head', '0000000000000000000000000000000000000000000000000000000000000000')`, nil},
 			{`CREATE TABLE migrations (version INTEGER PRIMARY KEY, applied TEXT NOT NULL)`, nil},
 			{`INSERT INTO migrations VALUES (1, ?), (2, ?)`, []any{now, now}},
 			{`INSERT INTO authority_keys VALUES (?, ?, ?, ?, ?, ?, 'current')`,
@@ -72,6 +116,7 @@ func v2Store(t *testing.T, path string, k *AuthorityKey, e *encrypted) *escrow.R
 // commitment from its own header, and its wraps and requests follow it, so the record can still
 // be found, unwrapped and recovered.
 func TestMigrateV2(t *testing.T) {
+	sqliteOnly(t)
 	a, kp := newAuthority(t)
 	k := mustCurrent(t, a)
 	owner, err := a.Token.GenerateRSA(uniq(t, "alice"), 2048)
@@ -84,36 +129,32 @@ func TestMigrateV2(t *testing.T) {
 	h, _, _ := rec.AuthorityStanza()
 	want := escrow.CommitmentText(h.Commitment)
 
-	st, err := OpenSQLite(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	got, err := st.Record(rec.FileID, want)
+	st := openTestStore(t, path)
+	got, err := st.Record(t.Context(), rec.FileID, want)
 	if err != nil || got.Commitment != want || got.Description != "old file" {
 		t.Fatalf("Record after migration = %+v, %v; want commitment %s", got, err, want)
 	}
-	if w, err := st.Wraps(rec.FileID, want); err != nil || len(w) != 1 || w[0].Commitment != want {
+	if w, err := st.Wraps(t.Context(), rec.FileID, want); err != nil || len(w) != 1 || w[0].Commitment != want {
 		t.Errorf("Wraps after migration = %v, %v", w, err)
 	}
-	if r, err := st.Request("00112233445566778899aabbccddeeff"); err != nil || r.Commitment != want {
+	if r, err := st.Request(t.Context(), "00112233445566778899aabbccddeeff"); err != nil || r.Commitment != want {
 		t.Errorf("Request after migration = %+v, %v", r, err)
 	}
 	m := New(st, a.Token, "test")
 	m.keys = a.keys
-	req, err := m.NewRequest(rec.FileID, "", escrow.ActionReheader, owner.Public, crypto.SHA1, "after migration", time.Hour)
+	req, err := m.NewRequest(t.Context(), rec.FileID, "", escrow.ActionReheader, owner.Public, crypto.SHA1, "after migration", time.Hour)
 	if err != nil || req.KeyCommitment != want {
 		t.Fatalf("NewRequest after migration = %v, %v", req, err)
 	}
-	sk, _, _, err := m.unwrapHeld(got.Ref(), false)
+	sk, _, _, err := m.unwrapHeld(t.Context(), got.Ref(), false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	sk.Destroy()
-	if v, err := IntegrityCheck(st); err != nil || v != "ok" {
+	if v, err := sqlite.IntegrityCheck(context.Background(), st); err != nil || v != "ok" {
 		t.Errorf("integrity_check: %q %v", v, err)
 	}
-	rows, err := st.(*sqliteStore).db.Query(`PRAGMA foreign_key_check`)
+	rows, err := rawDB(t, m).Query(`PRAGMA foreign_key_check`)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,84 +162,8 @@ func TestMigrateV2(t *testing.T) {
 		t.Error("foreign_key_check reports rows after the migration")
 	}
 	rows.Close()
-	if _, _, err := New(st, nil, "test").VerifyAudit(); err != nil {
+	if _, _, err := New(st, nil, "test").VerifyAudit(t.Context()); err != nil {
 		t.Errorf("the migrated store does not verify: %v", err)
-	}
-}
-
-// TestOpenPath: --db is a path, never a URI; a new database is 0600; a read-only open never
-// creates one.
-func TestOpenPath(t *testing.T) {
-	dir := t.TempDir()
-	for _, name := range []string{"ops?2026.db", "a#b.db", "100%.db", "file:x.db"} {
-		st, err := OpenSQLite(filepath.Join(dir, name))
-		if err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-		if err := st.Log(Event{Time: time.Now(), Action: "note"}); err != nil {
-			t.Fatal(err)
-		}
-		st.Close()
-		fi, err := os.Stat(filepath.Join(dir, name))
-		if err != nil {
-			t.Errorf("%s: the database is not at that path: %v", name, err)
-			continue
-		}
-		if fi.Mode().Perm() != 0o600 {
-			t.Errorf("%s: mode %v, want 0600", name, fi.Mode().Perm())
-		}
-	}
-	entries, _ := os.ReadDir(dir)
-	for _, e := range entries {
-		if n := e.Name(); n == "ops" || n == "a" || n == "100" || n == "x.db" {
-			t.Errorf("a database was made at %q, not at the path given", n)
-		}
-		if fi, _ := e.Info(); fi != nil && fi.Mode().Perm()&0o077 != 0 {
-			t.Errorf("%s has mode %v", e.Name(), fi.Mode().Perm())
-		}
-	}
-	for _, bad := range []string{":memory:", ""} {
-		if st, err := OpenSQLite(bad); err == nil {
-			st.Close()
-			t.Errorf("OpenSQLite(%q) succeeded", bad)
-		}
-	}
-	missing := filepath.Join(dir, "typo.db")
-	if st, err := OpenSQLiteExisting(missing); err == nil || !strings.Contains(err.Error(), "does not exist") {
-		t.Errorf("OpenSQLiteExisting(missing) = %v", err)
-		if st != nil {
-			st.Close()
-		}
-	}
-	if _, err := os.Stat(missing); !errors.Is(err, fs.ErrNotExist) {
-		t.Errorf("a read-only open created %s", missing)
-	}
-}
-
-// TestConcurrentCreate: processes that open a new database at once all succeed (each migration
-// re-reads the schema version in its own transaction).
-func TestConcurrentCreate(t *testing.T) {
-	for round := 0; round < 8; round++ {
-		path := filepath.Join(t.TempDir(), "new.db")
-		var wg sync.WaitGroup
-		errs := make([]error, 3)
-		for i := range errs {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				st, err := OpenSQLite(path)
-				if err == nil {
-					st.Close()
-				}
-				errs[i] = err
-			}()
-		}
-		wg.Wait()
-		for i, err := range errs {
-			if err != nil {
-				t.Fatalf("round %d, opener %d: %v", round, i, err)
-			}
-		}
 	}
 }
 
@@ -209,11 +174,35 @@ func TestListReadsNoBlobs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res, err := a.Intake("f", encryptFor(t, owner, kp.Public, 10).record); err != nil || res.Outcome != Held {
+	if res, err := a.Intake(t.Context(), "f", encryptFor(t, owner, kp.Public, 10).record); err != nil || res.Outcome != Held {
 		t.Fatal(res, err)
 	}
-	recs, err := a.Store.Records(Filter{})
+	recs, err := a.st.Records(t.Context(), Filter{})
 	if err != nil || len(recs) != 1 || recs[0].Record != nil || recs[0].Commitment == "" {
 		t.Errorf("Records = %+v, %v; want one record without its bytes", recs, err)
+	}
+}
+
+// TestBackup: a SQLite store copies itself; a PostgreSQL store says that its backups are made
+// with PostgreSQL's tools, and writes nothing.
+func TestBackup(t *testing.T) {
+	a := New(testStore(t), nil, "test")
+	out := filepath.Join(t.TempDir(), "copy.db")
+	err := a.Backup(t.Context(), out)
+	if onPostgres {
+		if !errors.Is(err, ErrNoBackup) {
+			t.Fatalf("Backup on PostgreSQL = %v, want ErrNoBackup", err)
+		}
+		if _, err := os.Stat(out); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("a refused backup wrote %s", out)
+		}
+		return
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := New(openTestStore(t, out), nil, "test")
+	if _, _, err := c.VerifyAudit(t.Context()); err != nil {
+		t.Errorf("the copy does not verify: %v", err)
 	}
 }

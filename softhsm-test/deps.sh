@@ -3,7 +3,8 @@
 # PKCS#11 module the tests run against), OpenSC (pkcs11-tool, to make keys the way other tools
 # do), openssl (to convert keys and make certificates), NSS's softoken with certutil (a module
 # that needs C_Initialize arguments), and a software TPM 2.0 as a second PKCS#11 implementation:
-# swtpm, tpm2-pkcs11 and tpm2-tools (tpm2_flushcontext). It installs only what is missing, and
+# swtpm, tpm2-pkcs11 and tpm2-tools (tpm2_flushcontext), and PostgreSQL's server binaries, for
+# the throwaway server of softhsm-test/with-postgres.sh. It installs only what is missing, and
 # only as root; otherwise it says what to run.
 set -euo pipefail
 
@@ -23,6 +24,7 @@ command -v tpm2_flushcontext >/dev/null || need+=(tpm2-tools)
 command -v openssl >/dev/null || need+=(openssl)
 command -v certutil >/dev/null || need+=(libnss3-tools)
 compgen -G '/usr/lib*/libsoftokn3.so' >/dev/null || compgen -G '/usr/lib/*/libsoftokn3.so' >/dev/null || need+=(libnss3)
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 [ ${#need[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -31,4 +33,11 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "installing ${need[*]} with apt-get" >&2
 apt-get update -qq
-DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+if [[ " ${need[*]} " == *" postgresql "* ]] && [ ! -e /etc/postgresql-common/createcluster.conf ]; then
+  # The tests start their own server; Debian's package would otherwise create and start a
+  # system-wide cluster.
+  mkdir -p /etc/postgresql-common
+  echo 'create_main_cluster = false' >/etc/postgresql-common/createcluster.conf
+fi
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+  -o Dpkg::Options::=--force-confold "${need[@]}" >/dev/null

@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/p11escrow/p11escrow/authority"
+	"github.com/p11escrow/p11escrow/authority/store"
 	"github.com/p11escrow/p11escrow/escrow"
 	softhsmtest "github.com/p11escrow/p11escrow/softhsm-test"
 	"github.com/p11escrow/p11escrow/token"
@@ -104,6 +105,7 @@ func uniq(label string) string {
 // service is an authority behind a running TLS server on loopback.
 type service struct {
 	a       *authority.Authority
+	st      store.Store
 	authKey *rsa.PublicKey
 	receipt crypto.PublicKey
 	in      *authority.Intaker
@@ -119,7 +121,8 @@ type service struct {
 func newService(t testing.TB, sessions, queue int, clientCA bool) *service {
 	t.Helper()
 	tok := testToken(t)
-	st, err := authority.OpenSQLite(filepath.Join(t.TempDir(), "authority.db"))
+	ctx := context.Background()
+	st, err := authority.OpenStore(ctx, filepath.Join(t.TempDir(), "authority.db"), true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,14 +131,14 @@ func newService(t testing.TB, sessions, queue int, clientCA bool) *service {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.RegisterKey(kp, crypto.SHA1, "init"); err != nil {
+	if _, err := a.RegisterKey(ctx, kp, crypto.SHA1, "init"); err != nil {
 		t.Fatal(err)
 	}
-	signer, err := a.CreateReceiptKey(uniq("receipt"))
+	signer, err := a.CreateReceiptKey(ctx, uniq("receipt"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	in, err := a.NewIntaker(sessions)
+	in, err := a.NewIntaker(ctx, sessions)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,8 +159,8 @@ func newService(t testing.TB, sessions, queue int, clientCA bool) *service {
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	srv := New(Config{Intaker: in, MaxBody: 128 << 10, Queue: queue, Log: log})
-	ctx, cancel := context.WithCancel(context.Background())
-	s := &service{a: a, authKey: kp.Public, receipt: signer.Public(), in: in, url: "https://" + ln.Addr().String(),
+	ctx, cancel := context.WithCancel(ctx)
+	s := &service{a: a, st: st, authKey: kp.Public, receipt: signer.Public(), in: in, url: "https://" + ln.Addr().String(),
 		ca: ca, stop: cancel, done: make(chan error, 1)}
 	go func() { s.done <- Serve(ctx, ln, srv.Handler(), tlsCfg, log) }()
 	t.Cleanup(func() {

@@ -171,7 +171,7 @@ func (s *Server) records(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
-	if err := s.cfg.Intaker.Ping(); err != nil {
+	if err := s.cfg.Intaker.Ping(r.Context()); err != nil {
 		s.log.Error("health check failed", "error", err)
 		plain(w, http.StatusServiceUnavailable, err.Error())
 		return

@@ -29,7 +29,7 @@ func receiptOf(t *testing.T, body []byte) *escrow.Receipt {
 
 func heldCount(t *testing.T, s *service) int {
 	t.Helper()
-	held, err := s.a.Store.Records(authority.Filter{})
+	held, err := s.a.Records(context.Background(), authority.Filter{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,9 +74,9 @@ func TestSubmit(t *testing.T) {
 	if n := heldCount(t, s); n != 2 {
 		t.Fatalf("%d records held, want 2", n)
 	}
-	if seq, err := s.a.Store.IntakeSeq(r.FileID, escrow.CommitmentText(hc.Commitment)); err != nil {
+	if seq, err := s.st.IntakeSeq(context.Background(), r.FileID, escrow.CommitmentText(hc.Commitment)); err != nil {
 		t.Fatal(err)
-	} else if entries, _ := s.a.Store.Audit(); entries[seq-1].Action != "intake-collision" {
+	} else if entries, _ := s.a.Audit(context.Background()); entries[seq-1].Action != "intake-collision" {
 		t.Fatalf("the copied ID's entry is %q", entries[seq-1].Action)
 	}
 
@@ -135,7 +135,7 @@ func TestSubmit(t *testing.T) {
 			t.Errorf("GET %s: %d; nothing over the network lists records", get, resp.StatusCode)
 		}
 	}
-	if _, _, err := s.a.VerifyAudit(); err != nil {
+	if _, _, err := s.a.VerifyAudit(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -280,7 +280,7 @@ func TestHealthz(t *testing.T) {
 	if code, body := get(); code != http.StatusOK {
 		t.Fatalf("healthy service: %d %s", code, body)
 	}
-	s.a.Store.Close()
+	s.st.Close()
 	if code, body := get(); code != http.StatusServiceUnavailable || !strings.Contains(body, "the store does not answer") {
 		t.Fatalf("closed store: %d %s", code, body)
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"strings"
 
@@ -121,8 +122,8 @@ func verifyRecord(c *cli.Context) error {
 // as before the authority's store existed, with a warning; intake and recovery refuse such a
 // token outright.
 func verifyRecordWith(s *session, rec *escrow.Record, h *escrow.Header, st *escrow.Stanza, kp *token.KeyPair) error {
-	if msg := authority.KeyWarning(kp); msg != "" {
-		warn("%s", msg)
+	if w := authority.KeyWarning(kp); w != nil {
+		warn("%s", advise(w))
 	}
 	c, err := s.token.Capabilities()
 	if err != nil {
@@ -173,7 +174,7 @@ func authorityDecrypt(c *cli.Context) error {
 	}
 	return withAuthority(c, func(a *authority.Authority, _ *session) error {
 		for _, in := range ins {
-			if err := directDecrypt(a, in, c.String("output"), c.Bool("force")); err != nil {
+			if err := directDecrypt(c.Context, a, in, c.String("output"), c.Bool("force")); err != nil {
 				return fmt.Errorf("%s: %w", in, err)
 			}
 		}
@@ -181,7 +182,7 @@ func authorityDecrypt(c *cli.Context) error {
 	})
 }
 
-func directDecrypt(a *authority.Authority, in, out string, force bool) error {
+func directDecrypt(ctx context.Context, a *authority.Authority, in, out string, force bool) error {
 	out, err := decryptOutputName(in, out)
 	if err != nil {
 		return err
@@ -196,7 +197,7 @@ func directDecrypt(a *authority.Authority, in, out string, force bool) error {
 		return err
 	}
 	defer o.abort()
-	if err := a.DirectDecrypt(src, o); err != nil {
+	if err := a.DirectDecrypt(ctx, src, o); err != nil {
 		return err
 	}
 	return o.commit()

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -52,7 +53,7 @@ func backupAction(c *cli.Context) error {
 		if o.direct {
 			return errors.New("a backup is written to a regular file, not stdout or a device")
 		}
-		if err := authority.BackupSQLite(a.Store, o.tmp); err != nil {
+		if err := a.Backup(c.Context, o.tmp); err != nil {
 			return err
 		}
 		if err := o.commit(); err != nil {
@@ -66,9 +67,9 @@ func backupAction(c *cli.Context) error {
 func auditAction(c *cli.Context) error {
 	return withExistingStore(c, func(a *authority.Authority) error {
 		if c.Bool("verify") {
-			return verifyAudit(a, c.StringSlice("anchor"))
+			return verifyAudit(c.Context, a, c.StringSlice("anchor"))
 		}
-		entries, err := a.Store.Audit()
+		entries, err := a.Audit(c.Context)
 		if err != nil {
 			return err
 		}
@@ -92,23 +93,23 @@ func auditAction(c *cli.Context) error {
 // outside the database (a ticket, a signed mail, another machine), because someone who can
 // rewrite the whole database can rebuild a consistent chain; an anchor recorded earlier cannot
 // be rebuilt.
-func verifyAudit(a *authority.Authority, anchors []string) error {
-	n, head, err := a.VerifyAudit()
+func verifyAudit(ctx context.Context, a *authority.Authority, anchors []string) error {
+	n, head, err := a.VerifyAudit(ctx)
 	if err != nil {
 		return err
 	}
-	if err := checkAnchors(a, anchors); err != nil {
+	if err := checkAnchors(ctx, a, anchors); err != nil {
 		return err
 	}
 	fmt.Printf("audit log verified: %d entries; head %d:%s\n", n, n, hex.EncodeToString(head))
 	return nil
 }
 
-func checkAnchors(a *authority.Authority, anchors []string) error {
+func checkAnchors(ctx context.Context, a *authority.Authority, anchors []string) error {
 	if len(anchors) == 0 {
 		return nil
 	}
-	entries, err := a.Store.Audit()
+	entries, err := a.Audit(ctx)
 	if err != nil {
 		return err
 	}

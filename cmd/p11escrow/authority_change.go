@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"time"
@@ -37,7 +38,7 @@ func officerAdd(c *cli.Context) error {
 		return err
 	}
 	return withStore(c, func(a *authority.Authority) error {
-		governed, err := a.Governed()
+		governed, err := a.Governed(c.Context)
 		if err != nil {
 			return err
 		}
@@ -48,7 +49,7 @@ func officerAdd(c *cli.Context) error {
 			}
 			return writeChangeRequest(c, a, ch)
 		}
-		o, err := a.AddOfficer(c.String("name"), pub)
+		o, err := a.AddOfficer(c.Context, c.String("name"), pub)
 		if err != nil {
 			return err
 		}
@@ -65,30 +66,30 @@ func policyAction(c *cli.Context) error {
 				return err
 			}
 		}
-		return showPolicy(a)
+		return showPolicy(c.Context, a)
 	})
 }
 
 // setPolicy sets the policy directly while bootstrapping, or writes a change request (done is
 // then true: nothing changed, so there is no new policy to show).
 func setPolicy(c *cli.Context, a *authority.Authority, n int) (done bool, err error) {
-	old, err := a.Store.Approvals()
+	old, err := a.Approvals(c.Context)
 	if err != nil {
 		return false, err
 	}
-	governed, err := a.Governed()
+	governed, err := a.Governed(c.Context)
 	if err != nil || !governed || n == old {
-		return false, a.SetApprovals(n)
+		return false, a.SetApprovals(c.Context, n)
 	}
 	return true, writeChangeRequest(c, a, escrow.PolicyChange(n))
 }
 
-func showPolicy(a *authority.Authority) error {
-	n, err := a.Store.Approvals()
+func showPolicy(ctx context.Context, a *authority.Authority) error {
+	n, err := a.Approvals(ctx)
 	if err != nil {
 		return err
 	}
-	officers, err := a.Store.Officers()
+	officers, err := a.Officers(ctx)
 	if err != nil {
 		return err
 	}
@@ -101,7 +102,7 @@ func showPolicy(a *authority.Authority) error {
 
 // writeChangeRequest registers a change request and writes it for the officers to approve.
 func writeChangeRequest(c *cli.Context, a *authority.Authority, ch escrow.Change) error {
-	req, err := a.NewChangeRequest(ch, c.String("reason"), c.Duration("expires-in"))
+	req, err := a.NewChangeRequest(c.Context, ch, c.String("reason"), c.Duration("expires-in"))
 	if err != nil {
 		return err
 	}
@@ -112,7 +113,7 @@ func writeChangeRequest(c *cli.Context, a *authority.Authority, ch escrow.Change
 	if err := writeFile(out, req.Marshal(), c.Bool("force")); err != nil {
 		return err
 	}
-	need, err := a.Store.Approvals()
+	need, err := a.Approvals(c.Context)
 	if err != nil {
 		return err
 	}
@@ -135,7 +136,7 @@ func applyAction(c *cli.Context) error {
 		return fmt.Errorf("%s: %w", name, err)
 	}
 	return withStore(c, func(a *authority.Authority) error {
-		if err := a.Apply(req); err != nil {
+		if err := a.Apply(c.Context, req); err != nil {
 			return err
 		}
 		switch ch := req.Change; ch.Kind {

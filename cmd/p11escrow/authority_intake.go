@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -69,7 +70,7 @@ func intakeAction(c *cli.Context) error {
 					prefix, res.FileID, res.SameID, res.FileID)
 			}
 		}
-		if err := a.IntakeAll(names, readRecord, runtime.NumCPU(), report); err != nil {
+		if err := a.IntakeAll(c.Context, names, readRecord, runtime.NumCPU(), report); err != nil {
 			return fmt.Errorf("%w (stopped after %d held; rerun to continue)", err, count[authority.Held])
 		}
 		fmt.Printf("intake: %d held, %d rejected, %d already held\n",
@@ -96,7 +97,7 @@ func listAction(c *cli.Context) error {
 		f.Since = t
 	}
 	return withExistingStore(c, func(a *authority.Authority) error {
-		recs, err := a.Store.Records(f)
+		recs, err := a.Records(c.Context, f)
 		if err != nil {
 			return err
 		}
@@ -106,7 +107,7 @@ func listAction(c *cli.Context) error {
 			}
 			return printJSON(recs)
 		}
-		labels, err := keyLabels(a)
+		labels, err := keyLabels(c.Context, a)
 		if err != nil {
 			return err
 		}
@@ -135,8 +136,8 @@ func parseTime(s string) (time.Time, error) {
 	return time.Time{}, fmt.Errorf("--since %q is not a time; use RFC 3339 (2026-01-31T12:00:00Z) or a date (2026-01-31)", s)
 }
 
-func keyLabels(a *authority.Authority) (map[string]string, error) {
-	keys, err := a.Store.AuthorityKeys()
+func keyLabels(ctx context.Context, a *authority.Authority) (map[string]string, error) {
+	keys, err := a.AuthorityKeys(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -169,15 +170,15 @@ func showAction(c *cli.Context) error {
 		return err
 	}
 	return withExistingStore(c, func(a *authority.Authority) error {
-		r, err := a.FindRecord(id, commitment)
+		r, err := a.FindRecord(c.Context, id, commitment)
 		if err != nil {
 			return err
 		}
-		wraps, err := a.Store.Wraps(r.FileID, r.Commitment)
+		wraps, err := a.Wraps(c.Context, r.FileID, r.Commitment)
 		if err != nil {
 			return err
 		}
-		labels, err := keyLabels(a)
+		labels, err := keyLabels(c.Context, a)
 		if err != nil {
 			return err
 		}

@@ -50,10 +50,10 @@ func authorityInit(c *cli.Context) error {
 		return err
 	}
 	return withAuthority(c, func(a *authority.Authority, s *session) error {
-		if err := a.CanInit(); err != nil {
+		if err := a.CanInit(c.Context); err != nil {
 			return err
 		}
-		if err := a.CanCreateReceiptKey(); err != nil {
+		if err := a.CanCreateReceiptKey(c.Context); err != nil {
 			return err
 		}
 		o, err := createOutput(out, c.Bool("force"))
@@ -74,7 +74,7 @@ func authorityInit(c *cli.Context) error {
 		if err != nil {
 			return err
 		}
-		k, err := a.RegisterKey(kp, hash, "init")
+		k, err := a.RegisterKey(c.Context, kp, hash, "init")
 		if err != nil {
 			return err
 		}
@@ -83,7 +83,7 @@ func authorityInit(c *cli.Context) error {
 		}
 		fmt.Fprintf(os.Stderr, "created authority key %q (RSA-%d, tag %s) on token %q and registered it in %s; public key in %s\n",
 			k.Label, bits, k.Tag, s.token.Info().Label, c.String("db"), out)
-		if err := createReceiptKey(a, s, receiptLabel, ro); err != nil {
+		if err := createReceiptKey(c.Context, a, s, receiptLabel, ro); err != nil {
 			return fmt.Errorf("the authority key is registered, but the receipt key was not made: %w; make it with `p11escrow authority receipt-key init`", err)
 		}
 		return nil
@@ -106,7 +106,7 @@ func rotateAction(c *cli.Context) error {
 	label := c.String("new-label")
 	out := pubFileName(c.String("out"), label)
 	return withAuthority(c, func(a *authority.Authority, s *session) error {
-		k, created, err := a.RotateStart(label, bits)
+		k, created, err := a.RotateStart(c.Context, label, bits)
 		if err != nil {
 			return err
 		}
@@ -118,7 +118,7 @@ func rotateAction(c *cli.Context) error {
 		} else {
 			fmt.Printf("resuming the rotation to authority key %q (tag %s)\n", k.Label, k.Tag)
 		}
-		n, err := a.Rotate(func(id string, done, total int) {
+		n, err := a.Rotate(c.Context, func(id string, done, total int) {
 			fmt.Printf("[%d/%d] re-wrapped %s\n", done, total, id)
 		})
 		if err != nil {
@@ -144,7 +144,7 @@ func writeAuthorityPub(t *token.Token, label, out string, force bool) error {
 
 func retireAction(c *cli.Context) error {
 	return withStore(c, func(a *authority.Authority) error {
-		k, err := a.RetireKey(c.String("label"))
+		k, err := a.RetireKey(c.Context, c.String("label"))
 		if err != nil {
 			return err
 		}

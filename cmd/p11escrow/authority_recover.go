@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -104,7 +105,7 @@ func recoverCommand() *cli.Command {
 
 func officerList(c *cli.Context) error {
 	return withStore(c, func(a *authority.Authority) error {
-		list, err := a.Store.Officers()
+		list, err := a.Officers(c.Context)
 		if err != nil {
 			return err
 		}
@@ -136,7 +137,7 @@ func requestAction(c *cli.Context) error {
 			return err
 		}
 		defer o.abort()
-		req, err := a.NewRequest(id, commitment, c.String("action"), k.pub, k.hash, c.String("reason"), c.Duration("expires-in"))
+		req, err := a.NewRequest(c.Context, id, commitment, c.String("action"), k.pub, k.hash, c.String("reason"), c.Duration("expires-in"))
 		if err != nil {
 			return err
 		}
@@ -176,7 +177,7 @@ func approveAction(c *cli.Context) error {
 	}
 	var summary string
 	if err := withStore(c, func(a *authority.Authority) error {
-		summary = describeApprovable(a, req)
+		summary = describeApprovable(c.Context, a, req)
 		return nil
 	}); err != nil {
 		return err
@@ -191,7 +192,16 @@ func approveAction(c *cli.Context) error {
 		if err != nil {
 			return err
 		}
-		ap, off, err := a.Approve(req, signer)
+		// Checked before the officer's token signs, and the signature checked again when the
+		// authority records it.
+		if _, err := a.CheckApprover(c.Context, req, signer.Public()); err != nil {
+			return err
+		}
+		ap, err := req.Approve(signer)
+		if err != nil {
+			return err
+		}
+		off, err := a.RecordApproval(c.Context, req, ap)
 		if err != nil {
 			return err
 		}
@@ -199,7 +209,7 @@ func approveAction(c *cli.Context) error {
 		if err := writeFile(name, req.Marshal(), true); err != nil {
 			return err
 		}
-		need, _ := a.Store.Approvals()
+		need, _ := a.Approvals(c.Context)
 		info := req.Info()
 		fmt.Printf("officer %s approved %s %s (%d approval(s) on it; the policy needs %d)\n", safetext.Quote(off.Name), info.Kind, info.ID, len(info.Approvals), need)
 		return nil
@@ -209,14 +219,14 @@ func approveAction(c *cli.Context) error {
 // describeApprovable says what an approval of req authorises, for the officer to read before
 // signing. Every string from the request or the store is quoted, so that it cannot drive the
 // terminal.
-func describeApprovable(a *authority.Authority, req escrow.Approvable) string {
+func describeApprovable(ctx context.Context, a *authority.Authority, req escrow.Approvable) string {
 	var b strings.Builder
 	info := req.Info()
 	fmt.Fprintf(&b, "%s %s\n", info.Kind, info.ID)
 	switch r := req.(type) {
 	case *escrow.Request:
 		desc := "(not held by this authority)"
-		if rec, err := a.Store.Record(r.FileID, r.KeyCommitment); err == nil {
+		if rec, err := a.Record(ctx, r.FileID, r.KeyCommitment); err == nil {
 			desc = safetext.Quote(rec.Description)
 		}
 		what := "a new header for the new owner's key (reheader)"
@@ -291,7 +301,7 @@ func recoverAction(c *cli.Context) error {
 	return withAuthority(c, func(a *authority.Authority, s *session) error {
 		d := &delivery{name: out, force: c.Bool("force")}
 		defer d.abort()
-		if err := a.Recover(req, d.create); err != nil {
+		if err := a.Recover(c.Context, req, d.create); err != nil {
 			return err
 		}
 		fmt.Printf("new header for file %s written to %s; the new owner runs `p11escrow reheader FILE --header %s`\n",
@@ -349,7 +359,7 @@ func recoverDecrypt(c *cli.Context, req *escrow.Request, in string) error {
 		defer src.Close()
 		d := &delivery{name: out, force: c.Bool("force")}
 		defer d.abort()
-		if err := a.RecoverDecrypt(req, src, d.create); err != nil {
+		if err := a.RecoverDecrypt(c.Context, req, src, d.create); err != nil {
 			return err
 		}
 		fmt.Printf("file %s decrypted on the HSM to %s\n", req.FileID, out)

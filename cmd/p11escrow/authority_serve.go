@@ -47,8 +47,8 @@ func serveAction(c *cli.Context) error {
 	}
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	return withAuthority(c, func(a *authority.Authority, s *session) error {
-		a.Warn = func(msg string) { log.Warn(msg) }
-		in, err := a.NewIntaker(c.Int("sessions"))
+		a.Warn = func(w error) { log.Warn(advise(w).Error()) }
+		in, err := a.NewIntaker(c.Context, c.Int("sessions"))
 		if err != nil {
 			return err
 		}

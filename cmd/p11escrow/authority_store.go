@@ -15,7 +15,7 @@ import (
 // dbFlag is the authority's database, for every authority command that uses the store.
 func dbFlag() cli.Flag {
 	return &cli.StringFlag{Name: "db", EnvVars: []string{"P11ESCROW_DB"}, Value: "authority.db",
-		Usage: "the authority's SQLite database `PATH`"}
+		Usage: "the authority's database: a SQLite file `PATH`, or a postgres:// URL"}
 }
 
 // storeFlags are for authority commands that use the store but no token.
@@ -40,17 +40,17 @@ func osUser() string {
 // withStore opens the store, creating it if needed, and runs f with an Authority that has no
 // token.
 func withStore(c *cli.Context, f func(a *authority.Authority) error) error {
-	return runStore(c, authority.OpenSQLite, f)
+	return runStore(c, true, f)
 }
 
 // withExistingStore is withStore for commands that only read (list, show, audit, backup): they
 // never create a database, so a mistyped --db is an error, not an empty store.
 func withExistingStore(c *cli.Context, f func(a *authority.Authority) error) error {
-	return runStore(c, authority.OpenSQLiteExisting, f)
+	return runStore(c, false, f)
 }
 
-func runStore(c *cli.Context, open func(string) (authority.Store, error), f func(a *authority.Authority) error) error {
-	st, err := open(c.String("db"))
+func runStore(c *cli.Context, create bool, f func(a *authority.Authority) error) error {
+	st, err := openStore(c, create)
 	if err != nil {
 		return err
 	}
@@ -66,7 +66,7 @@ func withAuthority(c *cli.Context, f func(a *authority.Authority, s *session) er
 		if err := s.login(); err != nil {
 			return err
 		}
-		st, err := authority.OpenSQLite(c.String("db"))
+		st, err := openStore(c, true)
 		if err != nil {
 			return err
 		}
@@ -74,9 +74,16 @@ func withAuthority(c *cli.Context, f func(a *authority.Authority, s *session) er
 		info := s.token.Info()
 		actor := fmt.Sprintf("user=%s token=%s serial=%s", osUser(), info.Label, info.Serial)
 		a := authority.New(st, s.token, actor)
-		a.Warn = func(msg string) { warn("%s", msg) }
+		a.Warn = func(w error) { warn("%s", advise(w)) }
 		return f(a, s)
 	})
+}
+
+// openStore opens the store --db names (a path or a postgres:// URL, see authority.OpenStore).
+// create false is for commands that only read: a database that does not exist is an error
+// (advise says where its name came from).
+func openStore(c *cli.Context, create bool) (authority.Store, error) {
+	return authority.OpenStore(c.Context, c.String("db"), create)
 }
 
 // readSigningPublicKey reads an officer's public key: a PEM "PUBLIC KEY" (ECDSA P-256 or RSA).

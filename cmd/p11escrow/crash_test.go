@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -11,6 +12,8 @@ import (
 	"time"
 
 	"github.com/p11escrow/p11escrow/authority"
+	"github.com/p11escrow/p11escrow/authority/store/postgres/pgtest"
+	"github.com/p11escrow/p11escrow/authority/store/sqlite"
 	softhsmtest "github.com/p11escrow/p11escrow/softhsm-test"
 )
 
@@ -28,7 +31,8 @@ func TestKilledIntakeAndRotation(t *testing.T) {
 	env.InitToken(t, "authority", "12345678", "1234")
 	dir := t.TempDir()
 	environ := append(os.Environ(), env.Environ()...)
-	environ = append(environ, "P11ESCROW_MODULE="+env.ModulePath, "P11ESCROW_PIN=1234", "P11ESCROW_DB="+filepath.Join(dir, "authority.db"))
+	db := crashDB(t, dir)
+	environ = append(environ, "P11ESCROW_MODULE="+env.ModulePath, "P11ESCROW_PIN=1234", "P11ESCROW_DB="+db)
 	run := func(args ...string) string {
 		t.Helper()
 		cmd := exec.Command("p11escrow", args...)
@@ -48,7 +52,7 @@ func TestKilledIntakeAndRotation(t *testing.T) {
 
 	intake := append([]string{"authority", "intake", "--token", "authority"}, records...)
 	acked := killAfter(t, dir, environ, intake, "held", crashRecords/5)
-	checkStore(t, dir, acked, len(acked))
+	checkStore(t, db, acked, len(acked))
 	out := run(intake...)
 	var held, dup int
 	if _, err := fmt.Sscanf(lastLine(out), "intake: %d held, 0 rejected, %d already held", &held, &dup); err != nil {
@@ -57,11 +61,11 @@ func TestKilledIntakeAndRotation(t *testing.T) {
 	if held+dup != crashRecords || dup < len(acked) {
 		t.Errorf("restarted intake: %d held, %d already held; %d were acknowledged before the kill", held, dup, len(acked))
 	}
-	all := checkStore(t, dir, acked, crashRecords)
+	all := checkStore(t, db, acked, crashRecords)
 
 	rotate := []string{"authority", "rotate", "--token", "authority", "--new-label", "escrow-2", "--type", "rsa-2048"}
 	rewrapped := killAfter(t, dir, environ, rotate, "re-wrapped", crashRecords/10)
-	checkStore(t, dir, all, crashRecords)
+	checkStore(t, db, all, crashRecords)
 	out = run(rotate...)
 	if !strings.Contains(out, "resuming the rotation") {
 		t.Errorf("the second rotate did not resume:\n%s", out)
@@ -75,7 +79,7 @@ func TestKilledIntakeAndRotation(t *testing.T) {
 		t.Errorf("the resumed rotation re-wrapped %d records; %d were done before the kill", resumed, len(rewrapped))
 	}
 	run("authority", "retire-key", "--label", "escrow-1") // refused if any record lacks the new wrap
-	checkStore(t, dir, all, crashRecords)
+	checkStore(t, db, all, crashRecords)
 }
 
 // encryptMany makes crashRecords tiny files and encrypts them with one command.
@@ -130,17 +134,19 @@ func killAfter(t *testing.T, dir string, environ, args []string, word string, n 
 
 // checkStore opens the database as the next command would and checks it: integrity, every
 // acknowledged record, the record count, and the audit chain. It returns every held file ID.
-func checkStore(t *testing.T, dir string, acked map[string]bool, want int) map[string]bool {
+func checkStore(t *testing.T, db string, acked map[string]bool, want int) map[string]bool {
 	t.Helper()
-	st, err := authority.OpenSQLite(filepath.Join(dir, "authority.db"))
+	st, err := authority.OpenStore(context.Background(), db, false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	if v, err := authority.IntegrityCheck(st); err != nil || v != "ok" {
-		t.Fatalf("PRAGMA integrity_check: %q %v", v, err)
+	if !authority.IsPostgres(db) {
+		if v, err := sqlite.IntegrityCheck(context.Background(), st); err != nil || v != "ok" {
+			t.Fatalf("PRAGMA integrity_check: %q %v", v, err)
+		}
 	}
-	recs, err := st.Records(authority.Filter{})
+	recs, err := st.Records(context.Background(), authority.Filter{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,12 +162,21 @@ func checkStore(t *testing.T, dir string, acked map[string]bool, want int) map[s
 	if len(held) < want {
 		t.Errorf("the store holds %d records, want at least %d", len(held), want)
 	}
-	if n, _, err := authority.New(st, nil, "test").VerifyAudit(); err != nil {
+	if n, _, err := authority.New(st, nil, "test").VerifyAudit(context.Background()); err != nil {
 		t.Errorf("audit chain after the kill: %v", err)
 	} else if n < int64(len(held)) {
 		t.Errorf("the audit log has %d entries for %d records", n, len(held))
 	}
 	return held
+}
+
+// crashDB is the authority database for a crash test: a file in dir, or, in the run with
+// P11ESCROW_TEST_STORE=postgres, a fresh database on the test's PostgreSQL server.
+func crashDB(t *testing.T, dir string) string {
+	if os.Getenv("P11ESCROW_TEST_STORE") == "postgres" {
+		return pgtest.NewDB(t)
+	}
+	return filepath.Join(dir, "authority.db")
 }
 
 func lastLine(s string) string {

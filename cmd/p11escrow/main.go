@@ -15,6 +15,7 @@ func main() {
 	// Flags end at the first operand or at "--", as POSIX and age have it, so that a file named
 	// like a flag (say --to=m.pub, planted where a glob picks it up) is never taken for one.
 	if err := app.Run(os.Args); err != nil {
+		err = advise(err)
 		fmt.Fprintf(os.Stderr, "p11escrow: %s\n", safetext.Clean(oneLine(err)))
 		if exitCode(err) == exitUsage {
 			fmt.Fprintln(os.Stderr, "p11escrow: see 'p11escrow help' or add --help to the command")

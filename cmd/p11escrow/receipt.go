@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
@@ -36,7 +37,7 @@ func receiptKeyCommand() *cli.Command {
 					return err
 				}
 				return withAuthority(c, func(a *authority.Authority, s *session) error {
-					if err := a.CanCreateReceiptKey(); err != nil {
+					if err := a.CanCreateReceiptKey(c.Context); err != nil {
 						return err
 					}
 					o, err := createOutput(out, c.Bool("force"))
@@ -44,7 +45,7 @@ func receiptKeyCommand() *cli.Command {
 						return err
 					}
 					defer o.abort()
-					return createReceiptKey(a, s, c.String("label"), o)
+					return createReceiptKey(c.Context, a, s, c.String("label"), o)
 				})
 			},
 		}},
@@ -64,8 +65,8 @@ func receiptPubName(out, authorityOut, label string) string {
 }
 
 // createReceiptKey makes and registers the receipt key and publishes it in o.
-func createReceiptKey(a *authority.Authority, s *session, label string, o *output) error {
-	signer, err := a.CreateReceiptKey(label)
+func createReceiptKey(ctx context.Context, a *authority.Authority, s *session, label string, o *output) error {
+	signer, err := a.CreateReceiptKey(ctx, label)
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"os"
 	"os/exec"
@@ -25,7 +26,8 @@ func TestKilledRecoverDecrypt(t *testing.T) {
 	}
 	dir := t.TempDir()
 	environ := append(os.Environ(), env.Environ()...)
-	environ = append(environ, "P11ESCROW_MODULE="+env.ModulePath, "P11ESCROW_PIN=1234", "P11ESCROW_DB="+filepath.Join(dir, "authority.db"))
+	db := crashDB(t, dir)
+	environ = append(environ, "P11ESCROW_MODULE="+env.ModulePath, "P11ESCROW_PIN=1234", "P11ESCROW_DB="+db)
 	command := func(args ...string) *exec.Cmd {
 		cmd := exec.Command("p11escrow", args...)
 		cmd.Dir, cmd.Env = dir, environ
@@ -53,7 +55,7 @@ func TestKilledRecoverDecrypt(t *testing.T) {
 	run("key", "generate", "--token", "user", "--label", "alice", "--type", "rsa-2048")
 	run("encrypt", "--token", "user", "--key", "alice", "--authority", "auth.pub", "big")
 	run("authority", "intake", "--token", "authority", "big.p11e.escrow.json")
-	recs := heldIDs(t, dir)
+	recs := heldIDs(t, db)
 	if len(recs) != 1 {
 		t.Fatalf("the store holds %d records", len(recs))
 	}
@@ -83,7 +85,7 @@ func TestKilledRecoverDecrypt(t *testing.T) {
 	if n := writing(t, dir, ".big.out"); n > 0 {
 		t.Errorf("the killed recovery left a temporary file with %d bytes of plaintext", n)
 	}
-	if got := recoveryActions(t, dir); got != "recover-start" {
+	if got := recoveryActions(t, db); got != "recover-start" {
 		t.Fatalf("audit after the kill: %q, want the start and no delivery", got)
 	}
 
@@ -92,14 +94,14 @@ func TestKilledRecoverDecrypt(t *testing.T) {
 	if err != nil || !bytes.Equal(got, plain) {
 		t.Fatalf("the rerun's output differs from the plaintext (%v)", err)
 	}
-	if got := recoveryActions(t, dir); got != "recover-start recover-start recover-deliver" {
+	if got := recoveryActions(t, db); got != "recover-start recover-start recover-deliver" {
 		t.Errorf("audit after the rerun: %q", got)
 	}
 	out, err := command(append(recover[:len(recover)-2:len(recover)-2], "big.again", "req.json")...).CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "already used") {
 		t.Errorf("a third run after delivery: %v\n%s", err, out)
 	}
-	if got := recoveryActions(t, dir); got != "recover-start recover-start recover-deliver recover-refuse" {
+	if got := recoveryActions(t, db); got != "recover-start recover-start recover-deliver recover-refuse" {
 		t.Errorf("audit after the third run: %q", got)
 	}
 }
@@ -122,14 +124,14 @@ func writing(t *testing.T, dir, prefix string) int64 {
 }
 
 // heldIDs lists the file IDs in the store.
-func heldIDs(t *testing.T, dir string) []string {
+func heldIDs(t *testing.T, db string) []string {
 	t.Helper()
-	st, err := authority.OpenSQLite(filepath.Join(dir, "authority.db"))
+	st, err := authority.OpenStore(context.Background(), db, false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	recs, err := st.Records(authority.Filter{})
+	recs, err := st.Records(context.Background(), authority.Filter{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,17 +143,17 @@ func heldIDs(t *testing.T, dir string) []string {
 }
 
 // recoveryActions lists the audit log's recover-* actions in order, after checking the chain.
-func recoveryActions(t *testing.T, dir string) string {
+func recoveryActions(t *testing.T, db string) string {
 	t.Helper()
-	st, err := authority.OpenSQLite(filepath.Join(dir, "authority.db"))
+	st, err := authority.OpenStore(context.Background(), db, false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	if _, _, err := authority.New(st, nil, "test").VerifyAudit(); err != nil {
+	if _, _, err := authority.New(st, nil, "test").VerifyAudit(context.Background()); err != nil {
 		t.Fatalf("audit chain: %v", err)
 	}
-	entries, err := st.Audit()
+	entries, err := st.Audit(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}

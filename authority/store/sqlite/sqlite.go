@@ -1,11 +1,12 @@
-package authority
+// Package sqlite is the authority's Store on an embedded SQLite database file (modernc.org/sqlite,
+// pure Go). It is the backend for a --db that is a path.
+package sqlite
 
 import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"database/sql"
-	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -14,11 +15,12 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/p11escrow/p11escrow/authority/store"
+	"github.com/p11escrow/p11escrow/authority/store/internal/sqlstore"
 	"github.com/p11escrow/p11escrow/escrow"
 	"modernc.org/sqlite" // pure Go SQLite: no cgo beyond the PKCS#11 module's
 	sqlite3 "modernc.org/sqlite/lib"
@@ -29,20 +31,23 @@ type sqliteStore struct {
 	db *sql.DB
 }
 
-// OpenSQLite opens the store at path, creating it (mode 0600) if it does not exist, and applies
+// Open opens the store at path, creating it (mode 0600) if it does not exist, and applies
 // pending migrations. path is a file path, never a URI: "ops?2026.db" and "a#b.db" name those
 // files, and ":memory:" is refused, since an authority's store must persist.
 //
 // The database runs in WAL mode with synchronous=FULL, so a transaction acknowledged to the
 // caller survives a crash or power loss; foreign keys are on; and every transaction begins
 // IMMEDIATE, so two processes never interleave the read-then-append of the audit chain.
-func OpenSQLite(path string) (Store, error) { return openSQLite(path, true) }
+func Open(ctx context.Context, path string) (store.Store, error) { return open(ctx, path, true) }
 
-// OpenSQLiteExisting is OpenSQLite for commands that only read: a missing file is an error, so
-// that a mistyped --db is reported instead of answered from a new, empty store.
-func OpenSQLiteExisting(path string) (Store, error) { return openSQLite(path, false) }
+// OpenExisting is Open for commands that only read: a missing file is an error wrapping
+// store.ErrNoDatabase, so that a mistyped path is reported instead of answered from a new, empty
+// store.
+func OpenExisting(ctx context.Context, path string) (store.Store, error) {
+	return open(ctx, path, false)
+}
 
-func openSQLite(path string, create bool) (Store, error) {
+func open(ctx context.Context, path string, create bool) (store.Store, error) {
 	if path == "" || path == ":memory:" || strings.HasPrefix(path, ":memory:") {
 		return nil, fmt.Errorf("the authority database must be a file, not %q", path)
 	}
@@ -62,7 +67,7 @@ func openSQLite(path string, create bool) (Store, error) {
 		}
 	} else if _, err := os.Stat(abs); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("the authority database %s does not exist; check --db (or $P11ESCROW_DB), or create the authority with `p11escrow authority init`", path)
+			return nil, fmt.Errorf("the authority database %s %w", path, store.ErrNoDatabase)
 		}
 		return nil, fmt.Errorf("the authority database %s: %w", path, unwrapPathErr(err))
 	}
@@ -79,7 +84,7 @@ func openSQLite(path string, create bool) (Store, error) {
 	}
 	db.SetMaxOpenConns(1) // one writer; the pragmas are per connection
 	s := &sqliteStore{db: db}
-	if err := s.migrateRetrying(); err != nil {
+	if err := s.migrateRetrying(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("the authority database %s: %w", path, err)
 	}
@@ -205,7 +210,7 @@ func migrate3(tx *sql.Tx) error {
 	if n == 0 {
 		action = "create"
 	}
-	return bindAll(tx, Event{Time: time.Now(), Actor: "p11escrow", Action: action, Details: `{"schema":3}`})
+	return bindAll(tx, store.Event{Time: time.Now(), Actor: "p11escrow", Action: action, Details: `{"schema":3}`})
 }
 
 // recordCommitment reads the key commitment from a stored record's header.
@@ -277,12 +282,12 @@ func migrate1(tx *sql.Tx) error {
 // migrate applies the pending migrations. Each runs in its own IMMEDIATE transaction that first
 // reads the schema version again: of processes that open a new database at once, one applies a
 // migration and the others find it applied.
-func (s *sqliteStore) migrate() error {
-	if _, err := s.db.Exec(`CREATE TABLE IF NOT EXISTS migrations (version INTEGER PRIMARY KEY, applied TEXT NOT NULL)`); err != nil {
+func (s *sqliteStore) migrate(ctx context.Context) error {
+	if _, err := s.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS migrations (version INTEGER PRIMARY KEY, applied TEXT NOT NULL)`); err != nil {
 		return err
 	}
 	for v := 1; v <= len(migrations); v++ {
-		if err := s.migrateTo(v); err != nil {
+		if err := s.migrateTo(ctx, v); err != nil {
 			return err
 		}
 	}
@@ -292,9 +297,9 @@ func (s *sqliteStore) migrate() error {
 // migrateRetrying is migrate, retried while the database is busy. The busy timeout covers
 // ordinary locks, but while another process turns a new database to WAL mode SQLite answers
 // SQLITE_BUSY at once, without waiting.
-func (s *sqliteStore) migrateRetrying() error {
+func (s *sqliteStore) migrateRetrying(ctx context.Context) error {
 	for try := 0; ; try++ {
-		err := s.migrate()
+		err := s.migrate(ctx)
 		var se *sqlite.Error
 		if try < 100 && errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_BUSY {
 			time.Sleep(time.Duration(5+mrand.IntN(20)) * time.Millisecond)
@@ -304,8 +309,8 @@ func (s *sqliteStore) migrateRetrying() error {
 	}
 }
 
-func (s *sqliteStore) migrateTo(v int) error {
-	tx, err := s.db.Begin()
+func (s *sqliteStore) migrateTo(ctx context.Context, v int) error {
+	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
@@ -337,8 +342,8 @@ func (s *sqliteStore) Close() error { return s.db.Close() }
 // that f inserts, updates or deletes is recorded in the entry's State (see bindTouched), so that
 // the state that decides recoveries is bound to the chain and `audit --verify` catches a row
 // changed without p11escrow. This is the one path by which the store changes anything.
-func (s *sqliteStore) update(ev Event, f func(tx *sql.Tx) error) error {
-	tx, err := s.db.Begin()
+func (s *sqliteStore) update(ctx context.Context, ev store.Event, f func(tx *sql.Tx) error) error {
+	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
@@ -361,37 +366,6 @@ func (s *sqliteStore) update(ev Event, f func(tx *sql.Tx) error) error {
 	return tx.Commit()
 }
 
-// boundTable is a table whose rows decide recoveries. Each row is named by its key columns, and
-// rows for which skip (an SQL condition, %[1]s standing for the row prefix) holds are not bound.
-type boundTable struct {
-	name string
-	key  []string
-	skip string
-}
-
-// boundTables are the state bound to the audit chain: policy and instance ID (meta, but not the
-// audit head, which the chain itself checks), authority keys, records and their wraps, officers,
-// and recovery and change requests. A new table that decides recoveries belongs here.
-var boundTables = []boundTable{
-	{"meta", []string{"key"}, "%[1]skey IN ('audit_count', 'audit_head')"},
-	{"authority_keys", []string{"fingerprint"}, ""},
-	{"records", []string{"file_id", "commitment"}, ""},
-	{"wraps", []string{"file_id", "commitment", "key_fingerprint"}, ""},
-	{"officers", []string{"fingerprint"}, ""},
-	{"requests", []string{"id"}, ""},
-	{"change_requests", []string{"id"}, ""},
-}
-
-// keyExpr is the SQL text of a row's key (its key columns joined by spaces; no key column holds
-// a space), for the row prefix p ("NEW.", "OLD." or "").
-func (t boundTable) keyExpr(p string) string {
-	parts := make([]string, len(t.key))
-	for i, k := range t.key {
-		parts[i] = p + k
-	}
-	return strings.Join(parts, " || ' ' || ")
-}
-
 // watchBound makes sure this connection has the TEMP triggers that note every row written to a
 // bound table in temp.touched. They are TEMP, so they exist only in p11escrow's own connections:
 // a change made with another SQLite client is noted nowhere, and --verify reports it.
@@ -400,24 +374,24 @@ func watchBound(tx *sql.Tx) error {
 	if err := tx.QueryRow(`SELECT COUNT(*) FROM temp.sqlite_master WHERE type = 'trigger' AND name LIKE 'bind\_%' ESCAPE '\'`).Scan(&n); err != nil {
 		return err
 	}
-	if n == 3*len(boundTables) {
+	if n == 3*len(store.BoundTables) {
 		return nil
 	}
 	stmts := []string{`CREATE TEMP TABLE IF NOT EXISTS touched (tbl TEXT NOT NULL, key TEXT NOT NULL, PRIMARY KEY (tbl, key))`}
-	for _, t := range boundTables {
+	for _, t := range store.BoundTables {
 		when := func(p string) string {
-			if t.skip == "" {
+			if t.Skip == "" {
 				return ""
 			}
-			return " WHEN NOT (" + fmt.Sprintf(t.skip, p) + ")"
+			return " WHEN NOT (" + fmt.Sprintf(t.Skip, p) + ")"
 		}
 		note := func(p string) string {
-			return fmt.Sprintf(`INSERT OR IGNORE INTO temp.touched VALUES ('%s', %s);`, t.name, t.keyExpr(p))
+			return fmt.Sprintf(`INSERT OR IGNORE INTO temp.touched VALUES ('%s', %s);`, t.Name, t.KeyExpr(p))
 		}
 		stmts = append(stmts,
-			fmt.Sprintf(`CREATE TEMP TRIGGER IF NOT EXISTS bind_%s_i AFTER INSERT ON main.%s%s BEGIN %s END`, t.name, t.name, when("NEW."), note("NEW.")),
-			fmt.Sprintf(`CREATE TEMP TRIGGER IF NOT EXISTS bind_%s_u AFTER UPDATE ON main.%s%s BEGIN %s %s END`, t.name, t.name, when("NEW."), note("OLD."), note("NEW.")),
-			fmt.Sprintf(`CREATE TEMP TRIGGER IF NOT EXISTS bind_%s_d AFTER DELETE ON main.%s%s BEGIN %s END`, t.name, t.name, when("OLD."), note("OLD.")))
+			fmt.Sprintf(`CREATE TEMP TRIGGER IF NOT EXISTS bind_%s_i AFTER INSERT ON main.%s%s BEGIN %s END`, t.Name, t.Name, when("NEW."), note("NEW.")),
+			fmt.Sprintf(`CREATE TEMP TRIGGER IF NOT EXISTS bind_%s_u AFTER UPDATE ON main.%s%s BEGIN %s %s END`, t.Name, t.Name, when("NEW."), note("OLD."), note("NEW.")),
+			fmt.Sprintf(`CREATE TEMP TRIGGER IF NOT EXISTS bind_%s_d AFTER DELETE ON main.%s%s BEGIN %s END`, t.Name, t.Name, when("OLD."), note("OLD.")))
 	}
 	for _, q := range stmts {
 		if _, err := tx.Exec(q); err != nil {
@@ -448,156 +422,49 @@ func bindTouched(tx *sql.Tx) (string, error) {
 	}
 	var lines []string
 	for _, tk := range touched {
-		t := tableNamed(tk[0])
-		cond := make([]string, len(t.key))
-		for i, k := range t.key {
+		t, ok := store.Table(tk[0])
+		if !ok {
+			return "", fmt.Errorf("no bound table %q", tk[0])
+		}
+		cond := make([]string, len(t.Key))
+		for i, k := range t.Key {
 			cond[i] = k + " = ?"
 		}
 		args := []any{}
 		for _, v := range strings.Split(tk[1], " ") {
 			args = append(args, v)
 		}
-		got, err := hashRows(tx, t, `SELECT * FROM `+t.name+` WHERE `+strings.Join(cond, " AND "), args...)
+		got, err := sqlstore.HashRows(tx, t, `SELECT * FROM `+t.Name+` WHERE `+strings.Join(cond, " AND "), args...)
 		if err != nil {
 			return "", err
 		}
-		h := "-"
-		if d, ok := got[tk[1]]; ok {
-			h = hex.EncodeToString(d)
-		}
-		lines = append(lines, t.name+" "+tk[1]+" "+h)
+		lines = append(lines, store.StateLine(t.Name, tk[1], got[tk[1]]))
 	}
 	if _, err := tx.Exec(`DELETE FROM temp.touched`); err != nil {
 		return "", err
 	}
-	sort.Strings(lines)
-	return strings.Join(lines, "\n"), nil
-}
-
-func tableNamed(name string) boundTable {
-	for _, t := range boundTables {
-		if t.name == name {
-			return t
-		}
-	}
-	panic("authority: no bound table " + name)
-}
-
-type rowQuerier interface {
-	Query(query string, args ...any) (*sql.Rows, error)
-}
-
-// hashRows runs q on table t and returns each row's digest by key. A row's digest is SHA-256 of
-// a length-prefixed encoding of the table name and every non-NULL column's name, type and value,
-// so a column added later as NULL leaves older rows' digests alone.
-func hashRows(db rowQuerier, t boundTable, q string, args ...any) (map[string][]byte, error) {
-	rows, err := db.Query(q, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	cols, err := rows.Columns()
-	if err != nil {
-		return nil, err
-	}
-	idx := map[string]int{}
-	for i, c := range cols {
-		idx[c] = i
-	}
-	out := map[string][]byte{}
-	vals := make([]any, len(cols))
-	ptrs := make([]any, len(cols))
-	for i := range vals {
-		ptrs[i] = &vals[i]
-	}
-	for rows.Next() {
-		if err := rows.Scan(ptrs...); err != nil {
-			return nil, err
-		}
-		var keyParts []string
-		for _, k := range t.key {
-			keyParts = append(keyParts, fmt.Sprint(vals[idx[k]]))
-		}
-		out[strings.Join(keyParts, " ")] = rowDigest(t.name, cols, vals)
-	}
-	return out, rows.Err()
-}
-
-func rowDigest(table string, cols []string, vals []any) []byte {
-	h := sha256.New()
-	field := func(tag byte, b []byte) {
-		var n [5]byte
-		n[0] = tag
-		binary.BigEndian.PutUint32(n[1:], uint32(len(b)))
-		h.Write(n[:])
-		h.Write(b)
-	}
-	h.Write([]byte("p11escrow-row/v1\n"))
-	field('n', []byte(table))
-	for i, v := range vals {
-		if v == nil {
-			continue
-		}
-		field('c', []byte(cols[i]))
-		switch v := v.(type) {
-		case []byte:
-			field('b', v)
-		case string:
-			field('t', []byte(v))
-		case int64:
-			field('i', []byte(strconv.FormatInt(v, 10)))
-		default:
-			field('o', []byte(fmt.Sprint(v)))
-		}
-	}
-	return h.Sum(nil)
-}
-
-// currentState hashes every row of every bound table, keyed "TABLE KEY".
-func currentState(db rowQuerier) (map[string][]byte, error) {
-	all := map[string][]byte{}
-	for _, t := range boundTables {
-		q := `SELECT * FROM ` + t.name
-		if t.skip != "" {
-			q += ` WHERE NOT (` + fmt.Sprintf(t.skip, "") + `)`
-		}
-		rows, err := hashRows(db, t, q)
-		if err != nil {
-			return nil, err
-		}
-		for k, d := range rows {
-			all[t.name+" "+k] = d
-		}
-	}
-	return all, nil
+	return store.StateText(lines), nil
 }
 
 // bindAll appends an entry that records every bound row as it is: used once by the migration
 // that introduced state binding, for the rows made before it. A later migration that rewrites
 // bound rows must call it too.
-func bindAll(tx *sql.Tx, ev Event) error {
-	state, err := currentState(tx)
+func bindAll(tx *sql.Tx, ev store.Event) error {
+	state, err := sqlstore.CurrentState(tx)
 	if err != nil {
 		return err
 	}
-	lines := make([]string, 0, len(state))
-	for k, d := range state {
-		lines = append(lines, k+" "+hex.EncodeToString(d))
-	}
-	sort.Strings(lines)
-	return appendAudit(tx, ev, strings.Join(lines, "\n"))
+	return appendAudit(tx, ev, store.AllState(state))
 }
 
 // appendAudit chains ev, with the state lines of the rows its change wrote, to the head and
 // moves the head, inside the caller's transaction.
-func appendAudit(tx *sql.Tx, ev Event, state string) error {
-	count, head, err := readHead(tx)
+func appendAudit(tx *sql.Tx, ev store.Event, state string) error {
+	count, head, err := sqlstore.ReadHead(tx)
 	if err != nil {
 		return err
 	}
-	e := &AuditEntry{Seq: count + 1, Time: ev.Time.UTC().Format(time.RFC3339Nano), Actor: ev.Actor,
-		Action: ev.Action, Details: ev.Details, PrevHash: head, State: state}
-	e.Hash = e.ComputeHash()
+	e := store.NextEntry(count, head, ev, state)
 	if _, err := tx.Exec(`INSERT INTO audit(seq, time, actor, action, details, prev_hash, hash, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
 		e.Seq, e.Time, e.Actor, e.Action, e.Details, e.PrevHash, e.Hash, e.State); err != nil {
 		return err
@@ -607,44 +474,19 @@ func appendAudit(tx *sql.Tx, ev Event, state string) error {
 	return err
 }
 
-type querier interface {
-	QueryRow(query string, args ...any) *sql.Row
+func (s *sqliteStore) InstanceID(ctx context.Context) (string, error) {
+	return sqlstore.InstanceID(sqlstore.At(ctx, s.db))
 }
 
-func readHead(q querier) (int64, []byte, error) {
-	var c, h string
-	if err := q.QueryRow(`SELECT value FROM meta WHERE key = 'audit_count'`).Scan(&c); err != nil {
-		return 0, nil, err
-	}
-	if err := q.QueryRow(`SELECT value FROM meta WHERE key = 'audit_head'`).Scan(&h); err != nil {
-		return 0, nil, err
-	}
-	count, err := strconv.ParseInt(c, 10, 64)
-	if err != nil {
-		return 0, nil, fmt.Errorf("the audit head count %q is not a number", c)
-	}
-	head, err := hex.DecodeString(h)
-	if err != nil {
-		return 0, nil, fmt.Errorf("the audit head hash %q is not hex", h)
-	}
-	return count, head, nil
-}
-
-func (s *sqliteStore) InstanceID() (string, error) {
-	var id string
-	err := s.db.QueryRow(`SELECT value FROM meta WHERE key = 'instance_id'`).Scan(&id)
-	return id, err
-}
-
-func (s *sqliteStore) Intake(r *HeldRecord, w *Wrap, ev Event) error {
-	return s.update(ev, func(tx *sql.Tx) error {
+func (s *sqliteStore) Intake(ctx context.Context, r *store.HeldRecord, w *store.Wrap, ev store.Event) error {
+	return s.update(ctx, ev, func(tx *sql.Tx) error {
 		var others int
 		if err := tx.QueryRow(`SELECT COUNT(*) FROM records WHERE file_id = ? AND commitment != ?`,
 			r.FileID, r.Commitment).Scan(&others); err != nil {
 			return err
 		}
 		if others != r.SameID {
-			return ErrChanged
+			return store.ErrChanged
 		}
 		res, err := tx.Exec(`INSERT INTO records(file_id, commitment, owner_fingerprint, owner_token_label,
 			owner_token_serial, description, created, intake_time, authority_key, status, record)
@@ -655,50 +497,29 @@ func (s *sqliteStore) Intake(r *HeldRecord, w *Wrap, ev Event) error {
 			return err
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
-			return ErrExists
+			return store.ErrExists
 		}
 		return insertWrap(tx, w)
 	})
 }
 
-func insertWrap(tx *sql.Tx, w *Wrap) error {
+func insertWrap(tx *sql.Tx, w *store.Wrap) error {
 	_, err := tx.Exec(`INSERT INTO wraps(file_id, commitment, key_fingerprint, oaep_hash, wrapped, added) VALUES (?, ?, ?, ?, ?, ?)`,
 		w.FileID, w.Commitment, w.KeyFingerprint, w.OAEPHash, w.Wrapped, w.Added)
 	return err
 }
 
-// listColumns are what listing needs: everything but the record bytes, which can be large and
-// are read only for the one record an operation uses. same_id counts the other records held
-// under the same file ID.
-const listColumns = `file_id, commitment, owner_fingerprint, owner_token_label, owner_token_serial,
-	description, created, intake_time, authority_key, status,
-	(SELECT COUNT(*) - 1 FROM records o WHERE o.file_id = records.file_id)`
-
-func scanRecord(row interface{ Scan(...any) error }, withBytes bool) (*HeldRecord, error) {
-	r := &HeldRecord{}
-	dest := []any{&r.FileID, &r.Commitment, &r.OwnerFingerprint, &r.OwnerTokenLabel, &r.OwnerTokenSerial,
-		&r.Description, &r.Created, &r.IntakeTime, &r.AuthorityKey, &r.Status, &r.SameID}
-	if withBytes {
-		dest = append(dest, &r.Record)
-	}
-	err := row.Scan(dest...)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, ErrNotFound
-	}
-	return r, err
-}
-
-func (s *sqliteStore) Record(fileID, commitment string) (*HeldRecord, error) {
-	return scanRecord(s.db.QueryRow(`SELECT `+listColumns+`, record FROM records WHERE file_id = ? AND commitment = ?`,
+func (s *sqliteStore) Record(ctx context.Context, fileID, commitment string) (*store.HeldRecord, error) {
+	return sqlstore.ScanRecord(s.db.QueryRowContext(ctx, `SELECT `+sqlstore.ListColumns+`, record FROM records WHERE file_id = ? AND commitment = ?`,
 		fileID, commitment), true)
 }
 
-func (s *sqliteStore) RecordsByID(fileID string) ([]*HeldRecord, error) {
-	return s.queryRecords(`SELECT `+listColumns+`, record FROM records WHERE file_id = ? ORDER BY intake_time, commitment`,
+func (s *sqliteStore) RecordsByID(ctx context.Context, fileID string) ([]*store.HeldRecord, error) {
+	return s.queryRecords(ctx, `SELECT `+sqlstore.ListColumns+`, record FROM records WHERE file_id = ? ORDER BY intake_time, commitment`,
 		true, fileID)
 }
 
-func (s *sqliteStore) Records(f Filter) ([]*HeldRecord, error) {
+func (s *sqliteStore) Records(ctx context.Context, f store.Filter) ([]*store.HeldRecord, error) {
 	var where []string
 	var args []any
 	if f.Owner != "" {
@@ -711,69 +532,31 @@ func (s *sqliteStore) Records(f Filter) ([]*HeldRecord, error) {
 		// RFC 3339 UTC to the second sorts as text.
 		where, args = append(where, "intake_time >= ?"), append(args, f.Since.UTC().Format(time.RFC3339))
 	}
-	q := `SELECT ` + listColumns + ` FROM records`
+	q := `SELECT ` + sqlstore.ListColumns + ` FROM records`
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
-	return s.queryRecords(q+" ORDER BY intake_time, file_id, commitment", false, args...)
+	return s.queryRecords(ctx, q+" ORDER BY intake_time, file_id, commitment", false, args...)
 }
 
-func (s *sqliteStore) queryRecords(q string, withBytes bool, args ...any) ([]*HeldRecord, error) {
-	rows, err := s.db.Query(q, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []*HeldRecord
-	for rows.Next() {
-		r, err := scanRecord(rows, withBytes)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, r)
-	}
-	return out, rows.Err()
+func (s *sqliteStore) queryRecords(ctx context.Context, q string, withBytes bool, args ...any) ([]*store.HeldRecord, error) {
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	return sqlstore.ScanRecords(rows, err, withBytes)
 }
 
-func (s *sqliteStore) Wraps(fileID, commitment string) ([]*Wrap, error) {
-	rows, err := s.db.Query(`SELECT file_id, commitment, key_fingerprint, oaep_hash, wrapped, added FROM wraps
-		WHERE file_id = ? AND commitment = ? ORDER BY added`, fileID, commitment)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []*Wrap
-	for rows.Next() {
-		w := &Wrap{}
-		if err := rows.Scan(&w.FileID, &w.Commitment, &w.KeyFingerprint, &w.OAEPHash, &w.Wrapped, &w.Added); err != nil {
-			return nil, err
-		}
-		out = append(out, w)
-	}
-	return out, rows.Err()
+func (s *sqliteStore) Wraps(ctx context.Context, fileID, commitment string) ([]*store.Wrap, error) {
+	return sqlstore.ScanWraps(s.db.QueryContext(ctx, `SELECT `+sqlstore.WrapColumns+` FROM wraps
+		WHERE file_id = ? AND commitment = ? ORDER BY added, key_fingerprint`, fileID, commitment))
 }
 
-func (s *sqliteStore) PendingRewrap(to string) ([]RecordRef, error) {
-	rows, err := s.db.Query(`SELECT file_id, commitment FROM records r WHERE NOT EXISTS
+func (s *sqliteStore) PendingRewrap(ctx context.Context, to string) ([]store.RecordRef, error) {
+	return sqlstore.ScanRefs(s.db.QueryContext(ctx, `SELECT file_id, commitment FROM records r WHERE NOT EXISTS
 		(SELECT 1 FROM wraps w WHERE w.file_id = r.file_id AND w.commitment = r.commitment AND w.key_fingerprint = ?)
-		ORDER BY file_id, commitment`, to)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []RecordRef
-	for rows.Next() {
-		var r RecordRef
-		if err := rows.Scan(&r.FileID, &r.Commitment); err != nil {
-			return nil, err
-		}
-		out = append(out, r)
-	}
-	return out, rows.Err()
+		ORDER BY file_id, commitment`, to))
 }
 
-func (s *sqliteStore) AddWrap(w *Wrap, ev Event) error {
-	return s.update(ev, func(tx *sql.Tx) error {
+func (s *sqliteStore) AddWrap(ctx context.Context, w *store.Wrap, ev store.Event) error {
+	return s.update(ctx, ev, func(tx *sql.Tx) error {
 		if err := insertWrap(tx, w); err != nil {
 			return err
 		}
@@ -783,31 +566,18 @@ func (s *sqliteStore) AddWrap(w *Wrap, ev Event) error {
 	})
 }
 
-func (s *sqliteStore) AuthorityKeys() ([]*AuthorityKey, error) {
-	rows, err := s.db.Query(`SELECT fingerprint, label, tag, oaep_hash, public_key, created, state FROM authority_keys ORDER BY created, label`)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []*AuthorityKey
-	for rows.Next() {
-		k := &AuthorityKey{}
-		if err := rows.Scan(&k.Fingerprint, &k.Label, &k.Tag, &k.OAEPHash, &k.PublicKey, &k.Created, &k.State); err != nil {
-			return nil, err
-		}
-		out = append(out, k)
-	}
-	return out, rows.Err()
+func (s *sqliteStore) AuthorityKeys(ctx context.Context) ([]*store.AuthorityKey, error) {
+	return sqlstore.AuthorityKeys(sqlstore.At(ctx, s.db))
 }
 
-func (s *sqliteStore) AddAuthorityKey(k *AuthorityKey, ev Event) error {
-	return s.update(ev, func(tx *sql.Tx) error {
+func (s *sqliteStore) AddAuthorityKey(ctx context.Context, k *store.AuthorityKey, ev store.Event) error {
+	return s.update(ctx, ev, func(tx *sql.Tx) error {
 		var n int
 		if err := tx.QueryRow(`SELECT COUNT(*) FROM authority_keys WHERE fingerprint = ? OR label = ?`, k.Fingerprint, k.Label).Scan(&n); err != nil {
 			return err
 		}
 		if n > 0 {
-			return ErrExists
+			return store.ErrExists
 		}
 		if _, err := tx.Exec(`UPDATE authority_keys SET state = 'previous' WHERE state = 'current'`); err != nil {
 			return err
@@ -818,8 +588,8 @@ func (s *sqliteStore) AddAuthorityKey(k *AuthorityKey, ev Event) error {
 	})
 }
 
-func (s *sqliteStore) RetireKey(fingerprint string, ev Event) error {
-	return s.update(ev, func(tx *sql.Tx) error {
+func (s *sqliteStore) RetireKey(ctx context.Context, fingerprint string, ev store.Event) error {
+	return s.update(ctx, ev, func(tx *sql.Tx) error {
 		var n int
 		err := tx.QueryRow(`SELECT COUNT(*) FROM records r WHERE NOT EXISTS (
 			SELECT 1 FROM wraps w JOIN authority_keys k ON k.fingerprint = w.key_fingerprint
@@ -828,83 +598,50 @@ func (s *sqliteStore) RetireKey(fingerprint string, ev Event) error {
 			return err
 		}
 		if n > 0 {
-			return fmt.Errorf("%w: %d record(s) are wrapped under no other key", ErrInUse, n)
+			return fmt.Errorf("%w: %d record(s) are wrapped under no other key", store.ErrInUse, n)
 		}
 		_, err = tx.Exec(`UPDATE authority_keys SET state = 'retired' WHERE fingerprint = ?`, fingerprint)
 		return err
 	})
 }
 
-func (s *sqliteStore) AddOfficer(o *Officer, ev Event) error {
-	return s.update(ev, func(tx *sql.Tx) error {
-		if err := refuseGoverned(tx); err != nil {
+func (s *sqliteStore) AddOfficer(ctx context.Context, o *store.Officer, ev store.Event) error {
+	return s.update(ctx, ev, func(tx *sql.Tx) error {
+		if err := sqlstore.RefuseGoverned(tx); err != nil {
 			return err
 		}
 		return insertOfficer(tx, o)
 	})
 }
 
-// governed is the one statement of the rule "a quorum is registered" (see Authority.Governed).
-func governed(q querier) (bool, error) {
-	var g bool
-	err := q.QueryRow(`SELECT (SELECT COUNT(*) FROM officers) >=
-		(SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'approvals')`).Scan(&g)
-	return g, err
+func (s *sqliteStore) Governed(ctx context.Context) (bool, error) {
+	return sqlstore.Governed(sqlstore.At(ctx, s.db))
 }
 
-// refuseGoverned returns ErrGoverned once a quorum is registered. Inside the transaction that
-// makes a direct change, it keeps concurrent direct changes from passing the check together.
-func refuseGoverned(tx *sql.Tx) error {
-	g, err := governed(tx)
-	if err == nil && g {
-		err = ErrGoverned
-	}
-	return err
-}
-
-func (s *sqliteStore) Governed() (bool, error) { return governed(s.db) }
-
-func insertOfficer(tx *sql.Tx, o *Officer) error {
+func insertOfficer(tx *sql.Tx, o *store.Officer) error {
 	var n int
 	if err := tx.QueryRow(`SELECT COUNT(*) FROM officers WHERE fingerprint = ? OR name = ?`, o.Fingerprint, o.Name).Scan(&n); err != nil {
 		return err
 	}
 	if n > 0 {
-		return ErrExists
+		return store.ErrExists
 	}
 	_, err := tx.Exec(`INSERT INTO officers(fingerprint, name, algorithm, public_key, added) VALUES (?, ?, ?, ?, ?)`,
 		o.Fingerprint, o.Name, o.Algorithm, o.PublicKey, o.Added)
 	return err
 }
 
-func (s *sqliteStore) Officers() ([]*Officer, error) {
-	rows, err := s.db.Query(`SELECT fingerprint, name, algorithm, public_key, added FROM officers ORDER BY name`)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []*Officer
-	for rows.Next() {
-		o := &Officer{}
-		if err := rows.Scan(&o.Fingerprint, &o.Name, &o.Algorithm, &o.PublicKey, &o.Added); err != nil {
-			return nil, err
-		}
-		out = append(out, o)
-	}
-	return out, rows.Err()
+func (s *sqliteStore) Officers(ctx context.Context) ([]*store.Officer, error) {
+	return sqlstore.Officers(sqlstore.At(ctx, s.db))
 }
 
-func (s *sqliteStore) Approvals() (int, error) {
-	var v string
-	if err := s.db.QueryRow(`SELECT value FROM meta WHERE key = 'approvals'`).Scan(&v); err != nil {
-		return 0, err
-	}
-	return strconv.Atoi(v)
+func (s *sqliteStore) Approvals(ctx context.Context) (int, error) {
+	return sqlstore.Approvals(sqlstore.At(ctx, s.db))
 }
 
-func (s *sqliteStore) SetApprovals(n int, ev Event) error {
-	return s.update(ev, func(tx *sql.Tx) error {
-		if err := refuseGoverned(tx); err != nil {
+func (s *sqliteStore) SetApprovals(ctx context.Context, n int, ev store.Event) error {
+	return s.update(ctx, ev, func(tx *sql.Tx) error {
+		if err := sqlstore.RefuseGoverned(tx); err != nil {
 			return err
 		}
 		return setApprovals(tx, n)
@@ -916,26 +653,20 @@ func setApprovals(tx *sql.Tx, n int) error {
 	return err
 }
 
-func (s *sqliteStore) AddChangeRequest(r *StoredRequest, ev Event) error {
-	return s.update(ev, func(tx *sql.Tx) error {
+func (s *sqliteStore) AddChangeRequest(ctx context.Context, r *store.StoredRequest, ev store.Event) error {
+	return s.update(ctx, ev, func(tx *sql.Tx) error {
 		_, err := tx.Exec(`INSERT INTO change_requests(id, state, created, canonical) VALUES (?, 'open', ?, ?)`,
 			r.ID, r.Created, r.Canonical)
 		return err
 	})
 }
 
-func (s *sqliteStore) ChangeRequest(id string) (*StoredRequest, error) {
-	r := &StoredRequest{}
-	err := s.db.QueryRow(`SELECT id, state, created, canonical FROM change_requests WHERE id = ?`, id).
-		Scan(&r.ID, &r.State, &r.Created, &r.Canonical)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, ErrNotFound
-	}
-	return r, err
+func (s *sqliteStore) ChangeRequest(ctx context.Context, id string) (*store.StoredRequest, error) {
+	return sqlstore.ScanRequest(s.db.QueryRowContext(ctx, `SELECT id, state, created, canonical FROM change_requests WHERE id = ?`, id), true)
 }
 
-func (s *sqliteStore) ApplyChange(requestID string, g Governance, ev Event) error {
-	return s.update(ev, func(tx *sql.Tx) error {
+func (s *sqliteStore) ApplyChange(ctx context.Context, requestID string, g store.Governance, ev store.Event) error {
+	return s.update(ctx, ev, func(tx *sql.Tx) error {
 		res, err := tx.Exec(`UPDATE change_requests SET state = 'used' WHERE id = ? AND state = 'open'`, requestID)
 		if err != nil {
 			return err
@@ -950,26 +681,20 @@ func (s *sqliteStore) ApplyChange(requestID string, g Governance, ev Event) erro
 	})
 }
 
-func (s *sqliteStore) AddRequest(r *StoredRequest, ev Event) error {
-	return s.update(ev, func(tx *sql.Tx) error {
+func (s *sqliteStore) AddRequest(ctx context.Context, r *store.StoredRequest, ev store.Event) error {
+	return s.update(ctx, ev, func(tx *sql.Tx) error {
 		_, err := tx.Exec(`INSERT INTO requests(id, file_id, commitment, state, created, canonical) VALUES (?, ?, ?, 'open', ?, ?)`,
 			r.ID, r.FileID, r.Commitment, r.Created, r.Canonical)
 		return err
 	})
 }
 
-func (s *sqliteStore) Request(id string) (*StoredRequest, error) {
-	r := &StoredRequest{}
-	err := s.db.QueryRow(`SELECT id, file_id, commitment, state, created, canonical FROM requests WHERE id = ?`, id).
-		Scan(&r.ID, &r.FileID, &r.Commitment, &r.State, &r.Created, &r.Canonical)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, ErrNotFound
-	}
-	return r, err
+func (s *sqliteStore) Request(ctx context.Context, id string) (*store.StoredRequest, error) {
+	return sqlstore.ScanRequest(s.db.QueryRowContext(ctx, `SELECT id, file_id, commitment, state, created, canonical FROM requests WHERE id = ?`, id), false)
 }
 
-func (s *sqliteStore) Recovered(requestID string, ev Event) error {
-	return s.update(ev, func(tx *sql.Tx) error {
+func (s *sqliteStore) Recovered(ctx context.Context, requestID string, ev store.Event) error {
+	return s.update(ctx, ev, func(tx *sql.Tx) error {
 		res, err := tx.Exec(`UPDATE requests SET state = 'used' WHERE id = ? AND state = 'open'`, requestID)
 		if err != nil {
 			return err
@@ -983,99 +708,60 @@ func (s *sqliteStore) Recovered(requestID string, ev Event) error {
 	})
 }
 
-func (s *sqliteStore) Log(ev Event) error { return s.update(ev, nil) }
+func (s *sqliteStore) Log(ctx context.Context, ev store.Event) error { return s.update(ctx, ev, nil) }
 
-func (s *sqliteStore) Audit() ([]*AuditEntry, error) { return readAudit(s.db) }
+func (s *sqliteStore) Audit(ctx context.Context) ([]*store.AuditEntry, error) {
+	return sqlstore.ReadAudit(sqlstore.At(ctx, s.db))
+}
 
 // AuditSnapshot reads the log, its head and the bound state in one read transaction: a writer
 // that commits between the reads could otherwise make a sound log look broken.
-func (s *sqliteStore) AuditSnapshot() (*AuditSnapshot, error) {
-	tx, err := s.db.BeginTx(context.Background(), &sql.TxOptions{ReadOnly: true})
+func (s *sqliteStore) AuditSnapshot(ctx context.Context) (*store.AuditSnapshot, error) {
+	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return nil, err
 	}
 	defer tx.Rollback()
-	snap := &AuditSnapshot{}
-	if snap.Entries, err = readAudit(tx); err != nil {
-		return nil, err
-	}
-	if snap.Count, snap.Head, err = readHead(tx); err != nil {
-		return nil, err
-	}
-	if snap.State, err = currentState(tx); err != nil {
-		return nil, err
-	}
-	return snap, nil
+	return sqlstore.Snapshot(tx)
 }
 
-func readAudit(db rowQuerier) ([]*AuditEntry, error) {
-	rows, err := db.Query(`SELECT seq, time, actor, action, details, prev_hash, hash, state FROM audit ORDER BY seq`)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []*AuditEntry
-	for rows.Next() {
-		e := &AuditEntry{}
-		if err := rows.Scan(&e.Seq, &e.Time, &e.Actor, &e.Action, &e.Details, &e.PrevHash, &e.Hash, &e.State); err != nil {
-			return nil, err
-		}
-		out = append(out, e)
-	}
-	return out, rows.Err()
+func (s *sqliteStore) AuditHead(ctx context.Context) (int64, []byte, error) {
+	return sqlstore.ReadHead(sqlstore.At(ctx, s.db))
 }
 
-func (s *sqliteStore) AuditHead() (int64, []byte, error) { return readHead(s.db) }
-
-// IntegrityCheck runs PRAGMA integrity_check and returns its verdict ("ok" when sound).
-func IntegrityCheck(st Store) (string, error) {
+// IntegrityCheck runs PRAGMA integrity_check on a SQLite store and returns its verdict ("ok"
+// when sound).
+func IntegrityCheck(ctx context.Context, st store.Store) (string, error) {
 	s, ok := st.(*sqliteStore)
 	if !ok {
 		return "", errors.New("integrity_check is a SQLite check")
 	}
 	var v string
-	err := s.db.QueryRow(`PRAGMA integrity_check`).Scan(&v)
+	err := s.db.QueryRowContext(ctx, `PRAGMA integrity_check`).Scan(&v)
 	return v, err
 }
 
-// BackupSQLite writes a consistent copy of the store to path (VACUUM INTO), even while other
+// Backup writes a consistent copy of the store to path (VACUUM INTO), even while other
 // processes use the database. path must not exist or be an empty file.
-func BackupSQLite(st Store, path string) error {
-	s, ok := st.(*sqliteStore)
-	if !ok {
-		return errors.New("this backup is for the SQLite store")
-	}
-	_, err := s.db.Exec(`VACUUM INTO ?`, path)
+func (s *sqliteStore) Backup(ctx context.Context, path string) error {
+	_, err := s.db.ExecContext(ctx, `VACUUM INTO ?`, path)
 	return err
 }
 
 // The receipt key is kept in meta, a bound table, so its registration is in the audit chain.
-func (s *sqliteStore) ReceiptKey() (string, []byte, error) {
-	var label, pub sql.NullString
-	err := s.db.QueryRow(`SELECT (SELECT value FROM meta WHERE key = 'receipt_key_label'),
-		(SELECT value FROM meta WHERE key = 'receipt_key')`).Scan(&label, &pub)
-	if err != nil {
-		return "", nil, err
-	}
-	if !label.Valid || !pub.Valid {
-		return "", nil, ErrNotFound
-	}
-	der, err := hex.DecodeString(pub.String)
-	if err != nil {
-		return "", nil, fmt.Errorf("the registered receipt key is not hex")
-	}
-	return label.String, der, nil
+func (s *sqliteStore) ReceiptKey(ctx context.Context) (string, []byte, error) {
+	return sqlstore.ReceiptKey(sqlstore.At(ctx, s.db))
 }
 
-func (s *sqliteStore) SetReceiptKey(label string, pub []byte, ev Event) error {
-	return s.update(ev, func(tx *sql.Tx) error {
+func (s *sqliteStore) SetReceiptKey(ctx context.Context, label string, pub []byte, ev store.Event) error {
+	return s.update(ctx, ev, func(tx *sql.Tx) error {
 		res, err := tx.Exec(`INSERT INTO meta(key, value) VALUES ('receipt_key_label', ?), ('receipt_key', ?)
 			ON CONFLICT(key) DO NOTHING`, label, hex.EncodeToString(pub))
 		if err != nil {
 			return err
 		}
 		if n, _ := res.RowsAffected(); n != 2 {
-			return ErrExists
+			return store.ErrExists
 		}
 		return nil
 	})
@@ -1083,13 +769,13 @@ func (s *sqliteStore) SetReceiptKey(label string, pub []byte, ev Event) error {
 
 // IntakeSeq reads the log from its end: a record is held once, so it has one intake entry, and
 // the receipt of a record just held finds it among the last entries instead of scanning them all.
-func (s *sqliteStore) IntakeSeq(fileID, commitment string) (int, error) {
+func (s *sqliteStore) IntakeSeq(ctx context.Context, fileID, commitment string) (int, error) {
 	var seq int
-	err := s.db.QueryRow(`SELECT seq FROM audit WHERE action IN ('intake', 'intake-collision')
+	err := s.db.QueryRowContext(ctx, `SELECT seq FROM audit WHERE action IN ('intake', 'intake-collision')
 		AND json_extract(details, '$.file_id') = ? AND json_extract(details, '$.key_commitment') = ?
 		ORDER BY seq DESC LIMIT 1`, fileID, commitment).Scan(&seq)
 	if errors.Is(err, sql.ErrNoRows) {
-		return 0, ErrNotFound
+		return 0, store.ErrNotFound
 	}
 	return seq, err
 }

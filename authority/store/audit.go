@@ -1,4 +1,4 @@
-package authority
+package store
 
 import (
 	"bytes"
@@ -103,7 +103,7 @@ func (e *StateError) Error() string {
 }
 
 // VerifyState checks the current rows of the bound tables (current: "TABLE KEY" to the row's
-// hash, as the store computes it) against the last state each audit entry recorded for them. A
+// digest, as AuditSnapshot.State holds it) against the last state each audit entry recorded for them. A
 // row changed, inserted or deleted without an audit entry is reported as a *StateError. Call it
 // only on entries that VerifyChain accepted.
 func VerifyState(entries []*AuditEntry, current map[string][]byte) error {

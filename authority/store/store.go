@@ -1,92 +1,128 @@
-package authority
+// Package store is the authority's persistent state: the Store interface that every backend
+// implements, the types it keeps, and the rules every backend shares (the audit entry's hash, the
+// digest of a bound row). Backends are sibling packages: store/sqlite and store/postgres.
+package store
 
 import (
+	"context"
+	"crypto"
+	"crypto/rsa"
+	"crypto/x509"
 	"errors"
 	"time"
+
+	"github.com/p11escrow/p11escrow/escrow"
 )
 
 // Store is where the authority keeps its records, keys, officers, policy, requests and audit
-// log. Every method that changes something takes the Event that describes the change, and
-// appends it to the audit log in the same transaction as the change itself: a crash leaves
-// either both or neither. OpenSQLite is the implementation today; a PostgreSQL one needs only
-// this interface (and the same hash chain, see AuditEntry.ComputeHash).
+// log. Every backend keeps this contract:
+//
+//   - Every method that changes something takes the Event that describes the change and appends
+//     it to the audit log in the same transaction as the change itself: a crash, a cancelled
+//     ctx or a failed commit leaves either both or neither.
+//   - Audit appends are serialised: of writers in any number of processes or hosts, each reads
+//     the head and appends to it with no other append in between, so the chain stays linear,
+//     without forks or gaps (AuditEntry.ComputeHash chains each entry to the one before).
+//   - Every row of a bound table (BoundTables) that a change inserts, updates or deletes is
+//     recorded in the entry's State with its RowDigest, so that the authority's VerifyState
+//     catches a row changed without p11escrow. AuditSnapshot reads the log, the head and every
+//     bound row in one consistent read.
+//   - A change that is refused (ErrExists, ErrChanged, ErrGoverned, ErrInUse) changes nothing
+//     and appends nothing.
+//
+// ctx bounds each call; a backend gives up and rolls back when it is done.
 type Store interface {
 	// InstanceID is a random ID made when the store was created. Requests name it, so an
 	// approval given for one authority cannot be replayed at another.
-	InstanceID() (string, error)
+	InstanceID(ctx context.Context) (string, error)
 
 	// Intake stores a verified record and its first wrapped key. A record is identified by its
 	// file ID and key commitment together: it returns ErrExists, and changes nothing, if that
 	// pair is already held. Another commitment under a held file ID is a second record; rec.SameID
 	// says how many the caller saw (and audited in ev), and ErrChanged, with nothing changed,
 	// says that this is no longer so.
-	Intake(rec *HeldRecord, w *Wrap, ev Event) error
+	Intake(ctx context.Context, rec *HeldRecord, w *Wrap, ev Event) error
 	// Record returns the record with this file ID and key commitment; ErrNotFound if absent.
-	Record(fileID, commitment string) (*HeldRecord, error)
+	Record(ctx context.Context, fileID, commitment string) (*HeldRecord, error)
 	// RecordsByID returns every record held under a file ID (more than one if the ID was
 	// copied into another file), with their record bytes.
-	RecordsByID(fileID string) ([]*HeldRecord, error)
+	RecordsByID(ctx context.Context, fileID string) ([]*HeldRecord, error)
 	// Records lists records without their record bytes (HeldRecord.Record is nil).
-	Records(f Filter) ([]*HeldRecord, error)
-	Wraps(fileID, commitment string) ([]*Wrap, error)
+	Records(ctx context.Context, f Filter) ([]*HeldRecord, error)
+	// Wraps returns a record's wrapped keys, oldest first.
+	Wraps(ctx context.Context, fileID, commitment string) ([]*Wrap, error)
 	// PendingRewrap lists the records that have no wrap under key fingerprint to.
-	PendingRewrap(to string) ([]RecordRef, error)
+	PendingRewrap(ctx context.Context, to string) ([]RecordRef, error)
 	// AddWrap stores a record's key wrapped under another authority key (rotation) and makes
 	// that key the record's authority key.
-	AddWrap(w *Wrap, ev Event) error
+	AddWrap(ctx context.Context, w *Wrap, ev Event) error
 
-	AuthorityKeys() ([]*AuthorityKey, error)
+	// AuthorityKeys lists every registered authority key, retired ones included.
+	AuthorityKeys(ctx context.Context) ([]*AuthorityKey, error)
 	// AddAuthorityKey registers a key as current; the previous current key becomes previous.
-	AddAuthorityKey(k *AuthorityKey, ev Event) error
+	AddAuthorityKey(ctx context.Context, k *AuthorityKey, ev Event) error
 	// RetireKey marks a key retired. It returns ErrInUse, and changes nothing, while a record
 	// has no wrap under any other key that is not retired.
-	RetireKey(fingerprint string, ev Event) error
+	RetireKey(ctx context.Context, fingerprint string, ev Event) error
 
 	// AddOfficer registers an officer directly, which is allowed only while the authority is
 	// bootstrapping (see Governed): it returns ErrGoverned otherwise, checked in the same
 	// transaction as the insert. ErrExists for a known key or name.
-	AddOfficer(o *Officer, ev Event) error
-	Officers() ([]*Officer, error)
-	Approvals() (int, error)
+	AddOfficer(ctx context.Context, o *Officer, ev Event) error
+	// Officers lists the registered officers by name.
+	Officers(ctx context.Context) ([]*Officer, error)
+	// Approvals is the policy: how many officers must approve a request.
+	Approvals(ctx context.Context) (int, error)
 	// SetApprovals sets the policy directly; like AddOfficer, only while bootstrapping.
-	SetApprovals(n int, ev Event) error
+	SetApprovals(ctx context.Context, n int, ev Event) error
 	// Governed reports whether at least as many officers are registered as the policy needs:
 	// from then on officers and policy change only by approved change requests.
-	Governed() (bool, error)
+	Governed(ctx context.Context) (bool, error)
 
-	AddRequest(r *StoredRequest, ev Event) error
-	Request(id string) (*StoredRequest, error) // ErrNotFound if absent
+	// AddRequest registers a recovery request, open.
+	AddRequest(ctx context.Context, r *StoredRequest, ev Event) error
+	Request(ctx context.Context, id string) (*StoredRequest, error) // ErrNotFound if absent
 	// Recovered closes a request (it can be used once) and marks its record recovered.
-	Recovered(requestID string, ev Event) error
+	Recovered(ctx context.Context, requestID string, ev Event) error
 
-	AddChangeRequest(r *StoredRequest, ev Event) error
-	ChangeRequest(id string) (*StoredRequest, error) // ErrNotFound if absent
+	// AddChangeRequest registers a governance change request, open.
+	AddChangeRequest(ctx context.Context, r *StoredRequest, ev Event) error
+	ChangeRequest(ctx context.Context, id string) (*StoredRequest, error) // ErrNotFound if absent
 	// ApplyChange closes a change request (it can be used once) and makes its change, in one
 	// transaction. It returns ErrExists, and changes nothing, for an officer already known.
-	ApplyChange(requestID string, g Governance, ev Event) error
+	ApplyChange(ctx context.Context, requestID string, g Governance, ev Event) error
 
 	// Log appends an event that changes nothing else (a rejection, an approval).
-	Log(ev Event) error
-	Audit() ([]*AuditEntry, error)
+	Log(ctx context.Context, ev Event) error
+	// Audit returns the whole audit log in order.
+	Audit(ctx context.Context) ([]*AuditEntry, error)
 	// AuditSnapshot reads the log, its head and the digest of every bound row (the state that
 	// decides recoveries, see FORMAT.md section 12) in one read transaction.
-	AuditSnapshot() (*AuditSnapshot, error)
+	AuditSnapshot(ctx context.Context) (*AuditSnapshot, error)
 	// AuditHead is the number of entries and the last entry's hash, kept apart from the log so
 	// that deleting the last entries is caught.
-	AuditHead() (count int64, hash []byte, err error)
+	AuditHead(ctx context.Context) (count int64, hash []byte, err error)
 
+	// Close releases the store's connections.
 	Close() error
 
 	// ReceiptKey returns the registered receipt-signing key: its label on the HSM and its PKIX
 	// DER public key; ErrNotFound if none is registered.
-	ReceiptKey() (label string, pub []byte, err error)
-	// SetReceiptKey registers the receipt-signing key; ErrExists, with nothing changed, if one
-	// is registered already.
-	SetReceiptKey(label string, pub []byte, ev Event) error
+	ReceiptKey(ctx context.Context) (label string, pub []byte, err error)
+	// SetReceiptKey registers the receipt-signing key (in meta, a bound table); ErrExists, with
+	// nothing changed, if one is registered already.
+	SetReceiptKey(ctx context.Context, label string, pub []byte, ev Event) error
 	// IntakeSeq returns the sequence number of the audit entry that stored the record with this
 	// file ID and key commitment; ErrNotFound if no entry names it (a record held before entries
 	// named key commitments).
-	IntakeSeq(fileID, commitment string) (int, error)
+	IntakeSeq(ctx context.Context, fileID, commitment string) (int, error)
+}
+
+// Backuper is a Store that can write a consistent copy of itself to a new file while others use
+// it. A backend whose copies are made with its own tools (PostgreSQL's pg_dump) does not
+// implement it.
+type Backuper interface {
+	Backup(ctx context.Context, path string) error
 }
 
 // AuditSnapshot is the audit log, its head and the current bound state, read at one instant.
@@ -106,6 +142,9 @@ var (
 	ErrChanged = errors.New("changed meanwhile")
 	// ErrGoverned: a direct change to officers or policy once a quorum is registered.
 	ErrGoverned = errors.New("a quorum of officers is registered")
+	// ErrNoDatabase: a command that only reads named a database that does not exist. Backends
+	// wrap it in a sentence that names the database: "the authority database X does not exist".
+	ErrNoDatabase = errors.New("does not exist")
 )
 
 // Record statuses.
@@ -208,4 +247,18 @@ type Event struct {
 	Actor   string
 	Action  string
 	Details string
+}
+
+// RSAPublic parses the registered public key and its OAEP hash.
+func (k *AuthorityKey) RSAPublic() (*rsa.PublicKey, crypto.Hash, error) {
+	p, err := x509.ParsePKIXPublicKey(k.PublicKey)
+	if err != nil {
+		return nil, 0, err
+	}
+	pub, ok := p.(*rsa.PublicKey)
+	if !ok {
+		return nil, 0, errors.New("the registered authority key is not RSA")
+	}
+	h, err := escrow.ParseOAEPHash(k.OAEPHash)
+	return pub, h, err
 }
