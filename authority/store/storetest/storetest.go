@@ -31,6 +31,7 @@ func Run(t *testing.T, b Backend) {
 	t.Run("ConcurrentWriters", func(t *testing.T) { testConcurrentWriters(t, b) })
 	t.Run("SnapshotWhileWriting", func(t *testing.T) { testSnapshotWhileWriting(t, b) })
 	t.Run("OfficerRace", func(t *testing.T) { testOfficerRace(t, b) })
+	t.Run("Receipts", func(t *testing.T) { testReceipts(t, b) })
 }
 
 func open(t *testing.T, b Backend, ref string) store.Store {
@@ -464,4 +465,43 @@ func testOfficerRace(t *testing.T, b Backend) {
 		}
 		verify(t, st)
 	}
+}
+
+// testReceipts: the receipt key is registered once, read back exactly, and bound to the chain;
+// IntakeSeq finds the entry that stored a record, named by its file ID and key commitment.
+func testReceipts(t *testing.T, b Backend) {
+	ctx := context.Background()
+	st := open(t, b, b.New(t))
+	if _, _, err := st.ReceiptKey(ctx); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("ReceiptKey before one is registered: %v, want ErrNotFound", err)
+	}
+	pub := []byte{0x30, 0x59, 0x01, 0x02}
+	if err := st.SetReceiptKey(ctx, "escrow-receipt", pub, ev("receipt-key")); err != nil {
+		t.Fatal(err)
+	}
+	refused(t, st, "a second receipt key", st.SetReceiptKey(ctx, "other", []byte{9}, ev("receipt-key")), store.ErrExists)
+	if label, got, err := st.ReceiptKey(ctx); err != nil || label != "escrow-receipt" || string(got) != string(pub) {
+		t.Fatalf("ReceiptKey = %q, %x, %v", label, got, err)
+	}
+	k := key(1)
+	if err := st.AddAuthorityKey(ctx, k, ev("init")); err != nil {
+		t.Fatal(err)
+	}
+	r, w := record("f9", "c9", k.Fingerprint, 0)
+	intake := ev("intake")
+	intake.Details = `{"file_id":"f9","key_commitment":"c9"}`
+	if err := st.Intake(ctx, r, w, intake); err != nil {
+		t.Fatal(err)
+	}
+	count, _, err := st.AuditHead(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seq, err := st.IntakeSeq(ctx, "f9", "c9"); err != nil || int64(seq) != count {
+		t.Fatalf("IntakeSeq = %d, %v; want %d", seq, err, count)
+	}
+	if _, err := st.IntakeSeq(ctx, "f9", "other"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("IntakeSeq of a record never held: %v, want ErrNotFound", err)
+	}
+	verify(t, st)
 }
