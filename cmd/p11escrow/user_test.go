@@ -13,6 +13,7 @@ import (
 // user's token on each other PKCS#11 implementation; TestScripts runs them on SoftHSM2.
 var userScripts = []string{
 	"roundtrip", "stdio", "tamper", "inspect", "outputs", "nonregular",
+	"args", "errors", "limits", "pins", "keyformats", "json_latin1", "exitcodes", "defaults",
 }
 
 // TestUserScripts runs userScripts with the user's token "user" (user PIN 1234) on a TPM 2.0
