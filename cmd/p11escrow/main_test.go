@@ -36,7 +36,8 @@ func TestMain(m *testing.M) {
 // TestScripts runs testdata/*.txt. Each script gets its own SoftHSM2 token directory with four
 // fresh tokens, "user", "authority", "officer1" and "officer2" (user PIN 1234 on all), and these
 // variables: SOFTHSM2_CONF, NOAES_CONF (the same tokens with every AES mechanism disabled),
-// P11ESCROW_MODULE, HSM_MODULE (the same), P11ESCROW_PIN, USER_SERIAL, AUTHORITY_SERIAL,
+// P11ESCROW_MODULE, HSM_MODULE (the same), USER_TOKEN_ATTRS (the model and manufacturer of
+// the user's token, as a PKCS#11 URI writes them), P11ESCROW_PIN, USER_SERIAL, AUTHORITY_SERIAL,
 // OFFICER1_SERIAL, OFFICER2_SERIAL, and BYHAND, the path of the by-hand decryption script of
 // FORMAT.md section 7. The condition [softhsm] holds, [tpm] and [nss] do not (see
 // TestUserScripts, which runs the user-side scripts again on those).
@@ -106,6 +107,7 @@ func setupTokens(env *testscript.Env) error {
 	env.Setenv("NOAES_CONF", noAES)
 	env.Setenv("P11ESCROW_MODULE", e.ModulePath)
 	env.Setenv("HSM_MODULE", e.ModulePath)
+	env.Setenv("USER_TOKEN_ATTRS", "model=SoftHSM%20v2;manufacturer=SoftHSM%20project")
 	env.Setenv("P11ESCROW_PIN", "1234")
 	byHand, err := filepath.Abs("../../escrow/testdata/decrypt-by-hand.sh")
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 var userScripts = []string{
 	"roundtrip", "stdio", "tamper", "inspect", "outputs", "nonregular",
 	"args", "errors", "limits", "pins", "keyformats", "json_latin1", "exitcodes", "defaults",
+	"record", "prompt", "pkcs11tool", "byhand", "furniture", "uris",
 }
 
 // TestUserScripts runs userScripts with the user's token "user" (user PIN 1234) on a TPM 2.0
@@ -49,6 +50,9 @@ func TestUserScripts(t *testing.T) {
 	})
 }
 
+// sameSerial is the serial number tpm2-pkcs11 and NSS's softoken give every token they make.
+const sameSerial = "0000000000000000"
+
 func setupUserTPM(env *testscript.Env) error {
 	if err := setupTokens(env); err != nil {
 		return err
@@ -61,6 +65,8 @@ func setupUserTPM(env *testscript.Env) error {
 		return err
 	}
 	env.Setenv("P11ESCROW_MODULE", p.ModulePath)
+	env.Setenv("USER_SERIAL", sameSerial)
+	env.Setenv("USER_TOKEN_ATTRS", "model=SW%20%20%20TPM;manufacturer=IBM")
 	return nil
 }
 
@@ -74,5 +80,7 @@ func setupUserNSS(env *testscript.Env) error {
 	}
 	env.Setenv("P11ESCROW_MODULE", module)
 	env.Setenv("P11ESCROW_MODULE_INIT_ARGS", args)
+	env.Setenv("USER_SERIAL", sameSerial)
+	env.Setenv("USER_TOKEN_ATTRS", "model=NSS%203;manufacturer=Mozilla%20Foundation")
 	return nil
 }
