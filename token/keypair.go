@@ -120,7 +120,7 @@ func (t *Token) FindKeyPair(label string, id []byte) (*KeyPair, error) {
 		return nil, err
 	}
 	switch {
-	case len(hs) == 0 && !t.LoggedIn():
+	case len(hs) == 0 && t.NeedsLogin():
 		return nil, newErr(op, ErrNotLoggedIn, "no RSA private key %s is visible on token %q without a login; log in first", what, t.info.Label)
 	case len(hs) == 0:
 		if err := t.unsupportedKey(label, id); err != nil {

@@ -138,7 +138,7 @@ func (t *Token) FindSigner(label string) (*Signer, error) {
 	switch {
 	case err != nil:
 		return nil, err
-	case len(hs) == 0 && !t.LoggedIn():
+	case len(hs) == 0 && t.NeedsLogin():
 		return nil, newErr(op, ErrNotLoggedIn, "no signing key labelled %q is visible on token %q without a login; log in first", label, t.info.Label)
 	case len(hs) == 0:
 		return nil, newErr(op, ErrKeyNotFound, "token %q has no signing key labelled %q; check the name or generate one with `key generate --usage sign`", t.info.Label, label)

@@ -50,11 +50,11 @@ func (t *Token) Close() error {
 // Login logs the user in with one C_Login call. A wrong PIN is never
 // retried, since each failure counts toward locking the token. If the
 // token's flags already say the PIN is locked, C_Login is not even called.
-// If the user is already logged in (login state is per process and token)
-// the PIN is not sent again.
+// If the user is already logged in (login state is per process and token),
+// or the token needs no login at all (see NeedsLogin), the PIN is not sent.
 func (t *Token) Login(pin string) error {
 	op := fmt.Sprintf("log in to token %q", t.info.Label)
-	if t.LoggedIn() {
+	if !t.NeedsLogin() {
 		return nil
 	}
 	flags, err := t.tokenFlags()
@@ -98,6 +98,15 @@ func (t *Token) pinWarning() string {
 func (t *Token) tokenFlags() (uint, error) {
 	ti, err := t.ctx.GetTokenInfo(t.info.SlotID)
 	return ti.Flags, err
+}
+
+// NeedsLogin reports whether a PIN is needed: the token says some functions
+// need a login (CKF_LOGIN_REQUIRED) and the user is not logged in yet. A
+// token without CKF_LOGIN_REQUIRED, such as an NSS database with an empty
+// password, serves its private keys with no C_Login, and refuses any PIN but
+// the empty one; its session state may stay public all the same.
+func (t *Token) NeedsLogin() bool {
+	return t.info.LoginRequired && !t.LoggedIn()
 }
 
 // LoggedIn reports whether the session is in a user state (C_GetSessionInfo).

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -18,6 +19,13 @@ import (
 func TestMain(m *testing.M) {
 	testscript.Main(m, map[string]func(){
 		"p11escrow": main,
+		// p11escrow on the SoftHSM2 tokens ($HSM_MODULE: the authority, the officers, the spare
+		// "user"), whichever implementation holds the user's token (see TestUserScripts).
+		"p11escrow-hsm": func() {
+			os.Setenv("P11ESCROW_MODULE", os.Getenv("HSM_MODULE"))
+			os.Unsetenv("P11ESCROW_MODULE_INIT_ARGS")
+			main()
+		},
 		// p11escrow as it runs where the file system has no unnamed files (O_TMPFILE).
 		"p11escrow-named": func() { useUnnamed = false; main() },
 		// p11escrow waiting one second, not ten, for the other end of a FIFO.
@@ -28,32 +36,53 @@ func TestMain(m *testing.M) {
 // TestScripts runs testdata/*.txt. Each script gets its own SoftHSM2 token directory with four
 // fresh tokens, "user", "authority", "officer1" and "officer2" (user PIN 1234 on all), and these
 // variables: SOFTHSM2_CONF, NOAES_CONF (the same tokens with every AES mechanism disabled),
-// P11ESCROW_MODULE, P11ESCROW_PIN, USER_SERIAL, AUTHORITY_SERIAL, OFFICER1_SERIAL,
-// OFFICER2_SERIAL, and BYHAND, the path of the by-hand decryption script of FORMAT.md section 7.
+// P11ESCROW_MODULE, HSM_MODULE (the same), USER_TOKEN_ATTRS (the model and manufacturer of
+// the user's token, as a PKCS#11 URI writes them), P11ESCROW_PIN, USER_SERIAL, AUTHORITY_SERIAL,
+// OFFICER1_SERIAL, OFFICER2_SERIAL, and BYHAND, the path of the by-hand decryption script of
+// FORMAT.md section 7. The condition [softhsm] holds, [tpm] and [nss] do not (see
+// TestUserScripts, which runs the user-side scripts again on those).
 func TestScripts(t *testing.T) {
 	softhsmtest.Require(t)
 	testscript.Run(t, testscript.Params{
-		Dir:   "testdata",
-		Setup: setupTokens,
-		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
-			"mkfile":      mkfile,
-			"flipbyte":    flipbyte,
-			"truncate":    truncate,
-			"splice":      splice,
-			"replace":     replace,
-			"appendbytes": appendBytes,
-			// Authority tests (authority_test.go).
-			"editrequest":  editRequest,
-			"splicerecord": spliceRecord,
-			"sqlexec":      sqlExec,
-			"fileid":       fileID,
-			"squat":        squat,
-			// Authority service tests (serve_test.go).
-			"mkcerts":   mkcerts,
-			"freeport":  freeport,
-			"waitserve": waitserve,
-		},
+		Dir:       "testdata",
+		Setup:     setupTokens,
+		Condition: implementation("softhsm"),
+		Cmds:      scriptCmds(),
 	})
+}
+
+// implementation answers the conditions [softhsm], [tpm] and [nss]: which PKCS#11
+// implementation holds the user's token in this run. Other conditions are testscript's own.
+func implementation(name string) func(cond string) (bool, error) {
+	return func(cond string) (bool, error) {
+		switch cond {
+		case "softhsm", "tpm", "nss":
+			return cond == name, nil
+		}
+		return false, fmt.Errorf("unknown condition %q", cond)
+	}
+}
+
+// scriptCmds are the commands every testscript may use.
+func scriptCmds() map[string]func(ts *testscript.TestScript, neg bool, args []string) {
+	return map[string]func(ts *testscript.TestScript, neg bool, args []string){
+		"mkfile":      mkfile,
+		"flipbyte":    flipbyte,
+		"truncate":    truncate,
+		"splice":      splice,
+		"replace":     replace,
+		"appendbytes": appendBytes,
+		// Authority tests (authority_test.go).
+		"editrequest":  editRequest,
+		"splicerecord": spliceRecord,
+		"sqlexec":      sqlExec,
+		"fileid":       fileID,
+		"squat":        squat,
+		// Authority service tests (serve_test.go).
+		"mkcerts":   mkcerts,
+		"freeport":  freeport,
+		"waitserve": waitserve,
+	}
 }
 
 func setupTokens(env *testscript.Env) error {
@@ -77,6 +106,8 @@ func setupTokens(env *testscript.Env) error {
 	env.Setenv("SOFTHSM2_CONF", e.ConfPath)
 	env.Setenv("NOAES_CONF", noAES)
 	env.Setenv("P11ESCROW_MODULE", e.ModulePath)
+	env.Setenv("HSM_MODULE", e.ModulePath)
+	env.Setenv("USER_TOKEN_ATTRS", "model=SoftHSM%20v2;manufacturer=SoftHSM%20project")
 	env.Setenv("P11ESCROW_PIN", "1234")
 	byHand, err := filepath.Abs("../../escrow/testdata/decrypt-by-hand.sh")
 	if err != nil {

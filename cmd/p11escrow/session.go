@@ -197,8 +197,9 @@ func parseTokenURI(s string) (*token.URI, bool, error) {
 }
 
 // login reads the PIN and logs in once. A wrong PIN is reported, never retried: PINs lock tokens.
+// A token that needs no login is not asked for a PIN.
 func (s *session) login() error {
-	if s.token.LoggedIn() {
+	if !s.token.NeedsLogin() {
 		return nil
 	}
 	pin, err := s.pin.read()

@@ -43,20 +43,30 @@ func setupTPM(env *testscript.Env) error {
 	if err := setupTokens(env); err != nil {
 		return err
 	}
-	p, err := softhsmtest.StartTPM(filepath.Join(env.WorkDir, ".tpm"))
+	p, err := startTPM(env)
 	if err != nil {
 		return err
 	}
-	env.Defer(p.Stop)
 	if err := p.InitToken("tpm", "12345678", "1234"); err != nil {
 		return err
 	}
+	env.Setenv("SOFTHSM_MODULE", env.Getenv("P11ESCROW_MODULE"))
+	env.Setenv("SPY_MODULE", spyModule)
+	return nil
+}
+
+// startTPM starts a swtpm for this script, stopped when the script ends, and sets TPM_MODULE
+// and the variables that point tpm2-pkcs11 and tpm2-tools at it.
+func startTPM(env *testscript.Env) (*softhsmtest.TPM, error) {
+	p, err := softhsmtest.StartTPM(filepath.Join(env.WorkDir, ".tpm"))
+	if err != nil {
+		return nil, err
+	}
+	env.Defer(p.Stop)
 	for _, kv := range p.Environ() {
 		k, v, _ := strings.Cut(kv, "=")
 		env.Setenv(k, v)
 	}
 	env.Setenv("TPM_MODULE", p.ModulePath)
-	env.Setenv("SOFTHSM_MODULE", env.Getenv("P11ESCROW_MODULE"))
-	env.Setenv("SPY_MODULE", spyModule)
-	return nil
+	return p, nil
 }
