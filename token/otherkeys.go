@@ -22,7 +22,7 @@ type OtherKey struct {
 // curveOIDs names the curves of CKA_EC_PARAMS (DER OIDs).
 var curveOIDs = map[string]string{
 	string(oidP256): "EC-P256",
-	string([]byte{0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22}): "EC-P384",
+	string(oidP384): "EC-P384",
 	string([]byte{0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x23}): "EC-P521",
 }
 
