@@ -10,6 +10,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 )
 
 func newECKey(t testing.TB, c elliptic.Curve) *ecdsa.PrivateKey {
@@ -185,4 +186,74 @@ func wrapBody(b []byte) []byte {
 		enc = enc[64:]
 	}
 	return append(out, enc+"\n"...)
+}
+
+// TestECRecord escrows a file whose authority key is EC (FORMAT.md section 5): the record says
+// type ecdh, curve and ephemeral point and no hash, verifies with the authority's key, and every
+// changed authority member is caught. Members of the other type make a record invalid.
+func TestECRecord(t *testing.T) {
+	owner := loadKey(t, "owner.pem")
+	authority := loadECKey(t, "owner-p384.pem")
+	key := newHostKey()
+	_, h := encrypt(t, key, []byte("payroll"), recipient(owner, RoleOwner), &ECRecipient{Public: &authority.PublicKey, Role: RoleAuthority})
+	fpr, _ := FingerprintOf(&owner.PublicKey)
+	rec, err := NewRecord(h, key, "Q3 payroll", RecordOwner{Fingerprint: fpr.String(), TokenLabel: "alice", TokenSerial: "42"}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := rec.Authority
+	if a.Type != "ecdh" || a.Curve != "p384" || len(a.Ephemeral) != 97 || a.Hash != "" || len(a.WrappedKey) != 40 {
+		t.Fatalf("authority = %+v", a)
+	}
+	data := rec.Marshal()
+	if bytes.Contains(data, []byte(`"hash"`)) || !bytes.Contains(data, []byte(`"type": "ecdh"`)) {
+		t.Fatalf("record JSON:\n%s", data)
+	}
+	parsed, err := ParseRecord(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := parsed.Verify(ecIdentity(t, authority)); err != nil {
+		t.Fatalf("Verify: %v", err)
+	}
+	for name, mutate := range map[string]func(r *Record){
+		"ephemeral":   func(r *Record) { r.Authority.Ephemeral[10] ^= 1 },
+		"curve":       func(r *Record) { r.Authority.Curve = "p256" },
+		"wrapped key": func(r *Record) { r.Authority.WrappedKey[5] ^= 1 },
+		"key tag":     func(r *Record) { r.Authority.KeyTag = "00000000" },
+	} {
+		r, _ := ParseRecord(data)
+		mutate(r)
+		if _, err := r.Verify(ecIdentity(t, authority)); err == nil {
+			t.Errorf("changed %s: record still verifies", name)
+		}
+	}
+	var re *RecordError
+	for name, edit := range map[string][2]string{
+		"a hash too":     {`"type": "ecdh",`, `"type": "ecdh", "hash": "sha1",`},
+		"no ephemeral":   {`"ephemeral"`, `"x-ephemeral"`},
+		"unknown type":   {`"type": "ecdh"`, `"type": "x25519"`},
+		"rsa-oaep named": {`"type": "ecdh"`, `"type": "rsa-oaep"`},
+		"empty type":     {`"type": "ecdh"`, `"type": ""`},
+	} {
+		bad := bytes.Replace(data, []byte(edit[0]), []byte(edit[1]), 1)
+		if bytes.Equal(bad, data) {
+			t.Fatalf("%s: edit not applied", name)
+		}
+		if _, err := ParseRecord(bad); !errors.As(err, &re) {
+			t.Errorf("%s: ParseRecord = %v, want RecordError", name, err)
+		}
+	}
+	// An rsa-oaep record with a curve, or a type, is invalid too.
+	_, hr := encrypt(t, key, []byte("x"), recipient(owner, RoleOwner), recipient(loadKey(t, "other.pem"), RoleAuthority))
+	rr, err := NewRecord(hr, key, "", RecordOwner{Fingerprint: fpr.String()}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdata := rr.Marshal()
+	for _, edit := range [][2]string{{`"hash"`, `"curve": "p256", "hash"`}, {`"key_tag"`, `"type": "rsa-oaep", "key_tag"`}} {
+		if _, err := ParseRecord(bytes.Replace(rdata, []byte(edit[0]), []byte(edit[1]), 1)); !errors.As(err, &re) {
+			t.Errorf("rsa-oaep record with %s: %v, want RecordError", edit[1], err)
+		}
+	}
 }

@@ -126,7 +126,11 @@ func inspectRecord(r io.Reader, name string, asJSON bool) error {
 	fmt.Printf("description:  %s\n", safetext.Clean(rec.Description))
 	fmt.Printf("created:      %s\n", rec.Created)
 	fmt.Printf("owner:        %s (token %s, serial %s)\n", rec.Owner.Fingerprint, safetext.Quote(rec.Owner.TokenLabel), safetext.Clean(rec.Owner.TokenSerial))
-	fmt.Printf("authority:    key tag %s, rsa-oaep-%s, %d-byte wrap\n", rec.Authority.KeyTag, rec.Authority.Hash, len(rec.Authority.WrappedKey))
+	kind := "rsa-oaep-" + rec.Authority.Hash
+	if rec.Authority.Type != "" {
+		kind = rec.Authority.Type + "-" + rec.Authority.Curve
+	}
+	fmt.Printf("authority:    key tag %s, %s, %d-byte wrap\n", rec.Authority.KeyTag, kind, len(rec.Authority.WrappedKey))
 	fmt.Printf("(the authority verifies the record with `p11escrow authority verify`)\n")
 	return nil
 }
