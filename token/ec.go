@@ -169,12 +169,17 @@ func (k *ECKeyPair) On(s *Token) *ECKeyPair {
 // point is tried first, then the point in a DER OCTET STRING, and the module remembers which one
 // it took. The caller destroys the KEK.
 func (k *ECKeyPair) deriveKEK(ephemeral []byte) (pkcs11.ObjectHandle, error) {
+	return k.deriveWith(ephemeral, kekTemplate())
+}
+
+// deriveWith is deriveKEK into the template tmpl (an unwrapping or a wrapping KEK).
+func (k *ECKeyPair) deriveWith(peerPoint []byte, tmpl []*pkcs11.Attribute) (pkcs11.ObjectHandle, error) {
 	const op = "derive a key with ECDH on token"
 	der := k.t.m.ecdhPeerDER.Load()
-	h, err := k.derive(ephemeral, der)
+	h, err := k.derive(peerPoint, der, tmpl)
 	if err != nil && !der && isCode(err, pkcs11.CKR_ARGUMENTS_BAD, pkcs11.CKR_MECHANISM_PARAM_INVALID,
 		pkcs11.CKR_DOMAIN_PARAMS_INVALID, pkcs11.CKR_DATA_INVALID, pkcs11.CKR_DATA_LEN_RANGE) {
-		if h2, err2 := k.derive(ephemeral, true); err2 == nil {
+		if h2, err2 := k.derive(peerPoint, true, tmpl); err2 == nil {
 			k.t.m.ecdhPeerDER.Store(true)
 			return h2, nil
 		}
@@ -185,17 +190,17 @@ func (k *ECKeyPair) deriveKEK(ephemeral []byte) (pkcs11.ObjectHandle, error) {
 	return h, nil
 }
 
-func (k *ECKeyPair) derive(ephemeral []byte, der bool) (pkcs11.ObjectHandle, error) {
-	peer := ephemeral
+func (k *ECKeyPair) derive(point []byte, der bool, tmpl []*pkcs11.Attribute) (pkcs11.ObjectHandle, error) {
+	peer := point
 	if der {
 		var err error
-		if peer, err = asn1.Marshal(ephemeral); err != nil {
+		if peer, err = asn1.Marshal(point); err != nil {
 			return 0, err
 		}
 	}
 	params := pkcs11.NewECDH1DeriveParams(pkcs11.CKD_NULL, nil, peer)
 	mech := []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_ECDH1_DERIVE, params)}
-	return k.t.ctx.DeriveKey(k.t.sh, mech, k.priv, kekTemplate())
+	return k.t.ctx.DeriveKey(k.t.sh, mech, k.priv, tmpl)
 }
 
 // aesKeyWrapPad is CKM_AES_KEY_WRAP_PAD with its default initial value (RFC 5649).
@@ -227,4 +232,74 @@ func (k *ECKeyPair) UnwrapECDH(ephemeral, wrapped []byte) ([]byte, error) {
 		return nil, tokenErr(op, ctxPlain, err)
 	}
 	return a[pkcs11.CKA_VALUE], nil
+}
+
+// UnwrapECDHKey opens an ecdh stanza into a sensitive session key that never reaches the host,
+// for the backup authority: the KEK is derived on the token (sensitive, non-extractable), the
+// file key unwrapped under it with CKM_AES_KEY_WRAP_PAD, held to the 32-byte key rule exactly as
+// UnwrapOAEP, and the KEK destroyed. extractable lets the key be re-wrapped on the token
+// (SecretKey.WrapOAEP, SecretKey.WrapECDH); without it, not even C_WrapKey can take it out.
+func (k *ECKeyPair) UnwrapECDHKey(ephemeral, wrapped []byte, extractable bool) (*SecretKey, error) {
+	const op = "unwrap key"
+	kek, err := k.deriveKEK(ephemeral)
+	if err != nil {
+		return nil, err
+	}
+	defer k.t.ctx.DestroyObject(k.t.sh, kek)
+	return k.t.unwrapChecked(extractable, func(extractable bool) (*SecretKey, error) {
+		return k.t.unwrapOnce(op, ctxKeyUnwrap, aesKeyWrapPad(), kek, wrapped, extractable)
+	})
+}
+
+// WrapECDH wraps this key on the token for an EC public key (an ecdh stanza, FORMAT.md section
+// 2.2.2), so that a sensitive key is re-wrapped without its value reaching the host: an
+// ephemeral key pair is generated on the token as session objects, a KEK derived from it and
+// pub (sensitive, non-extractable, wrap only), the key wrapped with CKM_AES_KEY_WRAP_PAD, and the
+// ephemeral private key and the KEK destroyed. It returns the ephemeral public point
+// (uncompressed) and the wrapped key. The key must be extractable.
+func (s *SecretKey) WrapECDH(pub *ecdsa.PublicKey) (ephemeral, wrapped []byte, err error) {
+	const op = "wrap key for an EC key on token"
+	if s.destroyed {
+		return nil, nil, newErr(op, nil, "the key was destroyed; unwrap it again")
+	}
+	var params []byte
+	for _, oid := range ecCurveOIDs {
+		if ecCurves[string(oid)] == pub.Curve {
+			params = oid
+		}
+	}
+	if params == nil {
+		return nil, nil, newErr(op, nil, "the EC key is not on P-256 or P-384")
+	}
+	t := s.t
+	mech := []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_EC_KEY_PAIR_GEN, nil)}
+	pubH, privH, err := t.ctx.GenerateKeyPair(t.sh, mech, ephemeralPublicTemplate(params), ephemeralPrivateTemplate())
+	if err != nil {
+		return nil, nil, tokenErr(op, ctxGenerate, err)
+	}
+	defer t.ctx.DestroyObject(t.sh, privH)
+	defer t.ctx.DestroyObject(t.sh, pubH)
+	eph, err := t.objectPublic(pubH)
+	if err != nil {
+		return nil, nil, tokenErr(op, ctxPlain, err)
+	}
+	ephKey, err := eph.(*ecdsa.PublicKey).ECDH()
+	if err != nil {
+		return nil, nil, err
+	}
+	peer, err := pub.ECDH()
+	if err != nil {
+		return nil, nil, err
+	}
+	ek := &ECKeyPair{t: t, priv: privH}
+	kek, err := ek.deriveWith(peer.Bytes(), wrapKEKTemplate())
+	if err != nil {
+		return nil, nil, err
+	}
+	defer t.ctx.DestroyObject(t.sh, kek)
+	w, err := t.ctx.WrapKey(t.sh, aesKeyWrapPad(), kek, s.h)
+	if err != nil {
+		return nil, nil, tokenErr(op, ctxKeyUnwrap, err)
+	}
+	return ephKey.Bytes(), w, nil
 }
