@@ -37,11 +37,58 @@ type RecordOwner struct {
 	TokenSerial string `json:"token_serial" max:"128"`
 }
 
-// RecordAuthority repeats the header's authority stanza.
+// RecordAuthority repeats the header's authority stanza (FORMAT.md section 5). Its members
+// depend on the stanza's type: an rsa-oaep stanza has no Type and a Hash; an ecdh stanza has
+// Type "ecdh", a Curve and an Ephemeral point, and no Hash.
 type RecordAuthority struct {
+	Type       string `json:"type,omitempty"`
 	KeyTag     string `json:"key_tag"`
-	Hash       string `json:"hash"`
+	Hash       string `json:"hash,omitempty"`
+	Curve      string `json:"curve,omitempty"`
+	Ephemeral  []byte `json:"ephemeral,omitempty" max:"97"`
 	WrappedKey []byte `json:"wrapped_key" max:"512"`
+}
+
+// recordAuthority is what a record says of an authority stanza: the one place that maps each
+// stanza type to the record's members.
+func recordAuthority(s *Stanza) (RecordAuthority, error) {
+	t, err := ParseStanza(s)
+	if err == nil && t == nil {
+		err = fmt.Errorf("a %s stanza cannot be escrowed", safetext.Quote(s.Type))
+	}
+	if err != nil {
+		return RecordAuthority{}, err
+	}
+	switch t := t.(type) {
+	case *RSAStanza:
+		return RecordAuthority{KeyTag: t.Tag(), Hash: t.HashName(), WrappedKey: t.Wrapped}, nil
+	case *ECStanza:
+		return RecordAuthority{Type: typeECDH, KeyTag: t.Tag(), Curve: t.Curve, Ephemeral: t.Ephemeral, WrappedKey: t.Wrapped}, nil
+	}
+	return RecordAuthority{}, fmt.Errorf("a %s stanza cannot be escrowed", safetext.Quote(s.Type))
+}
+
+// equal compares every member.
+func (a RecordAuthority) equal(b RecordAuthority) bool {
+	return a.Type == b.Type && a.KeyTag == b.KeyTag && a.Hash == b.Hash && a.Curve == b.Curve &&
+		bytes.Equal(a.Ephemeral, b.Ephemeral) && bytes.Equal(a.WrappedKey, b.WrappedKey)
+}
+
+// check applies the member rules of each type: the members of the other type are absent.
+func (a RecordAuthority) check() error {
+	switch a.Type {
+	case "":
+		if a.Hash == "" || a.Curve != "" || a.Ephemeral != nil {
+			return errors.New("an rsa-oaep authority has a hash, and no curve or ephemeral point")
+		}
+	case typeECDH:
+		if a.Hash != "" || a.Curve == "" || a.Ephemeral == nil {
+			return errors.New("an ecdh authority has a curve and an ephemeral point, and no hash")
+		}
+	default:
+		return fmt.Errorf("unknown authority type %s", safetext.Quote(a.Type))
+	}
+	return nil
 }
 
 // RecordBinding is the GCM tag that ties the record's fields to the file key.
@@ -55,7 +102,7 @@ type RecordBinding struct {
 // (FORMAT.md section 5.1), so that the bytes bound are exactly the bytes written, and the record
 // is checked with ParseRecord, so that every record it returns is one that readers accept.
 func NewRecord(h *Header, key FileKey, description string, owner RecordOwner, created time.Time) (*Record, error) {
-	auth, err := h.authorityRSA()
+	auth, err := h.authority()
 	if err != nil {
 		return nil, err
 	}
@@ -66,7 +113,7 @@ func NewRecord(h *Header, key FileKey, description string, owner RecordOwner, cr
 		Created:     formatTime(created),
 		Owner: RecordOwner{Fingerprint: owner.Fingerprint,
 			TokenLabel: safetext.Clean(owner.TokenLabel), TokenSerial: safetext.Clean(owner.TokenSerial)},
-		Authority: RecordAuthority{KeyTag: auth.Tag(), Hash: auth.HashName(), WrappedKey: auth.Wrapped},
+		Authority: auth,
 		Header:    h.Marshal(),
 		Binding:   RecordBinding{Nonce: make([]byte, 11)},
 	}
@@ -96,25 +143,33 @@ func (h *Header) stanza(role Role) *Stanza {
 	return nil
 }
 
-// authorityRSA returns the header's authority stanza. A record describes an rsa-oaep authority
-// stanza (FORMAT.md section 5).
-func (h *Header) authorityRSA() (*RSAStanza, error) {
+// authority returns what a record says of the header's authority stanza (FORMAT.md section 5).
+func (h *Header) authority() (RecordAuthority, error) {
 	auth := h.stanza(RoleAuthority)
 	if auth == nil {
-		return nil, errors.New("the header has no authority stanza")
+		return RecordAuthority{}, errors.New("the header has no authority stanza")
 	}
-	return ParseRSAStanza(auth)
+	return recordAuthority(auth)
 }
 
 // BindingInput returns record-bytes, the additional data of the binding tag.
 func (r *Record) BindingInput() []byte {
 	var b bytes.Buffer
 	b.WriteString(recordFormat + "\n")
-	for _, f := range [][]byte{
+	a := r.Authority
+	// The rsa-oaep fields are those of every record before EC keys; the ecdh ones start with the
+	// type, which no OAEP hash name equals (FORMAT.md section 5).
+	authority := [][]byte{[]byte(a.Hash), a.WrappedKey}
+	if a.Type == typeECDH {
+		authority = [][]byte{[]byte(typeECDH), []byte(a.Curve), a.Ephemeral, a.WrappedKey}
+	}
+	fields := [][]byte{
 		[]byte(r.FileID), []byte(r.Description), []byte(r.Created),
 		[]byte(r.Owner.Fingerprint), []byte(r.Owner.TokenLabel), []byte(r.Owner.TokenSerial),
-		[]byte(r.Authority.KeyTag), []byte(r.Authority.Hash), r.Authority.WrappedKey, r.Header,
-	} {
+		[]byte(a.KeyTag),
+	}
+	fields = append(append(fields, authority...), r.Header)
+	for _, f := range fields {
 		binary.Write(&b, binary.BigEndian, uint32(len(f)))
 		b.Write(f)
 	}
@@ -173,6 +228,9 @@ func (r *Record) check() error {
 	if len(r.Owner.Fingerprint) != 64 || !isLowerHex(r.Owner.Fingerprint) {
 		return errors.New("owner.fingerprint is not 64 lower-case hex digits")
 	}
+	if err := r.Authority.check(); err != nil {
+		return err
+	}
 	if len(r.Binding.Nonce) != 11 || len(r.Binding.Tag) != 16 {
 		return errors.New("the binding has the wrong size")
 	}
@@ -216,12 +274,11 @@ func (r *Record) matchHeader(h *Header) error {
 	if h.ID.String() != r.FileID {
 		return &RecordError{Reason: "its file ID differs from its header's"}
 	}
-	auth, err := h.authorityRSA()
+	auth, err := h.authority()
 	if err != nil {
 		return &RecordError{Reason: "its header: " + err.Error()}
 	}
-	if auth.Tag() != r.Authority.KeyTag || auth.HashName() != r.Authority.Hash ||
-		!bytes.Equal(auth.Wrapped, r.Authority.WrappedKey) {
+	if !auth.equal(r.Authority) {
 		return &RecordError{Reason: "its wrapped key differs from its header's authority stanza"}
 	}
 	return nil

@@ -9,7 +9,7 @@ import (
 )
 
 // TypedStanza is a stanza of a type this version knows, parsed and checked by its type's own
-// file (rsa.go for rsa-oaep), as age gives each recipient type a file of its own. Every type says
+// file (rsa.go for rsa-oaep, ec.go for ecdh), as age gives each recipient type a file of its own. Every type says
 // whom a stanza is for and why, so that the header's role rule (one owner, at most one
 // authority), tag matching and NoIdentityError work for any type.
 type TypedStanza interface {
@@ -37,6 +37,13 @@ var stanzaTypes = map[string]func(*Stanza) (typedStanza, error){
 			return nil, err
 		}
 		return r, nil
+	},
+	typeECDH: func(s *Stanza) (typedStanza, error) {
+		e, err := parseECArgs(s)
+		if err != nil {
+			return nil, err
+		}
+		return e, nil
 	},
 }
 

@@ -18,6 +18,10 @@ type Capabilities struct {
 	GenerateRandom bool // token flag CKF_RNG
 	WrapWithOAEP   bool // CKM_RSA_PKCS_OAEP has CKF_WRAP
 	UnwrapWithOAEP bool // CKM_RSA_PKCS_OAEP has CKF_UNWRAP
+	// EC exchange keys (ecdh stanzas) need all three.
+	ECKeyGen      bool // CKM_EC_KEY_PAIR_GEN
+	ECDHDerive    bool // CKM_ECDH1_DERIVE with CKF_DERIVE
+	AESKeyWrapPad bool // CKM_AES_KEY_WRAP_PAD with CKF_WRAP and CKF_UNWRAP
 }
 
 // Capabilities probes the mechanism list once per Token and caches it.
@@ -35,7 +39,8 @@ func (t *Token) Capabilities() (Capabilities, error) {
 
 // probed lists the mechanisms whose flags Capabilities needs.
 var probed = []uint{pkcs11.CKM_AES_KEY_GEN, pkcs11.CKM_AES_GCM, pkcs11.CKM_RSA_PKCS_OAEP,
-	pkcs11.CKM_RSA_PKCS_KEY_PAIR_GEN, pkcs11.CKM_SHA256}
+	pkcs11.CKM_RSA_PKCS_KEY_PAIR_GEN, pkcs11.CKM_SHA256, pkcs11.CKM_EC_KEY_PAIR_GEN, pkcs11.CKM_ECDH1_DERIVE,
+	pkcs11.CKM_AES_KEY_WRAP_PAD}
 
 func (t *Token) probe() (Capabilities, error) {
 	const op = "read token mechanisms"
@@ -67,6 +72,9 @@ func (t *Token) probe() (Capabilities, error) {
 		GenerateRandom: tf&pkcs11.CKF_RNG != 0,
 		WrapWithOAEP:   has(oaep, pkcs11.CKF_WRAP),
 		UnwrapWithOAEP: has(oaep, pkcs11.CKF_UNWRAP),
+		ECKeyGen:       has(pkcs11.CKM_EC_KEY_PAIR_GEN, pkcs11.CKF_GENERATE_KEY_PAIR),
+		ECDHDerive:     has(pkcs11.CKM_ECDH1_DERIVE, pkcs11.CKF_DERIVE),
+		AESKeyWrapPad:  has(pkcs11.CKM_AES_KEY_WRAP_PAD, pkcs11.CKF_WRAP|pkcs11.CKF_UNWRAP),
 	}, nil
 }
 

@@ -86,11 +86,13 @@ func ckrName(code uint) string {
 type opContext int
 
 const (
-	ctxPlain    opContext = iota
-	ctxOAEP               // OAEP encrypt or wrap
-	ctxDecrypt            // OAEP decrypt or unwrap
-	ctxGCMOpen            // AES-GCM decrypt
-	ctxGenerate           // key pair generation
+	ctxPlain     opContext = iota
+	ctxOAEP                // OAEP encrypt or wrap
+	ctxDecrypt             // OAEP decrypt or unwrap
+	ctxGCMOpen             // AES-GCM decrypt
+	ctxGenerate            // key pair generation
+	ctxDerive              // ECDH derivation of a KEK
+	ctxKeyUnwrap           // AES key unwrap (RFC 5649) under a derived KEK
 )
 
 type sentence struct {
@@ -120,6 +122,18 @@ var contextual = map[opContext]map[uint]sentence{
 	ctxGenerate: {
 		// tpm2-pkcs11 answers a template it will not honour this way; no retry can fix that.
 		pkcs11.CKR_GENERAL_ERROR: {"the token refused to generate this key; it may not allow the key's type, size or usage, and retrying will not help (the token's log may say why)", nil},
+	},
+	ctxDerive: {
+		pkcs11.CKR_KEY_FUNCTION_NOT_PERMITTED: {"the EC key may not derive (CKA_DERIVE is false); make exchange keys with `p11escrow key generate --type ec-p256`, or with pkcs11-tool --usage-derive", nil},
+		pkcs11.CKR_MECHANISM_INVALID:          {"the token does not offer ECDH (CKM_ECDH1_DERIVE), which EC keys need; use an RSA key on this token", ErrMechanism},
+	},
+	ctxKeyUnwrap: {
+		pkcs11.CKR_MECHANISM_INVALID:        {"the token does not offer AES key wrap with padding (CKM_AES_KEY_WRAP_PAD), which EC keys need; use an RSA key on this token", ErrMechanism},
+		pkcs11.CKR_ENCRYPTED_DATA_INVALID:   {msgNotForKey, ErrDecrypt},
+		pkcs11.CKR_ENCRYPTED_DATA_LEN_RANGE: {msgNotForKey, ErrDecrypt},
+		pkcs11.CKR_WRAPPED_KEY_INVALID:      {msgNotForKey, ErrDecrypt},
+		pkcs11.CKR_WRAPPED_KEY_LEN_RANGE:    {msgNotForKey, ErrDecrypt},
+		pkcs11.CKR_GENERAL_ERROR:            {msgNotForKey, ErrDecrypt},
 	},
 	ctxGCMOpen: {
 		pkcs11.CKR_ENCRYPTED_DATA_INVALID:   {"the data failed authentication; it was altered or the key is wrong", ErrAuthFailed},

@@ -316,6 +316,9 @@ type KeyAttributes struct {
 	// the key may be used for. An authority key made by GenerateUnwrapRSA
 	// unwraps and does not decrypt.
 	Sign, Decrypt, Unwrap bool
+	// Derive is CKA_DERIVE: an EC exchange key derives (ECDH) and does
+	// nothing else.
+	Derive bool
 }
 
 // NeverLeftToken reports whether the key was generated on the token and its
@@ -326,13 +329,13 @@ func (a KeyAttributes) NeverLeftToken() bool {
 	return a.Local && a.AlwaysSensitive && a.NeverExtractable
 }
 
-// DualUse reports a key that may both sign and decrypt, as every key on a TPM
-// (tpm2-pkcs11) is.
-func (a KeyAttributes) DualUse() bool { return a.Sign && a.Decrypt }
+// DualUse reports a key that may both sign and decrypt (or, for EC, derive), as
+// every key on a TPM (tpm2-pkcs11) is.
+func (a KeyAttributes) DualUse() bool { return a.Sign && (a.Decrypt || a.Derive) }
 
 // PrivateAttributes reads the private key's CKA_SENSITIVE, CKA_EXTRACTABLE,
 // CKA_ALWAYS_SENSITIVE, CKA_NEVER_EXTRACTABLE, CKA_TOKEN, CKA_LOCAL,
-// CKA_SIGN, CKA_DECRYPT and CKA_UNWRAP, so `key list`, the authority and tests
+// CKA_SIGN, CKA_DECRYPT, CKA_UNWRAP and CKA_DERIVE, so `key list`, the authority and tests
 // can show that the key cannot leave the token and what it may do.
 func (k *KeyPair) PrivateAttributes() (KeyAttributes, error) {
 	return k.t.privateAttributes(k.priv)
@@ -341,7 +344,7 @@ func (k *KeyPair) PrivateAttributes() (KeyAttributes, error) {
 func (t *Token) privateAttributes(priv pkcs11.ObjectHandle) (KeyAttributes, error) {
 	a, err := t.attrs(priv, pkcs11.CKA_SENSITIVE, pkcs11.CKA_EXTRACTABLE,
 		pkcs11.CKA_ALWAYS_SENSITIVE, pkcs11.CKA_NEVER_EXTRACTABLE, pkcs11.CKA_TOKEN,
-		pkcs11.CKA_LOCAL, pkcs11.CKA_SIGN, pkcs11.CKA_DECRYPT, pkcs11.CKA_UNWRAP)
+		pkcs11.CKA_LOCAL, pkcs11.CKA_SIGN, pkcs11.CKA_DECRYPT, pkcs11.CKA_UNWRAP, pkcs11.CKA_DERIVE)
 	if err != nil {
 		return KeyAttributes{}, tokenErr("read key attributes", ctxPlain, err)
 	}
@@ -355,5 +358,6 @@ func (t *Token) privateAttributes(priv pkcs11.ObjectHandle) (KeyAttributes, erro
 		Sign:             boolAttr(a[pkcs11.CKA_SIGN]),
 		Decrypt:          boolAttr(a[pkcs11.CKA_DECRYPT]),
 		Unwrap:           boolAttr(a[pkcs11.CKA_UNWRAP]),
+		Derive:           boolAttr(a[pkcs11.CKA_DERIVE]),
 	}, nil
 }

@@ -67,6 +67,10 @@ type Module struct {
 	// unwrapped keys (SoftHSM2 2.6.1), so that a key's length must be
 	// measured (see SecretKey.checkLen), which needs it extractable.
 	unwrapLenUnknown atomic.Bool
+
+	// ecdhPeerDER remembers that the module wants the peer's point of
+	// CKM_ECDH1_DERIVE inside a DER OCTET STRING, not raw (see ECKeyPair.deriveKEK).
+	ecdhPeerDER atomic.Bool
 }
 
 // Load dlopens the module and calls C_Initialize. A module that someone

@@ -8,11 +8,13 @@ import (
 	"github.com/miekg/pkcs11"
 )
 
-// ErrUnsupportedKey: the key exists but is of a type p11escrow cannot encrypt with (EC today).
+// ErrUnsupportedKey: the key exists but is of a type p11escrow cannot encrypt with (EC on
+// curves other than P-256 and P-384, Edwards keys).
 var ErrUnsupportedKey = errors.New("unsupported key type")
 
 // OtherKey is a private key that is not RSA, listed so that a user sees the keys other tools
-// made, with their type, instead of wondering where they went.
+// made, with their type, instead of wondering where they went. EC exchange keys are listed
+// here too; ECKeyPairs says which EC keys p11escrow can use.
 type OtherKey struct {
 	Label, Type string // "EC-P256", "EC-P384", "EC-P521", "EC", "EDWARDS", or "CKK 0x..."
 	ID          []byte
@@ -22,7 +24,7 @@ type OtherKey struct {
 // curveOIDs names the curves of CKA_EC_PARAMS (DER OIDs).
 var curveOIDs = map[string]string{
 	string(oidP256): "EC-P256",
-	string([]byte{0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22}): "EC-P384",
+	string(oidP384): "EC-P384",
 	string([]byte{0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x23}): "EC-P521",
 }
 
@@ -82,9 +84,12 @@ func (t *Token) unsupportedKey(label string, id []byte) error {
 	for _, k := range keys {
 		if (label == "" || k.Label == label) && (len(id) == 0 || string(k.ID) == string(id)) {
 			what := describeKey(label, id)
+			if k.Type == "EC-P256" || k.Type == "EC-P384" {
+				return nil // an EC exchange key: FindECKeyPair finds it
+			}
 			if strings.HasPrefix(k.Type, "EC") || k.Type == "EDWARDS" {
 				return newErr("find key "+what, ErrUnsupportedKey,
-					"the key %s on token %q is an %s key: EC keys are not supported for encryption yet; use an RSA key (p11escrow key generate --type rsa-3072)", what, t.info.Label, k.Type)
+					"the key %s on token %q is an %s key: only EC keys on P-256 and P-384 are supported; use one of those or an RSA key (p11escrow key generate --type ec-p256)", what, t.info.Label, k.Type)
 			}
 			return newErr("find key "+what, ErrUnsupportedKey,
 				"the key %s on token %q is of type %s, which p11escrow cannot encrypt with; use an RSA key", what, t.info.Label, k.Type)

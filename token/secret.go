@@ -45,8 +45,23 @@ func (k *KeyPair) UnwrapOAEP(hash crypto.Hash, wrapped []byte) (*SecretKey, erro
 // keys is therefore unwrapped extractable, measured, and only then made
 // non-extractable (PKCS#11 lets CKA_EXTRACTABLE go from true to false).
 func (k *KeyPair) unwrapOAEP(hash crypto.Hash, wrapped []byte, extractable bool) (*SecretKey, error) {
-	if !extractable && !k.t.m.unwrapLenUnknown.Load() {
-		s, err := k.unwrapOnce(hash, wrapped, false)
+	const op = "unwrap key"
+	mech, err := oaepMech(hash)
+	if err != nil {
+		return nil, err
+	}
+	return k.t.unwrapChecked(extractable, func(extractable bool) (*SecretKey, error) {
+		return k.t.unwrapOnce(op, ctxDecrypt, mech, k.priv, wrapped, extractable)
+	})
+}
+
+// unwrapChecked runs unwrap (one C_UnwrapKey into a sensitive session key,
+// extractable or not) and applies the 32-byte key rule to its result, for
+// every kind of token-side unwrap: RSA-OAEP (unwrapOAEP) and AES key wrap
+// under an ECDH-derived key (ECKeyPair.unwrapECDH).
+func (t *Token) unwrapChecked(extractable bool, unwrap func(extractable bool) (*SecretKey, error)) (*SecretKey, error) {
+	if !extractable && !t.m.unwrapLenUnknown.Load() {
+		s, err := unwrap(false)
 		if err != nil {
 			return nil, err
 		}
@@ -59,16 +74,16 @@ func (k *KeyPair) unwrapOAEP(hash crypto.Hash, wrapped []byte, extractable bool)
 			return s, nil
 		}
 		// The module does not say how long the key is: measure it below.
-		k.t.m.unwrapLenUnknown.Store(true)
+		t.m.unwrapLenUnknown.Store(true)
 		_ = s.Destroy()
 	}
-	s, err := k.unwrapOnce(hash, wrapped, true)
+	s, err := unwrap(true)
 	if err != nil {
 		return nil, err
 	}
 	known, err := s.checkLen()
 	if err == nil && !known {
-		k.t.m.unwrapLenUnknown.Store(true)
+		t.m.unwrapLenUnknown.Store(true)
 		err = s.measureLen()
 	}
 	if err == nil && !extractable {
@@ -85,27 +100,22 @@ func (k *KeyPair) unwrapOAEP(hash crypto.Hash, wrapped []byte, extractable bool)
 // some HSMs require, then retries without it, because SoftHSM2 rejects
 // CKA_VALUE_LEN in unwrap templates; the module remembers the refusal, so
 // later unwraps make one call.
-func (k *KeyPair) unwrapOnce(hash crypto.Hash, wrapped []byte, extractable bool) (*SecretKey, error) {
-	const op = "unwrap key"
-	mech, err := oaepMech(hash)
-	if err != nil {
-		return nil, err
-	}
+func (t *Token) unwrapOnce(op string, ctx opContext, mech []*pkcs11.Mechanism, unwrapping pkcs11.ObjectHandle, wrapped []byte, extractable bool) (*SecretKey, error) {
 	if len(wrapped) == 0 { // miekg's UnwrapKey indexes wrapped[0]
 		return nil, newErr(op, ErrDecrypt, msgNotForKey)
 	}
-	withLen := !k.t.m.noUnwrapValueLen.Load()
-	h, err := k.t.ctx.UnwrapKey(k.t.sh, mech, k.priv, wrapped, unwrapTemplate(withLen, extractable))
+	withLen := !t.m.noUnwrapValueLen.Load()
+	h, err := t.ctx.UnwrapKey(t.sh, mech, unwrapping, wrapped, unwrapTemplate(withLen, extractable))
 	if withLen && isCode(err, pkcs11.CKR_ATTRIBUTE_READ_ONLY, pkcs11.CKR_TEMPLATE_INCONSISTENT) {
-		h, err = k.t.ctx.UnwrapKey(k.t.sh, mech, k.priv, wrapped, unwrapTemplate(false, extractable))
+		h, err = t.ctx.UnwrapKey(t.sh, mech, unwrapping, wrapped, unwrapTemplate(false, extractable))
 		if err == nil {
-			k.t.m.noUnwrapValueLen.Store(true)
+			t.m.noUnwrapValueLen.Store(true)
 		}
 	}
 	if err != nil {
-		return nil, tokenErr(op, ctxDecrypt, err)
+		return nil, tokenErr(op, ctx, err)
 	}
-	return &SecretKey{t: k.t, h: h}, nil
+	return &SecretKey{t: t, h: h}, nil
 }
 
 // checkLen reads CKA_VALUE_LEN and refuses a key that the token reports

@@ -41,6 +41,9 @@ var SignKeyTypes = []SignKeyType{SignECDSAP256, SignRSAPSS2048, SignRSAPSS3072}
 // CKA_EC_PARAMS of a P-256 key.
 var oidP256 = []byte{0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07}
 
+// oidP384 is CKA_EC_PARAMS for P-384 (secp384r1), the DER OID.
+var oidP384 = []byte{0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22}
+
 // Signer is a signing key on the token. It implements crypto.Signer.
 // Like Token, it is not safe for concurrent use.
 type Signer struct {
@@ -83,7 +86,7 @@ func (t *Token) GenerateSigner(label string, typ SignKeyType, opts ...GenOption)
 	return &Signer{Label: label, ID: id, pub: pub, t: t, priv: privH}, nil
 }
 
-// objectPublic reads an EC or RSA public key from a public key object.
+// objectPublic reads an EC (P-256 or P-384) or RSA public key from a public key object.
 func (t *Token) objectPublic(h pkcs11.ObjectHandle) (crypto.PublicKey, error) {
 	a, err := t.attrs(h, pkcs11.CKA_KEY_TYPE)
 	if err != nil {
@@ -96,28 +99,34 @@ func (t *Token) objectPublic(h pkcs11.ObjectHandle) (crypto.PublicKey, error) {
 	if err != nil {
 		return nil, err
 	}
-	if string(a[pkcs11.CKA_EC_PARAMS]) != string(oidP256) {
-		return nil, fmt.Errorf("the EC key is not on P-256")
+	curve, ok := ecCurves[string(a[pkcs11.CKA_EC_PARAMS])]
+	if !ok {
+		return nil, fmt.Errorf("the EC key is not on P-256 or P-384")
 	}
-	return parseECPoint(a[pkcs11.CKA_EC_POINT])
+	return parseECPoint(curve, a[pkcs11.CKA_EC_POINT])
 }
+
+// ecCurves are the curves p11escrow uses, by their CKA_EC_PARAMS (a DER OID).
+var ecCurves = map[string]elliptic.Curve{string(oidP256): elliptic.P256(), string(oidP384): elliptic.P384()}
 
 // parseECPoint accepts CKA_EC_POINT as a DER OCTET STRING (the standard,
 // and SoftHSM2's form) or as the raw uncompressed point, since tokens
 // disagree.
-func parseECPoint(v []byte) (*ecdsa.PublicKey, error) {
+func parseECPoint(curve elliptic.Curve, v []byte) (*ecdsa.PublicKey, error) {
 	point := v
 	var inner []byte
 	if rest, err := asn1.Unmarshal(v, &inner); err == nil && len(rest) == 0 {
 		point = inner
 	}
-	if len(point) != 65 || point[0] != 4 {
-		return nil, fmt.Errorf("the EC public key is not an uncompressed P-256 point")
+	size := (curve.Params().BitSize + 7) / 8
+	name := curve.Params().Name
+	if len(point) != 1+2*size || point[0] != 4 {
+		return nil, fmt.Errorf("the EC public key is not an uncompressed %s point", name)
 	}
-	pub := &ecdsa.PublicKey{Curve: elliptic.P256(),
-		X: new(big.Int).SetBytes(point[1:33]), Y: new(big.Int).SetBytes(point[33:])}
-	if !pub.Curve.IsOnCurve(pub.X, pub.Y) { //nolint:staticcheck // the point comes from a token; check it
-		return nil, fmt.Errorf("the EC public key is not on P-256")
+	pub := &ecdsa.PublicKey{Curve: curve,
+		X: new(big.Int).SetBytes(point[1 : 1+size]), Y: new(big.Int).SetBytes(point[1+size:])}
+	if !curve.IsOnCurve(pub.X, pub.Y) { //nolint:staticcheck // the point comes from a token; check it
+		return nil, fmt.Errorf("the EC public key is not on %s", name)
 	}
 	return pub, nil
 }
@@ -150,6 +159,9 @@ func (t *Token) FindSigner(label string) (*Signer, error) {
 		return nil, tokenErr(op, ctxPlain, err)
 	}
 	pub, err := t.findSignPublic(label, a[pkcs11.CKA_ID])
+	if ec, ok := pub.(*ecdsa.PublicKey); ok && ec.Curve != elliptic.P256() {
+		err = fmt.Errorf("an EC signing key must be on P-256")
+	}
 	if err != nil {
 		return nil, newErr(op, ErrKeyNotFound, "the signing key %q on token %q has no usable public half (%v)", label, t.info.Label, err)
 	}

@@ -90,7 +90,7 @@ func TestCapabilitiesSoftHSM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Capabilities{true, true, true, true, true, true, true, true}
+	want := Capabilities{true, true, true, true, true, true, true, true, true, true, true}
 	if c != want {
 		t.Errorf("Capabilities() = %+v, want all true on SoftHSM2", c)
 	}

@@ -103,11 +103,15 @@ func verifyRecord(c *cli.Context) error {
 		if err != nil {
 			return err
 		}
-		for _, kp := range keys {
+		for _, k := range keys {
+			kp, ok := k.(rsaExchangeKey) // an authority's key is RSA
+			if !ok {
+				continue
+			}
 			if fpr, _ := escrow.FingerprintOf(kp.Public); fpr.Tag() != escrow.StanzaTag(st) {
 				continue
 			}
-			if err := verifyRecordWith(s, rec, h, st, kp); err != nil {
+			if err := verifyRecordWith(s, rec, h, st, kp.KeyPair); err != nil {
 				return err
 			}
 			fmt.Printf("escrow record for file %s verified: the authority key %s opens its header, and its fields are intact\n", h.ID, safetext.Quote(kp.Label))

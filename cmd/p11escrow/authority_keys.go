@@ -78,7 +78,7 @@ func authorityInit(c *cli.Context) error {
 		if err != nil {
 			return err
 		}
-		if err := writePublicKey(o, kp); err != nil {
+		if err := writePublicKey(o, rsaExchangeKey{kp}); err != nil {
 			return err
 		}
 		fmt.Fprintf(os.Stderr, "created authority key %q (RSA-%d, tag %s) on token %q and registered it in %s; public key in %s\n",
@@ -139,7 +139,7 @@ func writeAuthorityPub(t *token.Token, label, out string, force bool) error {
 		return err
 	}
 	defer o.abort()
-	return writePublicKey(o, kp)
+	return writePublicKey(o, rsaExchangeKey{kp})
 }
 
 func retireAction(c *cli.Context) error {

@@ -123,6 +123,10 @@ func requestAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	owner, err := k.rsa(c.String("to"))
+	if err != nil {
+		return err
+	}
 	id, commitment, err := recordChoice(c, c.String("id"))
 	if err != nil {
 		return err
@@ -137,7 +141,7 @@ func requestAction(c *cli.Context) error {
 			return err
 		}
 		defer o.abort()
-		req, err := a.NewRequest(c.Context, id, commitment, c.String("action"), k.pub, k.hash, c.String("reason"), c.Duration("expires-in"))
+		req, err := a.NewRequest(c.Context, id, commitment, c.String("action"), owner, k.hash, c.String("reason"), c.Duration("expires-in"))
 		if err != nil {
 			return err
 		}

@@ -220,14 +220,17 @@ func extraRecipients(c *cli.Context) ([]escrow.Recipient, error) {
 		if err != nil {
 			return nil, err
 		}
-		rs = append(rs, &escrow.RSARecipient{Public: k.pub, Hash: k.hash, Role: escrow.RoleAuthority})
+		if _, err := k.rsa(name); err != nil { // an authority's key is RSA in this release
+			return nil, fmt.Errorf("%w (--authority)", err)
+		}
+		rs = append(rs, k.recipient(escrow.RoleAuthority))
 	}
 	for _, name := range c.StringSlice("to") {
 		k, err := readPublicKey(name)
 		if err != nil {
 			return nil, err
 		}
-		rs = append(rs, &escrow.RSARecipient{Public: k.pub, Hash: k.hash, Role: escrow.RoleRecipient})
+		rs = append(rs, k.recipient(escrow.RoleRecipient))
 	}
 	return rs, nil
 }
@@ -238,23 +241,22 @@ func newEncryptPlan(s *session, keyLabel string, others []escrow.Recipient) (*en
 	if err := s.login(); err != nil {
 		return nil, err
 	}
-	kp, err := s.findKey(keyLabel)
+	kp, err := s.findExchangeKey(keyLabel)
 	if err != nil {
 		return nil, err
 	}
-	if a, err := kp.PrivateAttributes(); err == nil && !a.NeverLeftToken() {
-		warn("key %q was not generated on token %q, or was once extractable, so a copy of it may exist elsewhere; for a key that never left the token, use `p11escrow key generate`", kp.Label, s.token.Info().Label)
+	if a, err := kp.attributes(); err == nil && !a.NeverLeftToken() {
+		warn("key %q was not generated on token %q, or was once extractable, so a copy of it may exist elsewhere; for a key that never left the token, use `p11escrow key generate`", kp.label(), s.token.Info().Label)
 	}
-	hash, err := oaepHashFor(kp)
+	owner, err := kp.recipient(escrow.RoleOwner)
 	if err != nil {
 		return nil, err
 	}
-	fpr, err := escrow.FingerprintOf(kp.Public)
+	fpr, err := escrow.FingerprintOf(kp.public())
 	if err != nil {
 		return nil, err
 	}
 	info := s.token.Info()
-	owner := &escrow.RSARecipient{Public: kp.Public, Hash: hash, Role: escrow.RoleOwner}
 	return &encryptPlan{
 		s:          s,
 		recipients: append([]escrow.Recipient{owner}, others...),

@@ -4,15 +4,14 @@ import (
 	"fmt"
 
 	"github.com/p11escrow/p11escrow/escrow"
-	"github.com/p11escrow/p11escrow/token"
 )
 
 // identities finds the token's keys that a header is addressed to, logging in only when one is.
 type identities struct {
 	s      *session
-	label  string // --key; empty means every RSA key pair on the token
+	label  string // --key; empty means every exchange key pair on the token
 	filter stanzaFilter
-	keys   []*token.KeyPair // loaded once per command
+	keys   []exchangeKey // loaded once per command
 }
 
 // forHeader returns an identity for each token key that some stanza of h is addressed to.
@@ -29,17 +28,19 @@ func (ids *identities) forHeader(h *escrow.Header) ([]escrow.Identity, error) {
 		return nil, err
 	}
 	var list []escrow.Identity
-	var unwrapOnly *token.KeyPair
+	var unwrapOnly exchangeKey
 	for _, kp := range keys {
-		// An authority key may not decrypt; asking the token would only fail.
-		if a, err := kp.PrivateAttributes(); err == nil && !a.Decrypt && a.Unwrap {
-			unwrapOnly = kp
-			continue
+		// An RSA authority key may not decrypt; asking the token would only fail.
+		if _, ok := kp.(rsaExchangeKey); ok {
+			if a, err := kp.attributes(); err == nil && !a.Decrypt && a.Unwrap {
+				unwrapOnly = kp
+				continue
+			}
 		}
-		list = append(list, &filtered{escrow.RSAIdentity{Public: kp.Public, Key: kp}, ids.filter})
+		list = append(list, &filtered{kp.identity(), ids.filter})
 	}
 	if len(list) == 0 && unwrapOnly != nil {
-		return nil, authorityKeyError(fmt.Sprintf("key %q on token %q", unwrapOnly.Label, ids.s.token.Info().Label))
+		return nil, authorityKeyError(fmt.Sprintf("key %q on token %q", unwrapOnly.label(), ids.s.token.Info().Label))
 	}
 	return list, nil
 }
@@ -69,7 +70,7 @@ func (ids *identities) named() bool {
 	return ids.label != "" || ids.s.key.label != "" || ids.s.key.id != nil
 }
 
-func (ids *identities) load() ([]*token.KeyPair, error) {
+func (ids *identities) load() ([]exchangeKey, error) {
 	if ids.keys != nil {
 		return ids.keys, nil
 	}
@@ -77,14 +78,14 @@ func (ids *identities) load() ([]*token.KeyPair, error) {
 		return nil, err
 	}
 	if ids.named() {
-		kp, err := ids.s.findKey(ids.label)
+		kp, err := ids.s.findExchangeKey(ids.label)
 		if err != nil {
 			return nil, err
 		}
-		ids.keys = []*token.KeyPair{kp}
+		ids.keys = []exchangeKey{kp}
 		return ids.keys, nil
 	}
-	keys, err := ids.s.token.KeyPairs()
+	keys, err := ids.s.exchangeKeys()
 	if err != nil {
 		return nil, err
 	}
@@ -94,12 +95,12 @@ func (ids *identities) load() ([]*token.KeyPair, error) {
 
 // filtered hides the stanzas its filter rejects from an identity.
 type filtered struct {
-	escrow.RSAIdentity
+	id     escrow.Identity
 	filter stanzaFilter
 }
 
 func (f *filtered) Unwrap(stanzas []*escrow.Stanza) ([]byte, error) {
-	return f.RSAIdentity.Unwrap(f.filter.apply(stanzas))
+	return f.id.Unwrap(f.filter.apply(stanzas))
 }
 
 // apply returns the stanzas the filter keeps; a nil filter keeps all.

@@ -34,11 +34,12 @@ type fileSummary struct {
 }
 
 type stanzaSummary struct {
-	Type string `json:"type"`
-	Role string `json:"role,omitempty"`
-	Tag  string `json:"key_tag,omitempty"`
-	Hash string `json:"oaep_hash,omitempty"`
-	Size int    `json:"wrapped_size"`
+	Type  string `json:"type"`
+	Role  string `json:"role,omitempty"`
+	Tag   string `json:"key_tag,omitempty"`
+	Hash  string `json:"oaep_hash,omitempty"`
+	Curve string `json:"curve,omitempty"`
+	Size  int    `json:"wrapped_size"`
 }
 
 func inspectAction(c *cli.Context) error {
@@ -76,8 +77,11 @@ func inspectFile(r io.Reader, asJSON bool) error {
 		ss := stanzaSummary{Type: s.Type, Size: len(s.Body)}
 		if t, err := escrow.ParseStanza(s); err == nil && t != nil {
 			ss.Role, ss.Tag = string(t.Role()), t.Tag()
-			if r, ok := t.(*escrow.RSAStanza); ok {
+			switch r := t.(type) {
+			case *escrow.RSAStanza:
 				ss.Hash = r.HashName()
+			case *escrow.ECStanza:
+				ss.Curve = r.Curve
 			}
 		}
 		sum.Stanzas = append(sum.Stanzas, ss)
@@ -95,7 +99,11 @@ func inspectFile(r io.Reader, asJSON bool) error {
 			fmt.Printf("  %-9s (unknown type %s, %d bytes)\n", "?", safetext.Quote(s.Type), s.Size)
 			continue
 		}
-		fmt.Printf("  %-9s  key tag %s  %s-oaep-%s  %d-byte wrap\n", s.Role, s.Tag, "rsa", s.Hash, s.Size)
+		kind := "rsa-oaep-" + s.Hash
+		if s.Curve != "" {
+			kind = "ecdh-" + s.Curve
+		}
+		fmt.Printf("  %-9s  key tag %s  %s  %d-byte wrap\n", s.Role, s.Tag, kind, s.Size)
 	}
 	fmt.Printf("(nothing here is authenticated until a key opens the file)\n")
 	return nil
@@ -118,7 +126,11 @@ func inspectRecord(r io.Reader, name string, asJSON bool) error {
 	fmt.Printf("description:  %s\n", safetext.Clean(rec.Description))
 	fmt.Printf("created:      %s\n", rec.Created)
 	fmt.Printf("owner:        %s (token %s, serial %s)\n", rec.Owner.Fingerprint, safetext.Quote(rec.Owner.TokenLabel), safetext.Clean(rec.Owner.TokenSerial))
-	fmt.Printf("authority:    key tag %s, rsa-oaep-%s, %d-byte wrap\n", rec.Authority.KeyTag, rec.Authority.Hash, len(rec.Authority.WrappedKey))
+	kind := "rsa-oaep-" + rec.Authority.Hash
+	if rec.Authority.Type != "" {
+		kind = rec.Authority.Type + "-" + rec.Authority.Curve
+	}
+	fmt.Printf("authority:    key tag %s, %s, %d-byte wrap\n", rec.Authority.KeyTag, kind, len(rec.Authority.WrappedKey))
 	fmt.Printf("(the authority verifies the record with `p11escrow authority verify`)\n")
 	return nil
 }

@@ -15,7 +15,12 @@ import (
 	"github.com/urfave/cli/v2"
 )
 
+// keyTypes are the exchange key types of `key generate --type`: RSA sizes, and EC curves
+// (keyCurves).
 var keyTypes = map[string]int{"rsa-2048": 2048, "rsa-3072": 3072, "rsa-4096": 4096}
+
+// keyCurves are the EC exchange key types, by the curve names of token.GenerateEC.
+var keyCurves = map[string]string{"ec-p256": "p256", "ec-p384": "p384"}
 
 func keyCommand() *cli.Command {
 	return &cli.Command{
@@ -29,7 +34,7 @@ func keyCommand() *cli.Command {
 					&cli.StringFlag{Name: "key", Usage: "the new key's `LABEL` on the token (required)"},
 					deprecatedLabelFlag(),
 					&cli.StringFlag{Name: "usage", Value: "exchange", Usage: "exchange (encrypt files) or sign (approve recoveries, for authority officers)"},
-					&cli.StringFlag{Name: "type", Value: "rsa-3072", Usage: "exchange: rsa-2048, rsa-3072 or rsa-4096; sign: ecdsa-p256 (the default), rsa-pss-2048 or rsa-pss-3072"},
+					&cli.StringFlag{Name: "type", Value: "rsa-3072", Usage: "exchange: rsa-2048, rsa-3072, rsa-4096, ec-p256 or ec-p384; sign: ecdsa-p256 (the default), rsa-pss-2048 or rsa-pss-3072"},
 					&cli.StringFlag{Name: "out", Usage: "public key `FILE` (default: LABEL.pub; - for stdout)"},
 					&cli.BoolFlag{Name: "force", Usage: "replace an existing public key file"},
 				),
@@ -68,8 +73,9 @@ func keyCommand() *cli.Command {
 // `authority init`, which differ only in what the key is for.
 func generateKey(c *cli.Context, what string) error {
 	bits, ok := keyTypes[c.String("type")]
-	if !ok {
-		return fmt.Errorf("unknown key type %q; use rsa-2048, rsa-3072 or rsa-4096", c.String("type"))
+	curve, isEC := keyCurves[c.String("type")]
+	if !ok && !isEC {
+		return fmt.Errorf("unknown key type %q; use rsa-2048, rsa-3072, rsa-4096, ec-p256 or ec-p384", c.String("type"))
 	}
 	label, err := newKeyLabel(c)
 	if err != nil {
@@ -85,19 +91,29 @@ func generateKey(c *cli.Context, what string) error {
 		if err := s.login(); err != nil {
 			return err
 		}
-		kp, err := s.token.GenerateRSA(label, bits, token.AllowDualUse)
-		if err != nil {
-			return err
+		var kp exchangeKey
+		if isEC {
+			ec, err := s.token.GenerateEC(label, curve, token.AllowDualUse)
+			if err != nil {
+				return err
+			}
+			kp = ecExchangeKey{ec}
+		} else {
+			k, err := s.token.GenerateRSA(label, bits, token.AllowDualUse)
+			if err != nil {
+				return err
+			}
+			kp = rsaExchangeKey{k}
 		}
-		if err := warnDualUse(kp.PrivateAttributes()); err != nil {
+		if err := warnDualUse(kp.attributes()); err != nil {
 			return err
 		}
 		if err := writePublicKey(o, kp); err != nil {
 			return err
 		}
-		fpr, _ := escrow.FingerprintOf(kp.Public)
-		fmt.Fprintf(os.Stderr, "created %s %q (RSA-%d, tag %s) on token %q; public key in %s\n",
-			what, label, bits, fpr.Tag(), s.token.Info().Label, out)
+		fpr, _ := escrow.FingerprintOf(kp.public())
+		fmt.Fprintf(os.Stderr, "created %s %q (%s, tag %s) on token %q; public key in %s\n",
+			what, label, keyTypeName(kp.public()), fpr.Tag(), s.token.Info().Label, out)
 		return nil
 	})
 }
@@ -114,14 +130,10 @@ func warnDualUse(attrs token.KeyAttributes, err error) error {
 	return nil
 }
 
-// writePublicKey probes the key's OAEP hash with one round trip (or takes it from the cache,
-// see oaepHashFor) and writes the PEM file.
-func writePublicKey(o *output, kp *token.KeyPair) error {
-	hash, err := oaepHashFor(kp)
-	if err != nil {
-		return err
-	}
-	data, err := encodePublicKey(kp.Public, kp.Label, hash)
+// writePublicKey writes the key's public key file (for an RSA key, with its OAEP hash: see
+// rsaExchangeKey.pemFile).
+func writePublicKey(o *output, kp exchangeKey) error {
+	data, err := kp.pemFile()
 	if err != nil {
 		return err
 	}
@@ -139,7 +151,7 @@ func listKeys(c *cli.Context) error {
 		if err := s.login(); err != nil {
 			return err
 		}
-		kps, err := s.token.KeyPairs()
+		kps, err := s.exchangeKeys()
 		if err != nil {
 			return err
 		}
@@ -149,17 +161,17 @@ func listKeys(c *cli.Context) error {
 		w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintf(w, "LABEL\tID\tTYPE\tTAG\tSENSITIVE\tEXTRACTABLE\tGENERATED-ON-TOKEN\tUSE\tDUAL-USE\tFINGERPRINT\tURI\n")
 		for _, kp := range kps {
-			fpr, _ := escrow.FingerprintOf(kp.Public)
-			attrs, err := kp.PrivateAttributes()
+			fpr, _ := escrow.FingerprintOf(kp.public())
+			attrs, err := kp.attributes()
 			if err != nil {
 				return err
 			}
 			// GENERATED-ON-TOKEN is CKA_LOCAL with CKA_ALWAYS_SENSITIVE and CKA_NEVER_EXTRACTABLE:
 			// an imported key, or one that was ever extractable, may have a copy elsewhere.
-			fmt.Fprintf(w, "%s\t%x\tRSA-%d\t%s\t%v\t%v\t%v\t%s\t%v\t%s\t%s\n", safetext.Clean(kp.Label), kp.ID, kp.Public.N.BitLen(),
+			fmt.Fprintf(w, "%s\t%x\t%s\t%s\t%v\t%v\t%v\t%s\t%v\t%s\t%s\n", safetext.Clean(kp.label()), kp.id(), keyTypeName(kp.public()),
 				fpr.Tag(), attrs.Sensitive, attrs.Extractable, attrs.NeverLeftToken(), keyUse(attrs), attrs.DualUse(), fpr, keyURI(s, kp))
 		}
-		if err := listOtherKeys(w, s); err != nil {
+		if err := listOtherKeys(w, s, kps); err != nil {
 			return err
 		}
 		return w.Flush()
@@ -176,7 +188,7 @@ func exportKey(c *cli.Context) error {
 		if err := s.login(); err != nil {
 			return err
 		}
-		kp, err := s.findKey(keyName(c))
+		kp, err := s.findExchangeKey(keyName(c))
 		if err != nil {
 			return err
 		}

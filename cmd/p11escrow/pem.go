@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"crypto"
+	"crypto/ecdsa"
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
@@ -22,10 +23,28 @@ import (
 // the one OAEP hash that SoftHSM2 and most HSMs accept.
 const oaepHashComment = "# oaep-hash: "
 
-// publicKeyFile is a recipient's public key and its OAEP hash.
+// publicKeyFile is a recipient's public key: RSA with its OAEP hash, or EC (FORMAT.md
+// section 2.3).
 type publicKeyFile struct {
-	pub  *rsa.PublicKey
-	hash crypto.Hash
+	pub  crypto.PublicKey // *rsa.PublicKey, or *ecdsa.PublicKey on P-256 or P-384
+	hash crypto.Hash      // the OAEP hash of an RSA key
+}
+
+// recipient wraps file keys for the key in the stanza type of its kind.
+func (k *publicKeyFile) recipient(role escrow.Role) escrow.Recipient {
+	if ec, ok := k.pub.(*ecdsa.PublicKey); ok {
+		return &escrow.ECRecipient{Public: ec, Role: role}
+	}
+	return &escrow.RSARecipient{Public: k.pub.(*rsa.PublicKey), Hash: k.hash, Role: role}
+}
+
+// rsa returns the RSA key, or an error naming the file for an EC key, where only RSA is taken.
+func (k *publicKeyFile) rsa(name string) (*rsa.PublicKey, error) {
+	pub, ok := k.pub.(*rsa.PublicKey)
+	if !ok {
+		return nil, fmt.Errorf("%s: an EC key cannot be used here yet; give an RSA public key", name)
+	}
+	return pub, nil
 }
 
 func readPublicKey(name string) (*publicKeyFile, error) {
@@ -33,19 +52,25 @@ func readPublicKey(name string) (*publicKeyFile, error) {
 	if err != nil {
 		return nil, err
 	}
-	pub, ok := k.(*rsa.PublicKey)
-	if !ok {
-		return nil, fmt.Errorf("%s: not an RSA public key", name)
-	}
 	hash, found, err := oaepHashOf(data)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %v", name, err)
+	}
+	switch pub := k.(type) {
+	case *rsa.PublicKey:
+	case *ecdsa.PublicKey:
+		if _, err := escrow.CurveName(pub); err != nil {
+			return nil, fmt.Errorf("%s: %v", name, err)
+		}
+		return &publicKeyFile{pub: pub}, nil // an oaep-hash line means nothing for ECDH
+	default:
+		return nil, fmt.Errorf("%s: not an RSA or EC (P-256, P-384) public key", name)
 	}
 	if !found {
 		fmt.Fprintf(os.Stderr, "p11escrow: note: %s has no %q line, so its key gets OAEP with SHA-1, the one hash every token decrypts\n",
 			safetext.Clean(name), strings.TrimSpace(oaepHashComment))
 	}
-	return &publicKeyFile{pub: pub, hash: hash}, nil
+	return &publicKeyFile{pub: k, hash: hash}, nil
 }
 
 // readPKIXFile reads a public key file: the key, and the file's bytes for its comments. It takes
@@ -126,8 +151,9 @@ func publish(o *output) error {
 	return o.file.Chmod(0o644)
 }
 
-// encodePublicKey writes pub as PEM with a comment naming the key and its OAEP hash.
-func encodePublicKey(pub *rsa.PublicKey, label string, hash crypto.Hash) ([]byte, error) {
+// encodePublicKey writes pub as PEM with a comment naming the key and, for an RSA key, its OAEP
+// hash.
+func encodePublicKey(pub crypto.PublicKey, label string, hash crypto.Hash) ([]byte, error) {
 	der, err := x509.MarshalPKIXPublicKey(pub)
 	if err != nil {
 		return nil, err
@@ -136,13 +162,26 @@ func encodePublicKey(pub *rsa.PublicKey, label string, hash crypto.Hash) ([]byte
 	if err != nil {
 		return nil, err
 	}
-	name, err := escrow.OAEPHash(hash)
-	if err != nil {
-		return nil, err
-	}
 	var b bytes.Buffer
-	fmt.Fprintf(&b, "# p11escrow RSA-%d key %q, fingerprint %s\n", pub.N.BitLen(), label, fpr)
-	fmt.Fprintf(&b, "%s%s\n", oaepHashComment, name)
+	fmt.Fprintf(&b, "# p11escrow %s key %q, fingerprint %s\n", keyTypeName(pub), label, fpr)
+	if _, ok := pub.(*rsa.PublicKey); ok {
+		name, err := escrow.OAEPHash(hash)
+		if err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(&b, "%s%s\n", oaepHashComment, name)
+	}
 	pem.Encode(&b, &pem.Block{Type: "PUBLIC KEY", Bytes: der})
 	return b.Bytes(), nil
+}
+
+// keyTypeName names an exchange key's type as key list shows it: RSA-3072, EC-P256.
+func keyTypeName(pub crypto.PublicKey) string {
+	switch k := pub.(type) {
+	case *rsa.PublicKey:
+		return fmt.Sprintf("RSA-%d", k.N.BitLen())
+	case *ecdsa.PublicKey:
+		return "EC-" + strings.ReplaceAll(k.Curve.Params().Name, "-", "")
+	}
+	return fmt.Sprintf("%T", pub)
 }

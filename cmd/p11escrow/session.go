@@ -268,10 +268,11 @@ func warn(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "p11escrow: warning: %s\n", safetext.Clean(fmt.Sprintf(format, args...)))
 }
 
-// listOtherKeys adds the token's non-RSA private keys (EC keys from pkcs11-tool, officers'
-// signing keys) to a key list, with their type and no tag: they cannot be encrypted to.
-func listOtherKeys(w io.Writer, s *session) error {
-	others, err := s.token.OtherPrivateKeys()
+// listOtherKeys adds the token's other private keys (officers' signing keys, EC keys on other
+// curves or that may not derive) to a key list, with their type and no tag: they cannot be
+// encrypted to. kps are the exchange keys listed already.
+func listOtherKeys(w io.Writer, s *session, kps []exchangeKey) error {
+	others, err := otherKeys(s, kps)
 	if err != nil {
 		return err
 	}
@@ -292,7 +293,7 @@ type keyJSON struct {
 	Sensitive   bool   `json:"sensitive"`
 	Extractable bool   `json:"extractable"`
 	// GeneratedOnToken, Use and DualUse are key list's GENERATED-ON-TOKEN, USE and DUAL-USE
-	// columns; they are left out for keys p11escrow cannot use (EC keys today).
+	// columns; they are left out for keys p11escrow cannot encrypt to.
 	GeneratedOnToken *bool  `json:"generated_on_token,omitempty"`
 	Use              string `json:"use,omitempty"`
 	DualUse          *bool  `json:"dual_use,omitempty"`
@@ -300,20 +301,20 @@ type keyJSON struct {
 }
 
 // listKeysJSON prints the token's key pairs, then its other private keys, as JSON.
-func listKeysJSON(s *session, kps []*token.KeyPair) error {
+func listKeysJSON(s *session, kps []exchangeKey) error {
 	list := []keyJSON{}
 	for _, kp := range kps {
-		fpr, _ := escrow.FingerprintOf(kp.Public)
-		attrs, err := kp.PrivateAttributes()
+		fpr, _ := escrow.FingerprintOf(kp.public())
+		attrs, err := kp.attributes()
 		if err != nil {
 			return err
 		}
 		local, dual := attrs.NeverLeftToken(), attrs.DualUse()
-		list = append(list, keyJSON{Label: kp.Label, ID: hex.EncodeToString(kp.ID), Type: fmt.Sprintf("RSA-%d", kp.Public.N.BitLen()),
+		list = append(list, keyJSON{Label: kp.label(), ID: hex.EncodeToString(kp.id()), Type: keyTypeName(kp.public()),
 			Tag: fpr.Tag(), Fingerprint: fpr.String(), Sensitive: attrs.Sensitive, Extractable: attrs.Extractable,
 			GeneratedOnToken: &local, Use: keyUse(attrs), DualUse: &dual, URI: keyURI(s, kp)})
 	}
-	others, err := s.token.OtherPrivateKeys()
+	others, err := otherKeys(s, kps)
 	if err != nil {
 		return err
 	}
@@ -325,20 +326,42 @@ func listKeysJSON(s *session, kps []*token.KeyPair) error {
 }
 
 // keyUse is key list's USE column: "unwrap-only" for a key that unwraps and does not decrypt
-// (a backup authority's key), else "decrypt".
+// (a backup authority's key), "derive" for an EC exchange key, else "decrypt".
 func keyUse(a token.KeyAttributes) string {
-	if !a.Decrypt && a.Unwrap {
+	switch {
+	case !a.Decrypt && a.Unwrap:
 		return "unwrap-only"
+	case !a.Decrypt && a.Derive:
+		return "derive"
 	}
 	return "decrypt"
 }
 
 // keyURI is the URI of a key pair's private key, which --key and --token accept.
-func keyURI(s *session, kp *token.KeyPair) string { return objectURI(s, kp.Label, kp.ID) }
+func keyURI(s *session, kp exchangeKey) string { return objectURI(s, kp.label(), kp.id()) }
 
 // objectURI is the URI of the private key labelled label with CKA_ID id on the session's token.
 func objectURI(s *session, label string, id []byte) string {
 	u := s.token.Info().URI()
 	u.Object, u.ID, u.Type = label, id, "private"
 	return u.String()
+}
+
+// otherKeys is the token's non-RSA private keys but the EC exchange keys among kps.
+func otherKeys(s *session, kps []exchangeKey) ([]token.OtherKey, error) {
+	others, err := s.token.OtherPrivateKeys()
+	if err != nil {
+		return nil, err
+	}
+	listed := map[string]bool{}
+	for _, kp := range kps {
+		listed[kp.label()+"\x00"+string(kp.id())] = true
+	}
+	var out []token.OtherKey
+	for _, k := range others {
+		if !listed[k.Label+"\x00"+string(k.ID)] {
+			out = append(out, k)
+		}
+	}
+	return out, nil
 }

@@ -79,6 +79,8 @@ func tokenInfo(c *cli.Context) error {
 					"CKM_RSA_PKCS_OAEP_unwrap": caps.UnwrapWithOAEP, "CKM_RSA_PKCS_OAEP_decrypt": caps.RSAOAEP,
 					"CKM_RSA_PKCS_KEY_PAIR_GEN": caps.RSAKeyGen, "CKM_AES_GCM": caps.AESGCM,
 					"CKM_SHA256": caps.SHA256Digest, "C_GenerateRandom": caps.GenerateRandom,
+					"CKM_EC_KEY_PAIR_GEN": caps.ECKeyGen, "CKM_ECDH1_DERIVE": caps.ECDHDerive,
+					"CKM_AES_KEY_WRAP_PAD": caps.AESKeyWrapPad,
 				}})
 		}
 		yes := map[bool]string{true: "yes", false: "no"}
@@ -97,6 +99,9 @@ func tokenInfo(c *cli.Context) error {
 			{"CKM_AES_GCM (token-side payload and MAC)", caps.AESGCM},
 			{"CKM_SHA256 digest (token-side key commitment)", caps.SHA256Digest},
 			{"C_GenerateRandom", caps.GenerateRandom},
+			{"CKM_EC_KEY_PAIR_GEN (EC exchange keys)", caps.ECKeyGen},
+			{"CKM_ECDH1_DERIVE (EC keys: the stanza's key-encryption key)", caps.ECDHDerive},
+			{"CKM_AES_KEY_WRAP_PAD (EC keys: the file key's wrap)", caps.AESKeyWrapPad},
 		} {
 			fmt.Fprintf(w, "%s\t%s\n", row.what, yes[row.ok])
 		}
