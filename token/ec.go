@@ -34,6 +34,11 @@ func (t *Token) GenerateEC(label, curve string, opts ...GenOption) (*ECKeyPair, 
 	if !ok {
 		return nil, newErr(op, nil, "the curve %q is not offered; choose p256 or p384", curve)
 	}
+	// A key that cannot derive on its token could never open a file encrypted to it
+	// (tpm2-pkcs11 1.9, for one, has no C_DeriveKey): refuse it before it exists.
+	if c, err := t.Capabilities(); err == nil && !c.ECDHDerive {
+		return nil, newErr(op, ErrUnsupportedKey, "token %q cannot derive with EC keys (no CKM_ECDH1_DERIVE), so it could never open a file encrypted to an EC key; use an RSA key (--type rsa-3072)", t.info.Label)
+	}
 	mech := []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_EC_KEY_PAIR_GEN, nil)}
 	gen := func(id []byte) (pkcs11.ObjectHandle, pkcs11.ObjectHandle, error) {
 		return t.generateKeyPair(mech, ecPublicTemplate(label, id, params), ecPrivateTemplate(label, id), opts)
@@ -72,7 +77,7 @@ func (t *Token) FindECKeyPair(label string, id []byte) (*ECKeyPair, error) {
 		return nil, err
 	}
 	switch {
-	case len(hs) == 0 && !t.LoggedIn():
+	case len(hs) == 0 && t.NeedsLogin():
 		return nil, newErr(op, ErrNotLoggedIn, "no EC private key %s is visible on token %q without a login; log in first", what, t.info.Label)
 	case len(hs) == 0:
 		return nil, newErr(op, ErrKeyNotFound, "token %q has no EC private key %s; check the name or generate the key", t.info.Label, what)

@@ -245,6 +245,13 @@ func newEncryptPlan(s *session, keyLabel string, others []escrow.Recipient) (*en
 	if err != nil {
 		return nil, err
 	}
+	if _, ok := kp.(ecExchangeKey); ok {
+		// The owner must be able to open what is encrypted to them: an EC key opens its stanza
+		// only with C_DeriveKey on its token.
+		if c, err := s.token.Capabilities(); err == nil && !c.ECDHDerive {
+			return nil, fmt.Errorf("token %q cannot derive with EC keys (no CKM_ECDH1_DERIVE), so it could not open files encrypted to EC key %q; use an RSA key on it", s.token.Info().Label, kp.label())
+		}
+	}
 	if a, err := kp.attributes(); err == nil && !a.NeverLeftToken() {
 		warn("key %q was not generated on token %q, or was once extractable, so a copy of it may exist elsewhere; for a key that never left the token, use `p11escrow key generate`", kp.label(), s.token.Info().Label)
 	}
