@@ -184,6 +184,35 @@ else
 	row "authority intake (CLI)" "pending: no authority intake command yet" "-" "-" "-" "-"
 fi
 
+# The authority's service: records per second through one `authority serve` (BenchmarkServe in
+# cmd/p11escrow: 8 clients over loopback TLS, as many HSM sessions as cores), on SQLite and on
+# PostgreSQL (a throwaway server, as `make test` starts), against the bare C_UnwrapKey loop on
+# as many sessions (BenchmarkRawUnwrapKeyParallel), the two back to back in each round.
+cd "$ROOT"
+SERVE_RECORDS=${SERVE_RECORDS:-2000}
+metric() { awk -v n="$1" -v u="$2" '$1 ~ "^"n"(-[0-9]+)?$" {for (i = 1; i <= NF; i++) if ($(i+1) == u) print $i}'; }
+echo "the authority's service: $ROUNDS rounds of $SERVE_RECORDS records per store" >&2
+pct_sqlite=() pct_postgres=()
+for ((r = 0; r < ROUNDS; r++)); do
+	o=$(./softhsm-test/with-postgres.sh $GO test -run '^$' -bench '^BenchmarkServe$' -benchtime "${SERVE_RECORDS}x" ./cmd/p11escrow)
+	u=$($GO test -run '^$' -bench '^BenchmarkRawUnwrapKeyParallel$' -benchtime 2s ./token)
+	printf '%s\n%s\n' "$o" "$u" >>"$OUT/raw.log"
+	ru=$(echo "$u" | nsop BenchmarkRawUnwrapKeyParallel)
+	pct_sqlite+=("$(echo "100 * $(echo "$o" | metric BenchmarkServe/sqlite records/s) * $ru / 1000000000" | bc -l)")
+	pct_postgres+=("$(echo "100 * $(echo "$o" | metric BenchmarkServe/postgres records/s) * $ru / 1000000000" | bc -l)")
+done
+serve_row() { # BACKEND PERCENT...: the median ratio, with the last round's rate and latencies
+	local be=$1 n="BenchmarkServe/$1"
+	shift
+	row "authority serve, $SERVE_RECORDS records, 8 clients, $be: p50 / p99 $(echo "$o" | metric "$n" p50-ms) / $(echo "$o" | metric "$n" p99-ms) ms" \
+		"$(fmt "$(echo "$o" | metric "$n" records/s)")/s (last round)" "-" "-" \
+		"$(fmt "$(echo "1000000000 / $ru" | bc -l)")/s (C_UnwrapKey, $W sessions, last round)" \
+		"$(fmt "$(printf '%s\n' "$@" | median)") % (target ≥ 80 %)"
+}
+serve_row sqlite "${pct_sqlite[@]}"
+serve_row postgres "${pct_postgres[@]}"
+cd "$B"
+
 # Memory: peak RSS of 1 GiB each way, to a file and to a pipe.
 rss() { /usr/bin/time -f '%M' "$@" 2>&1 >/dev/null | tail -1; }
 m1=$(rss $P11E "${ENC[@]}" -o m.p11e --escrow-record m.json --force big)

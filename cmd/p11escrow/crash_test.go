@@ -134,7 +134,7 @@ func killAfter(t *testing.T, dir string, environ, args []string, word string, n 
 
 // checkStore opens the database as the next command would and checks it: integrity, every
 // acknowledged record, the record count, and the audit chain. It returns every held file ID.
-func checkStore(t *testing.T, db string, acked map[string]bool, want int) map[string]bool {
+func checkStore(t testing.TB, db string, acked map[string]bool, want int) map[string]bool {
 	t.Helper()
 	st, err := authority.OpenStore(context.Background(), db, false)
 	if err != nil {
