@@ -250,16 +250,7 @@ func (a *Authority) unwrapWith(k *AuthorityKey, w *Wrap, extractable bool) (*tok
 	if err != nil {
 		return nil, err
 	}
-	hash, err := escrow.ParseOAEPHash(w.OAEPHash)
-	if err != nil {
-		return nil, err
-	}
-	var sk *token.SecretKey
-	if extractable {
-		sk, err = kp.UnwrapOAEP(hash, w.Wrapped)
-	} else {
-		sk, err = kp.UnwrapOAEPSealed(hash, w.Wrapped)
-	}
+	sk, err := kp.unwrap(w, extractable)
 	if err != nil {
 		return nil, err
 	}
@@ -417,15 +408,7 @@ func (a *Authority) newStanzas(sk *token.SecretKey, old *escrow.Header, key *Aut
 	if err != nil {
 		return nil, err
 	}
-	authPub, _, err := key.RSAPublic()
-	if err != nil {
-		return nil, err
-	}
-	authHash, err := escrow.ParseOAEPHash(w.OAEPHash)
-	if err != nil {
-		return nil, err
-	}
-	auth, err := escrow.NewRSAStanza(authPub, authHash, escrow.RoleAuthority, w.Wrapped)
+	auth, err := authorityStanza(key, w)
 	if err != nil {
 		return nil, err
 	}
