@@ -74,7 +74,7 @@ func TestECAuthorityKey(t *testing.T) {
 
 // TestECAuthorityLostCard is the lost-card story with an EC authority key: intake of an ecdh
 // authority stanza verified on the HSM with the unwrapped key sensitive and unreadable; a
-// tampered record rejected; re-issue for a new RSA owner; decrypt-only
+// tampered record rejected; re-issue for a new EC owner and a new RSA owner (the EC owner's stanza made on the HSM); decrypt-only
 // recovery; then rotation EC to RSA and RSA to EC, each re-wrapped on the HSM and recovered
 // through.
 func TestECAuthorityLostCard(t *testing.T) {
@@ -132,15 +132,27 @@ func TestECAuthorityLostCard(t *testing.T) {
 	}
 	defer func() { testHookUnwrapped = nil }()
 
-	// recover re-issues the header for newOwner (RSA) and checks that it opens the file and
-	// that its authority stanza is for the current key, of the current key's type.
-	recoverFor := func(why string) {
+	// recoverFor re-issues the header for a new owner key, EC (P-256) or RSA, made on the
+	// token, and checks that the new owner opens the file, that the owner stanza is of the
+	// key's type, and that the authority stanza is for the current key, of its type.
+	recoverFor := func(why string, ec bool) {
 		t.Helper()
-		owner, err := a.Token.GenerateRSA(uniq(t, "alice-new"), 2048)
-		if err != nil {
-			t.Fatal(err)
+		var pub crypto.PublicKey
+		var id escrow.Identity
+		if ec {
+			owner, err := a.Token.GenerateEC(uniq(t, "alice-new"), "p256")
+			if err != nil {
+				t.Fatal(err)
+			}
+			pub, id = owner.Public, &escrow.ECIdentity{Public: owner.Public, Key: owner}
+		} else {
+			owner, err := a.Token.GenerateRSA(uniq(t, "alice-new"), 2048)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pub, id = owner.Public, &escrow.RSAIdentity{Public: owner.Public, Key: owner}
 		}
-		req, err := a.NewRequest(t.Context(), res.FileID, "", escrow.ActionReheader, owner.Public, crypto.SHA1, why, time.Hour)
+		req, err := a.NewRequest(t.Context(), res.FileID, "", escrow.ActionReheader, pub, crypto.SHA1, why, time.Hour)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -165,7 +177,10 @@ func TestECAuthorityLostCard(t *testing.T) {
 		if escrow.StanzaTag(as) != cur.Tag || (as.Type == "ecdh") != (cur.OAEPHash == "") {
 			t.Errorf("%s: authority stanza %s %s, current key %s", why, as.Type, escrow.StanzaTag(as), cur.Tag)
 		}
-		r, err := escrow.Decrypt(bytes.NewReader(append(hdr.Bytes(), rest...)), &escrow.RSAIdentity{Public: owner.Public, Key: owner})
+		if os := nh.Stanzas[0]; escrow.StanzaRole(os) != escrow.RoleOwner || (os.Type == "ecdh") != ec {
+			t.Errorf("%s: owner stanza %s %v", why, os.Type, os.Args)
+		}
+		r, err := escrow.Decrypt(bytes.NewReader(append(hdr.Bytes(), rest...)), id)
 		if err != nil {
 			t.Fatalf("%s: %v", why, err)
 		}
@@ -173,7 +188,8 @@ func TestECAuthorityLostCard(t *testing.T) {
 			t.Fatalf("%s: decrypt after reheader: %v", why, err)
 		}
 	}
-	recoverFor("lost card, EC authority")
+	recoverFor("lost card, EC authority, EC owner", true)
+	recoverFor("lost card, EC authority, RSA owner", false)
 
 	// Decrypt-only recovery with the EC authority key.
 	owner, err := a.Token.GenerateRSA(uniq(t, "alice-rsa"), 2048)
@@ -207,7 +223,7 @@ func TestECAuthorityLostCard(t *testing.T) {
 		if _, err := a.RetireKey(t.Context(), old.Label); err != nil {
 			t.Fatal(err)
 		}
-		recoverFor("after rotation to " + mustCurrent(t, a).Label)
+		recoverFor("after rotation to "+mustCurrent(t, a).Label, spec.Curve == "")
 	}
 	if _, _, err := a.VerifyAudit(t.Context()); err != nil {
 		t.Errorf("audit: %v", err)
