@@ -35,7 +35,8 @@ type IntakeResult struct {
 // Intake verifies one escrow record on the HSM and stores it (verified escrow, README):
 //
 //  1. the authority stanza is unwrapped on the token with C_UnwrapKey into a sensitive,
-//     non-extractable session key;
+//     non-extractable session key (for an ecdh stanza, under a KEK derived on the token,
+//     itself sensitive and non-extractable);
 //  2. the token computes the key commitment, the header MAC and the record binding, which
 //     must all match;
 //  3. the record and an audit entry are stored in one transaction.
