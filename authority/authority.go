@@ -11,7 +11,7 @@ package authority
 import (
 	"context"
 	"crypto"
-	"crypto/rsa"
+	"crypto/ecdsa"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
@@ -35,12 +35,12 @@ type Authority struct {
 	// an older p11escrow that can still decrypt (a *DecryptingKeyWarning). nil discards them.
 	Warn func(w error)
 
-	keys map[string]*token.KeyPair // by fingerprint, found once per run
+	keys map[string]Key // by fingerprint, found once per run
 }
 
 // New returns an Authority; tok may be nil.
 func New(st Store, tok *token.Token, actor string) *Authority {
-	return &Authority{st: st, Token: tok, Actor: actor, Now: time.Now, keys: map[string]*token.KeyPair{}}
+	return &Authority{st: st, Token: tok, Actor: actor, Now: time.Now, keys: map[string]Key{}}
 }
 
 func (a *Authority) warn(w error) {
@@ -64,18 +64,25 @@ func KeyWarning(kp *token.KeyPair) error {
 
 // checkNewKey accepts as a new authority key only a key pair that the HSM generated and that
 // never left it (CKA_LOCAL, CKA_ALWAYS_SENSITIVE and CKA_NEVER_EXTRACTABLE), and that may
-// unwrap but not decrypt. A key imported by someone who once held the HSM's PIN has a copy
-// outside the HSM; a key that decrypts opens files outside the quorum.
-func checkNewKey(kp *token.KeyPair) error {
-	attrs, err := kp.PrivateAttributes()
+// unwrap but not decrypt (RSA), or derive and do nothing else (EC: no sign, decrypt or unwrap). A
+// key imported by someone who once held the HSM's PIN has a copy outside the HSM; a key that
+// decrypts opens files outside the quorum.
+func checkNewKey(kp Key) error {
+	attrs, err := kp.attributes()
 	if err != nil {
 		return err
 	}
 	if !attrs.NeverLeftToken() {
-		return fmt.Errorf("the key labelled %q was not generated on the HSM or was once extractable (CKA_LOCAL %v, CKA_ALWAYS_SENSITIVE %v, CKA_NEVER_EXTRACTABLE %v), so a copy may exist outside it; the authority accepts only keys it generated itself: remove that key with the HSM's tools, or choose another label", kp.Label, attrs.Local, attrs.AlwaysSensitive, attrs.NeverExtractable)
+		return fmt.Errorf("the key labelled %q was not generated on the HSM or was once extractable (CKA_LOCAL %v, CKA_ALWAYS_SENSITIVE %v, CKA_NEVER_EXTRACTABLE %v), so a copy may exist outside it; the authority accepts only keys it generated itself: remove that key with the HSM's tools, or choose another label", kp.Label(), attrs.Local, attrs.AlwaysSensitive, attrs.NeverExtractable)
+	}
+	if kp.EC != nil {
+		if !attrs.Derive || attrs.Sign || attrs.Decrypt || attrs.Unwrap {
+			return fmt.Errorf("the EC key labelled %q may do more than derive (CKA_DERIVE %v, CKA_SIGN %v, CKA_DECRYPT %v, CKA_UNWRAP %v); an EC authority key must only derive: choose another label and let p11escrow make the key", kp.Label(), attrs.Derive, attrs.Sign, attrs.Decrypt, attrs.Unwrap)
+		}
+		return nil
 	}
 	if attrs.Decrypt || !attrs.Unwrap {
-		return fmt.Errorf("the key labelled %q may decrypt (CKA_DECRYPT %v, CKA_UNWRAP %v); an authority key must only unwrap, so that files open only through recovery: choose another label and let p11escrow make the key", kp.Label, attrs.Decrypt, attrs.Unwrap)
+		return fmt.Errorf("the key labelled %q may decrypt (CKA_DECRYPT %v, CKA_UNWRAP %v); an authority key must only unwrap, so that files open only through recovery: choose another label and let p11escrow make the key", kp.Label(), attrs.Decrypt, attrs.Unwrap)
 	}
 	return nil
 }
@@ -111,27 +118,38 @@ func (a *Authority) checkHSM() error {
 	return nil
 }
 
-// keyPair returns the HSM key pair of a registered authority key, checking that the key found
-// by label is really the registered one (a relabelled or replaced key is refused).
-func (a *Authority) keyPair(k *AuthorityKey) (*token.KeyPair, error) {
+// keyPair returns the HSM key pair of a registered authority key, RSA or EC, checking that the
+// key found by label is really the registered one (a relabelled or replaced key is refused).
+func (a *Authority) keyPair(k *AuthorityKey) (Key, error) {
 	if kp, ok := a.keys[k.Fingerprint]; ok {
 		return kp, nil
 	}
 	if err := a.checkHSM(); err != nil {
-		return nil, err
+		return Key{}, err
 	}
-	kp, err := a.Token.FindKeyPair(k.Label, nil)
+	pub, err := registeredPublic(k)
 	if err != nil {
-		return nil, err
+		return Key{}, err
 	}
-	fpr, err := escrow.FingerprintOf(kp.Public)
+	var kp Key
+	if _, ok := pub.(*ecdsa.PublicKey); ok {
+		kp.EC, err = a.Token.FindECKeyPair(k.Label, nil)
+	} else {
+		kp.RSA, err = a.Token.FindKeyPair(k.Label, nil)
+	}
 	if err != nil {
-		return nil, err
+		return Key{}, err
+	}
+	fpr, err := escrow.FingerprintOf(kp.Public())
+	if err != nil {
+		return Key{}, err
 	}
 	if fpr.String() != k.Fingerprint {
-		return nil, fmt.Errorf("the key labelled %q on token %q is not the registered authority key %s", k.Label, a.Token.Info().Label, k.Fingerprint)
+		return Key{}, fmt.Errorf("the key labelled %q on token %q is not the registered authority key %s", k.Label, a.Token.Info().Label, k.Fingerprint)
 	}
-	a.warn(KeyWarning(kp))
+	if kp.RSA != nil {
+		a.warn(KeyWarning(kp.RSA))
+	}
 	a.keys[k.Fingerprint] = kp
 	return kp, nil
 }
@@ -198,21 +216,41 @@ func (a *Authority) CanInit(ctx context.Context) error {
 	return nil
 }
 
-// RegisterKey records a freshly made key pair as the current authority key. hash is the OAEP
-// hash its token decrypts (see the README on oaep-hash). It refuses a key that the HSM did not
-// generate, that was ever extractable, or that may decrypt (see checkNewKey).
+// RegisterKey records a freshly made RSA key pair as the current authority key. hash is the
+// OAEP hash its token decrypts (see the README on oaep-hash). It refuses a key that the HSM did
+// not generate, that was ever extractable, or that may decrypt (see checkNewKey).
 func (a *Authority) RegisterKey(ctx context.Context, kp *token.KeyPair, hash crypto.Hash, action string) (*AuthorityKey, error) {
-	if err := checkNewKey(kp); err != nil {
-		return nil, err
-	}
-	k, err := authorityKey(kp.Label, kp.Public, hash, a.Now())
+	name, err := escrow.OAEPHash(hash)
 	if err != nil {
 		return nil, err
 	}
-	ev := a.event(action, map[string]any{"key": k.Fingerprint, "label": k.Label, "oaep_hash": k.OAEPHash})
-	if err := a.st.AddAuthorityKey(ctx, k, ev); err != nil {
+	return a.register(ctx, Key{RSA: kp}, name, action)
+}
+
+// RegisterECKey records a freshly made EC key pair (P-256 or P-384) as the current authority
+// key. It refuses a key that the HSM did not generate, that was ever extractable, or that may
+// do anything but derive (see checkNewKey).
+func (a *Authority) RegisterECKey(ctx context.Context, kp *token.ECKeyPair, action string) (*AuthorityKey, error) {
+	return a.register(ctx, Key{EC: kp}, "", action)
+}
+
+// register registers kp; oaepHash is empty for an EC key.
+func (a *Authority) register(ctx context.Context, kp Key, oaepHash, action string) (*AuthorityKey, error) {
+	if err := checkNewKey(kp); err != nil {
+		return nil, err
+	}
+	k, err := authorityKey(kp.Label(), kp.Public(), oaepHash, a.Now())
+	if err != nil {
+		return nil, err
+	}
+	details := map[string]any{"key": k.Fingerprint, "label": k.Label, "oaep_hash": k.OAEPHash}
+	if kp.EC != nil {
+		curve, _ := escrow.CurveName(kp.EC.Public)
+		details = map[string]any{"key": k.Fingerprint, "label": k.Label, "curve": curve}
+	}
+	if err := a.st.AddAuthorityKey(ctx, k, a.event(action, details)); err != nil {
 		if errors.Is(err, ErrExists) {
-			return nil, fmt.Errorf("an authority key with label %q or the same public key is already registered", kp.Label)
+			return nil, fmt.Errorf("an authority key with label %q or the same public key is already registered", kp.Label())
 		}
 		return nil, err
 	}
@@ -220,7 +258,8 @@ func (a *Authority) RegisterKey(ctx context.Context, kp *token.KeyPair, hash cry
 	return k, nil
 }
 
-func authorityKey(label string, pub *rsa.PublicKey, hash crypto.Hash, now time.Time) (*AuthorityKey, error) {
+// authorityKey is the store's row for a key; oaepHash is empty for an EC key.
+func authorityKey(label string, pub crypto.PublicKey, oaepHash string, now time.Time) (*AuthorityKey, error) {
 	der, err := x509.MarshalPKIXPublicKey(pub)
 	if err != nil {
 		return nil, err
@@ -229,11 +268,7 @@ func authorityKey(label string, pub *rsa.PublicKey, hash crypto.Hash, now time.T
 	if err != nil {
 		return nil, err
 	}
-	name, err := escrow.OAEPHash(hash)
-	if err != nil {
-		return nil, err
-	}
-	return &AuthorityKey{Fingerprint: fpr.String(), Label: label, Tag: fpr.Tag(), OAEPHash: name,
+	return &AuthorityKey{Fingerprint: fpr.String(), Label: label, Tag: fpr.Tag(), OAEPHash: oaepHash,
 		PublicKey: der, Created: now.UTC().Format(time.RFC3339)}, nil
 }
 

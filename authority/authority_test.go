@@ -49,6 +49,13 @@ type encrypted struct {
 
 func encryptFor(t *testing.T, owner *token.KeyPair, authority *rsa.PublicKey, size int) *encrypted {
 	t.Helper()
+	return encryptTo(t, &escrow.RSARecipient{Public: owner.Public, Hash: crypto.SHA1, Role: escrow.RoleOwner},
+		&escrow.RSARecipient{Public: authority, Hash: crypto.SHA1, Role: escrow.RoleAuthority}, owner.Public, size)
+}
+
+// encryptTo is encryptFor with any owner and authority recipients; ownerPub is the owner's key.
+func encryptTo(t *testing.T, owner, authority escrow.Recipient, ownerPub crypto.PublicKey, size int) *encrypted {
+	t.Helper()
 	tok := testToken(t)
 	plain := make([]byte, size)
 	rand.Read(plain)
@@ -59,9 +66,7 @@ func encryptFor(t *testing.T, owner *token.KeyPair, authority *rsa.PublicKey, si
 	}
 	defer key.Destroy()
 	var out bytes.Buffer
-	w, err := escrow.Encrypt(&out, id, key,
-		&escrow.RSARecipient{Public: owner.Public, Hash: crypto.SHA1, Role: escrow.RoleOwner},
-		&escrow.RSARecipient{Public: authority, Hash: crypto.SHA1, Role: escrow.RoleAuthority})
+	w, err := escrow.Encrypt(&out, id, key, owner, authority)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +74,7 @@ func encryptFor(t *testing.T, owner *token.KeyPair, authority *rsa.PublicKey, si
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
-	fpr, _ := escrow.FingerprintOf(owner.Public)
+	fpr, _ := escrow.FingerprintOf(ownerPub)
 	rec, err := escrow.NewRecord(w.Header(), key, "test file", escrow.RecordOwner{Fingerprint: fpr.String(),
 		TokenLabel: "alice", TokenSerial: "0001"}, time.Now())
 	if err != nil {
@@ -454,7 +459,7 @@ func TestRotation(t *testing.T) {
 	}
 	oldKey, _ := a.CurrentKey(t.Context())
 	label := uniq(t, "auth2")
-	if _, created, err := a.RotateStart(t.Context(), label, 2048); err != nil || !created {
+	if _, created, err := a.RotateStart(t.Context(), label, KeySpec{Bits: 2048}); err != nil || !created {
 		t.Fatal(created, err)
 	}
 	if _, err := a.RetireKey(t.Context(), oldKey.Label); err == nil {
@@ -467,7 +472,7 @@ func TestRotation(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, created, err := a.RotateStart(t.Context(), label, 2048); err != nil || created {
+	if _, created, err := a.RotateStart(t.Context(), label, KeySpec{Bits: 2048}); err != nil || created {
 		t.Fatalf("resume: created %v, %v", created, err)
 	}
 	n, err := a.Rotate(t.Context(), nil)

@@ -46,15 +46,15 @@ func (a *Authority) unwrapStanza(ctx context.Context, h *escrow.Header) (*token.
 		if escrow.StanzaRole(s) != escrow.RoleAuthority {
 			continue
 		}
-		st, err := escrow.ParseRSAStanza(s)
+		hash, wrapped, err := stanzaWrap(s)
 		if err != nil {
 			return nil, nil, err
 		}
-		key, err := a.keyForTag(ctx, st.Tag())
+		key, err := a.keyForTag(ctx, escrow.StanzaTag(s))
 		if err != nil {
 			return nil, nil, err
 		}
-		sk, err := a.unwrapWith(key, &Wrap{KeyFingerprint: key.Fingerprint, OAEPHash: st.HashName(), Wrapped: st.Wrapped}, false)
+		sk, err := a.unwrapWith(key, &Wrap{KeyFingerprint: key.Fingerprint, OAEPHash: hash, Wrapped: wrapped}, false)
 		return sk, key, err
 	}
 	return nil, nil, &escrow.NoIdentityError{}

@@ -35,7 +35,8 @@ type IntakeResult struct {
 // Intake verifies one escrow record on the HSM and stores it (verified escrow, README):
 //
 //  1. the authority stanza is unwrapped on the token with C_UnwrapKey into a sensitive,
-//     non-extractable session key;
+//     non-extractable session key (for an ecdh stanza, under a KEK derived on the token,
+//     itself sensitive and non-extractable);
 //  2. the token computes the key commitment, the header MAC and the record binding, which
 //     must all match;
 //  3. the record and an audit entry are stored in one transaction.
@@ -63,7 +64,7 @@ type checked struct {
 // check parses and verifies one record on session on, with the key pairs keyPair finds. It
 // writes nothing, so it can run on several sessions at once.
 func (a *Authority) check(ctx context.Context, name string, data []byte, readErr error, on *token.Token,
-	keyPair func(*AuthorityKey) (*token.KeyPair, error)) checked {
+	keyPair func(*AuthorityKey) (Key, error)) checked {
 	c := checked{res: IntakeResult{Name: name}}
 	if readErr != nil {
 		c.bad = readErr
@@ -186,26 +187,26 @@ type checkPool struct {
 	window  chan struct{} // one value per record the committer has taken
 	done    chan struct{}
 	wg      sync.WaitGroup
-	keys    map[string]*token.KeyPair // found before the workers start, read-only after
+	keys    map[string]Key // found before the workers start, read-only after
 }
 
 // keyPair returns a key pair found before the workers started: looking one up would use the
 // first session while a worker may be running an operation on it.
-func (p *checkPool) keyPair(k *AuthorityKey) (*token.KeyPair, error) {
+func (p *checkPool) keyPair(k *AuthorityKey) (Key, error) {
 	if kp, ok := p.keys[k.Fingerprint]; ok {
 		return kp, nil
 	}
-	return nil, fmt.Errorf("%w: %q (%s)", errKeyUnusable, k.Label, k.Tag)
+	return Key{}, fmt.Errorf("%w: %q (%s)", errKeyUnusable, k.Label, k.Tag)
 }
 
 // findKeys finds every live authority key that is on the token; the others stay missing, so
 // only records wrapped for them fail.
-func (a *Authority) findKeys(ctx context.Context) (map[string]*token.KeyPair, error) {
+func (a *Authority) findKeys(ctx context.Context) (map[string]Key, error) {
 	live, err := a.liveKeys(ctx)
 	if err != nil {
 		return nil, err
 	}
-	found := map[string]*token.KeyPair{}
+	found := map[string]Key{}
 	for _, k := range live {
 		if kp, err := a.keyPair(k); err == nil {
 			found[k.Fingerprint] = kp
@@ -293,16 +294,11 @@ func (a *Authority) verifyOnToken(rec *escrow.Record, h *escrow.Header, st *escr
 
 // VerifyOnToken unwraps the record's authority stanza st with kp as a sensitive, non-extractable
 // session key and lets the token check the commitment, the header MAC and the record binding:
-// the session key never reaches this host's memory.
-func VerifyOnToken(rec *escrow.Record, h *escrow.Header, st *escrow.Stanza, kp *token.KeyPair) error {
-	rs, err := escrow.ParseRSAStanza(st)
-	if err != nil {
-		return &escrow.RecordError{Reason: err.Error()}
-	}
-	if len(rs.Wrapped) != kp.Public.Size() {
-		return &escrow.RecordError{Reason: "its wrapped key has the wrong length for the authority key"}
-	}
-	sk, err := kp.UnwrapOAEPSealed(rs.Hash, rs.Wrapped)
+// the session key never reaches this host's memory. For an EC key (an ecdh stanza) the
+// key-encryption key is derived on the token too, sensitive and non-extractable, and destroyed
+// after the unwrap: neither the shared secret nor the file key is ever readable by the host.
+func VerifyOnToken(rec *escrow.Record, h *escrow.Header, st *escrow.Stanza, kp Key) error {
+	sk, err := unwrapStanzaSealed(st, kp)
 	if errors.Is(err, token.ErrKeyLength) {
 		return &escrow.RecordError{Reason: "its wrapped key is not a 32-byte (AES-256) key; " + err.Error()}
 	}
@@ -314,6 +310,29 @@ func VerifyOnToken(rec *escrow.Record, h *escrow.Header, st *escrow.Stanza, kp *
 	}
 	defer sk.Destroy()
 	return rec.VerifyOn(h, sk)
+}
+
+// unwrapStanzaSealed unwraps an authority stanza of kp's type on the token, sensitive and
+// non-extractable. A stanza of the other type, or for another curve, is a RecordError.
+func unwrapStanzaSealed(st *escrow.Stanza, kp Key) (*token.SecretKey, error) {
+	if kp.EC != nil {
+		es, err := escrow.ParseECStanza(st)
+		if err != nil {
+			return nil, &escrow.RecordError{Reason: err.Error()}
+		}
+		if curve, _ := escrow.CurveName(kp.EC.Public); es.Curve != curve {
+			return nil, &escrow.RecordError{Reason: fmt.Sprintf("its ecdh stanza is on %s, but the authority key is on %s", es.Curve, curve)}
+		}
+		return kp.EC.UnwrapECDHKey(es.Ephemeral, es.Wrapped, false)
+	}
+	rs, err := escrow.ParseRSAStanza(st)
+	if err != nil {
+		return nil, &escrow.RecordError{Reason: err.Error()}
+	}
+	if len(rs.Wrapped) != kp.RSA.Public.Size() {
+		return nil, &escrow.RecordError{Reason: "its wrapped key has the wrong length for the authority key"}
+	}
+	return kp.RSA.UnwrapOAEPSealed(rs.Hash, rs.Wrapped)
 }
 
 // store holds a verified record. A record is identified by its file ID and key commitment: a
@@ -328,8 +347,12 @@ func (a *Authority) store(ctx context.Context, res IntakeResult, rec *escrow.Rec
 		OwnerTokenLabel: rec.Owner.TokenLabel, OwnerTokenSerial: rec.Owner.TokenSerial, Description: rec.Description,
 		Created: rec.Created, IntakeTime: now, AuthorityKey: key.Fingerprint, Status: StatusHeld, Record: rec.Marshal(),
 	}
-	w := &Wrap{FileID: rec.FileID, Commitment: commitment, KeyFingerprint: key.Fingerprint, OAEPHash: rec.Authority.Hash,
-		Wrapped: st.Body, Added: now}
+	hash, wrapped, err := stanzaWrap(st)
+	if err != nil {
+		return res, err
+	}
+	w := &Wrap{FileID: rec.FileID, Commitment: commitment, KeyFingerprint: key.Fingerprint, OAEPHash: hash,
+		Wrapped: wrapped, Added: now}
 	// Another intake may hold a record under this ID between the read and the write; the store
 	// then refuses (ErrChanged) and the collision is read again, so that it is always audited.
 	for try := 0; ; try++ {

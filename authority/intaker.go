@@ -17,8 +17,8 @@ import (
 // a receipt signed on the HSM. Close it to close its sessions.
 type Intaker struct {
 	a        *Authority
-	keys     map[string]*token.KeyPair // found before any session runs, read-only after
-	sessions chan *token.Token         // idle verification sessions
+	keys     map[string]Key    // found before any session runs, read-only after
+	sessions chan *token.Token // idle verification sessions
 	opened   []*token.Token
 	busy     atomic.Int64
 
@@ -144,9 +144,9 @@ func (in *Intaker) Submit(ctx context.Context, name string, data []byte) (Submis
 	return sub, err
 }
 
-func (in *Intaker) keyPair(k *AuthorityKey) (*token.KeyPair, error) {
+func (in *Intaker) keyPair(k *AuthorityKey) (Key, error) {
 	if kp, ok := in.keys[k.Fingerprint]; ok {
 		return kp, nil
 	}
-	return nil, fmt.Errorf("%w: %q (%s)", errKeyUnusable, k.Label, k.Tag)
+	return Key{}, fmt.Errorf("%w: %q (%s)", errKeyUnusable, k.Label, k.Tag)
 }

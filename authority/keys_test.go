@@ -24,7 +24,7 @@ func TestOldDecryptingKeyIsReported(t *testing.T) {
 		t.Fatalf("RegisterKey(a key that decrypts) = %v", err)
 	}
 	// As an older p11escrow registered it.
-	k, err := authorityKey(old.Label, old.Public, crypto.SHA1, a.Now())
+	k, err := authorityKey(old.Label, old.Public, "sha1", a.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +58,7 @@ func TestOldDecryptingKeyIsReported(t *testing.T) {
 		t.Errorf("intake warnings = %q", warnings)
 	}
 	// Rotating to a new, unwrap-only key clears it.
-	if _, created, err := b.RotateStart(t.Context(), uniq(t, "new-auth"), 2048); err != nil || !created {
+	if _, created, err := b.RotateStart(t.Context(), uniq(t, "new-auth"), KeySpec{Bits: 2048}); err != nil || !created {
 		t.Fatal(created, err)
 	}
 	if _, err := b.Rotate(t.Context(), nil); err != nil {

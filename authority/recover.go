@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto"
+	"crypto/ecdsa"
 	"crypto/rsa"
 	"crypto/x509"
 	"errors"
@@ -21,7 +22,7 @@ import (
 // carries the commitment, so that approvals name one exact record. action is
 // escrow.ActionReheader (a new header for owner's key) or escrow.ActionDecrypt (the plaintext,
 // decrypted on the HSM, for owner); it is part of what the officers sign. requester is a.Actor.
-func (a *Authority) NewRequest(ctx context.Context, fileID, commitment, action string, owner *rsa.PublicKey, hash crypto.Hash, reason string, ttl time.Duration) (*escrow.Request, error) {
+func (a *Authority) NewRequest(ctx context.Context, fileID, commitment, action string, owner crypto.PublicKey, hash crypto.Hash, reason string, ttl time.Duration) (*escrow.Request, error) {
 	id, err := escrow.ParseFileID(fileID)
 	if err != nil {
 		return nil, err
@@ -250,16 +251,7 @@ func (a *Authority) unwrapWith(k *AuthorityKey, w *Wrap, extractable bool) (*tok
 	if err != nil {
 		return nil, err
 	}
-	hash, err := escrow.ParseOAEPHash(w.OAEPHash)
-	if err != nil {
-		return nil, err
-	}
-	var sk *token.SecretKey
-	if extractable {
-		sk, err = kp.UnwrapOAEP(hash, w.Wrapped)
-	} else {
-		sk, err = kp.UnwrapOAEPSealed(hash, w.Wrapped)
-	}
+	sk, err := kp.unwrap(w, extractable)
 	if err != nil {
 		return nil, err
 	}
@@ -408,24 +400,11 @@ func (a *Authority) Recover(ctx context.Context, req *escrow.Request, create fun
 // newStanzas builds the re-issued header's stanzas: the new owner's (wrapped on the token),
 // the authority's, and the old header's extra recipients.
 func (a *Authority) newStanzas(sk *token.SecretKey, old *escrow.Header, key *AuthorityKey, w *Wrap, req *escrow.Request) ([]*escrow.Stanza, error) {
-	pub, hash := req.NewOwnerKey()
-	wrapped, err := sk.WrapOAEP(pub, hash)
+	owner, err := ownerStanza(sk, req)
 	if err != nil {
 		return nil, err
 	}
-	owner, err := escrow.NewRSAStanza(pub, hash, escrow.RoleOwner, wrapped)
-	if err != nil {
-		return nil, err
-	}
-	authPub, _, err := key.RSAPublic()
-	if err != nil {
-		return nil, err
-	}
-	authHash, err := escrow.ParseOAEPHash(w.OAEPHash)
-	if err != nil {
-		return nil, err
-	}
-	auth, err := escrow.NewRSAStanza(authPub, authHash, escrow.RoleAuthority, w.Wrapped)
+	auth, err := authorityStanza(key, w)
 	if err != nil {
 		return nil, err
 	}
@@ -477,4 +456,27 @@ func (a *Authority) RecoverDecrypt(ctx context.Context, req *escrow.Request, in 
 		}
 		return key, out.Commit()
 	})
+}
+
+// ownerStanza wraps sk on the HSM for the request's new owner: C_WrapKey with RSA-OAEP for an
+// RSA key; for an EC key, an ephemeral key pair made on the HSM, a KEK derived there and
+// C_WrapKey with CKM_AES_KEY_WRAP_PAD (token.SecretKey.WrapECDH), an ecdh stanza.
+func ownerStanza(sk *token.SecretKey, req *escrow.Request) (*escrow.Stanza, error) {
+	pub, hash := req.NewOwnerKey()
+	if ec, ok := pub.(*ecdsa.PublicKey); ok {
+		eph, wrapped, err := sk.WrapECDH(ec)
+		if err != nil {
+			return nil, err
+		}
+		return escrow.NewECStanza(ec, eph, escrow.RoleOwner, wrapped)
+	}
+	rsaPub, ok := pub.(*rsa.PublicKey)
+	if !ok {
+		return nil, errors.New("the new owner's key is neither RSA nor EC")
+	}
+	wrapped, err := sk.WrapOAEP(rsaPub, hash)
+	if err != nil {
+		return nil, err
+	}
+	return escrow.NewRSAStanza(rsaPub, hash, escrow.RoleOwner, wrapped)
 }

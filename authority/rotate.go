@@ -9,14 +9,21 @@ import (
 	"github.com/p11escrow/p11escrow/token"
 )
 
-// RotateStart makes (or, when resuming, finds) the new authority key and makes it current.
-// created says whether the key pair was generated now. The new key's fingerprint is registered
-// in the store, with its audit entry, before any record is re-wrapped (Rotate), and a resumed
-// rotation accepts only the key on the HSM with that fingerprint: a key put under the label
-// afterwards is refused. A key pair with the label that is on the HSM but not yet in the store
-// (a rotation killed between generating and registering it) is adopted only if the HSM
-// generated it and it never left the HSM (see RegisterKey).
-func (a *Authority) RotateStart(ctx context.Context, label string, bits int) (*AuthorityKey, bool, error) {
+// KeySpec is the type of a new authority key: RSA of Bits bits, or, with Curve set ("p256" or
+// "p384"), EC on that curve.
+type KeySpec struct {
+	Bits  int
+	Curve string
+}
+
+// RotateStart makes (or, when resuming, finds) the new authority key of type spec and makes it
+// current. created says whether the key pair was generated now. The new key's fingerprint is
+// registered in the store, with its audit entry, before any record is re-wrapped (Rotate), and a
+// resumed rotation accepts only the key on the HSM with that fingerprint: a key put under the
+// label afterwards is refused. A key pair with the label that is on the HSM but not yet in the
+// store (a rotation killed between generating and registering it) is adopted only if the HSM
+// generated it and it never left the HSM (see RegisterKey and RegisterECKey).
+func (a *Authority) RotateStart(ctx context.Context, label string, spec KeySpec) (*AuthorityKey, bool, error) {
 	if err := a.needToken(); err != nil {
 		return nil, false, err
 	}
@@ -32,10 +39,22 @@ func (a *Authority) RotateStart(ctx context.Context, label string, bits int) (*A
 	if _, err := a.CurrentKey(ctx); err != nil {
 		return nil, false, err
 	}
-	kp, err := a.Token.FindKeyPair(label, nil)
 	created := false
+	if spec.Curve != "" {
+		kp, err := a.Token.FindECKeyPair(label, nil)
+		if errors.Is(err, token.ErrKeyNotFound) {
+			kp, err = a.Token.GenerateEC(label, spec.Curve)
+			created = true
+		}
+		if err != nil {
+			return nil, false, err
+		}
+		k, err := a.RegisterECKey(ctx, kp, "rotate-start")
+		return k, created, err
+	}
+	kp, err := a.Token.FindKeyPair(label, nil)
 	if errors.Is(err, token.ErrKeyNotFound) {
-		kp, err = a.Token.GenerateUnwrapRSA(label, bits)
+		kp, err = a.Token.GenerateUnwrapRSA(label, spec.Bits)
 		created = true
 	}
 	if err != nil {
@@ -97,15 +116,11 @@ func (a *Authority) rewrap(ctx context.Context, ref RecordRef, cur *AuthorityKey
 	if err := h.VerifyOn(sk); err != nil {
 		return err
 	}
-	newPub, newHash, err := cur.RSAPublic()
+	hash, wrapped, err := wrapFor(sk, cur)
 	if err != nil {
 		return err
 	}
-	wrapped, err := sk.WrapOAEP(newPub, newHash)
-	if err != nil {
-		return err
-	}
-	w := &Wrap{FileID: ref.FileID, Commitment: ref.Commitment, KeyFingerprint: cur.Fingerprint, OAEPHash: cur.OAEPHash, Wrapped: wrapped,
+	w := &Wrap{FileID: ref.FileID, Commitment: ref.Commitment, KeyFingerprint: cur.Fingerprint, OAEPHash: hash, Wrapped: wrapped,
 		Added: a.Now().UTC().Format(time.RFC3339)}
 	return a.st.AddWrap(ctx, w, a.event("rewrap", map[string]any{"file_id": ref.FileID, "key_commitment": ref.Commitment, "from": from.Fingerprint, "to": cur.Fingerprint}))
 }

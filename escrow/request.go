@@ -59,13 +59,15 @@ type Request struct {
 	Created       string      `json:"created"`
 	Expires       string      `json:"expires"`
 	Approvals     []*Approval `json:"approvals" max:"64"`
-	newOwner      *rsa.PublicKey
+	newOwner      crypto.PublicKey
 }
 
-// RequestKey is the new owner's RSA public key (PKIX DER) and the OAEP hash their token decrypts.
+// RequestKey is the new owner's public key (PKIX DER), RSA or EC (P-256, P-384), and, for an
+// RSA key only, the OAEP hash their token decrypts; an EC key has no OAEPHash (the member is
+// absent, FORMAT.md section 10).
 type RequestKey struct {
 	PublicKey   []byte `json:"public_key" max:"1024"`
-	OAEPHash    string `json:"oaep_hash"`
+	OAEPHash    string `json:"oaep_hash,omitempty"`
 	Fingerprint string `json:"fingerprint"`
 }
 
@@ -77,10 +79,12 @@ type Approval struct {
 }
 
 // NewRequest builds an unapproved request for action (ActionReheader or ActionDecrypt) on the
-// file with ID id and key commitment commitment (CommitmentText), valid from now until now+ttl. The reason and the requester are made valid text with safetext.Clean
+// file with ID id and key commitment commitment (CommitmentText), valid from now until now+ttl,
+// for the new owner's key owner: *rsa.PublicKey with its OAEP hash, or *ecdsa.PublicKey on P-256
+// or P-384 (hash is then ignored). The reason and the requester are made valid text with safetext.Clean
 // (FORMAT.md section 5.1), so that the bytes officers sign are exactly the bytes written, and
 // the request is checked with ParseRequest.
-func NewRequest(authority string, id FileID, commitment, action string, owner *rsa.PublicKey, hash crypto.Hash, reason, requester string, now time.Time, ttl time.Duration) (*Request, error) {
+func NewRequest(authority string, id FileID, commitment, action string, owner crypto.PublicKey, hash crypto.Hash, reason, requester string, now time.Time, ttl time.Duration) (*Request, error) {
 	if err := checkAction(action); err != nil {
 		return nil, err
 	}
@@ -88,12 +92,21 @@ func NewRequest(authority string, id FileID, commitment, action string, owner *r
 	if err != nil {
 		return nil, err
 	}
-	hashName, err := OAEPHash(hash)
-	if err != nil {
-		return nil, err
-	}
-	if !rsaBodySizes[owner.Size()] {
-		return nil, fmt.Errorf("RSA-%d keys are not supported; the new owner needs a 2048, 3072 or 4096-bit key", owner.N.BitLen())
+	var hashName string
+	switch owner := owner.(type) {
+	case *rsa.PublicKey:
+		if hashName, err = OAEPHash(hash); err != nil {
+			return nil, err
+		}
+		if !rsaBodySizes[owner.Size()] {
+			return nil, fmt.Errorf("RSA-%d keys are not supported; the new owner needs a 2048, 3072 or 4096-bit key", owner.N.BitLen())
+		}
+	case *ecdsa.PublicKey:
+		if _, err := CurveName(owner); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, errors.New("the new owner's key is neither RSA nor EC")
 	}
 	if ttl <= 0 {
 		return nil, errors.New("a request must expire in the future")
@@ -239,27 +252,39 @@ func ParseRequest(data []byte) (*Request, error) {
 	return r, nil
 }
 
-func (r *Request) parseOwner() (*rsa.PublicKey, error) {
+func (r *Request) parseOwner() (crypto.PublicKey, error) {
 	k, err := x509.ParsePKIXPublicKey(r.NewOwner.PublicKey)
 	if err != nil {
 		return nil, fmt.Errorf("the new owner's public key: %v", err)
 	}
-	pub, ok := k.(*rsa.PublicKey)
-	if !ok || !rsaBodySizes[pub.Size()] {
-		return nil, errors.New("the new owner's key is not an RSA-2048, 3072 or 4096 key")
-	}
-	if _, err := ParseOAEPHash(r.NewOwner.OAEPHash); err != nil {
-		return nil, err
+	switch pub := k.(type) {
+	case *rsa.PublicKey:
+		if !rsaBodySizes[pub.Size()] {
+			return nil, errors.New("the new owner's key is not an RSA-2048, 3072 or 4096 key, nor EC on P-256 or P-384")
+		}
+		if _, err := ParseOAEPHash(r.NewOwner.OAEPHash); err != nil {
+			return nil, err
+		}
+	case *ecdsa.PublicKey:
+		if _, err := CurveName(pub); err != nil {
+			return nil, err
+		}
+		if r.NewOwner.OAEPHash != "" {
+			return nil, errors.New("the new owner's key is EC, and has no oaep_hash")
+		}
+	default:
+		return nil, errors.New("the new owner's key is not an RSA-2048, 3072 or 4096 key, nor EC on P-256 or P-384")
 	}
 	sum := sha256.Sum256(r.NewOwner.PublicKey)
 	if r.NewOwner.Fingerprint != hex.EncodeToString(sum[:]) {
 		return nil, errors.New("the new owner's fingerprint does not match the key")
 	}
-	return pub, nil
+	return k, nil
 }
 
-// NewOwnerKey returns the new owner's public key and OAEP hash.
-func (r *Request) NewOwnerKey() (*rsa.PublicKey, crypto.Hash) {
+// NewOwnerKey returns the new owner's public key (*rsa.PublicKey or *ecdsa.PublicKey) and, for
+// RSA, its OAEP hash (0 for EC).
+func (r *Request) NewOwnerKey() (crypto.PublicKey, crypto.Hash) {
 	h, _ := ParseOAEPHash(r.NewOwner.OAEPHash)
 	return r.newOwner, h
 }

@@ -187,12 +187,16 @@ type HeldRecord struct {
 // Ref returns the record's identity.
 func (r *HeldRecord) Ref() RecordRef { return RecordRef{FileID: r.FileID, Commitment: r.Commitment} }
 
-// Wrap is a record's file key wrapped under one authority key.
+// Wrap is a record's file key wrapped under one authority key. Its bytes depend on the key's
+// type: under an RSA key, Wrapped is the rsa-oaep stanza's body and OAEPHash its hash; under an
+// EC key, Wrapped is the ecdh stanza's ephemeral point, uncompressed (65 bytes on P-256, 97 on
+// P-384), followed by its body (K wrapped with RFC 5649, 40 bytes), and OAEPHash is empty. So
+// an EC wrap needs no column of its own, and is bound to the audit chain like any other row.
 type Wrap struct {
 	FileID         string
 	Commitment     string
 	KeyFingerprint string
-	OAEPHash       string
+	OAEPHash       string // empty for an EC key
 	Wrapped        []byte
 	Added          string
 }
@@ -202,7 +206,7 @@ type AuthorityKey struct {
 	Fingerprint string `json:"fingerprint"`
 	Label       string `json:"label"`
 	Tag         string `json:"key_tag"`
-	OAEPHash    string `json:"oaep_hash"`
+	OAEPHash    string `json:"oaep_hash"` // empty for an EC key (P-256 or P-384)
 	State       string `json:"state"`
 	Created     string `json:"created"`
 	PublicKey   []byte `json:"-"` // PKIX DER

@@ -8,7 +8,6 @@ import (
 	"github.com/p11escrow/p11escrow/authority"
 	"github.com/p11escrow/p11escrow/escrow"
 	"github.com/p11escrow/p11escrow/internal/safetext"
-	"github.com/p11escrow/p11escrow/token"
 	"github.com/urfave/cli/v2"
 )
 
@@ -22,7 +21,7 @@ func authorityCommand() *cli.Command {
 				Usage: "create the authority key pair and the receipt-signing key on the authority's token, register them in the store, and write their public keys",
 				Flags: hsmFlags(
 					&cli.StringFlag{Name: "label", Required: true, Usage: "key `LABEL` on the authority's token"},
-					&cli.StringFlag{Name: "type", Value: "rsa-3072", Usage: "rsa-2048, rsa-3072 or rsa-4096"},
+					&cli.StringFlag{Name: "type", Value: "rsa-3072", Usage: authorityTypeUsage},
 					&cli.StringFlag{Name: "out", Usage: "public key `FILE` to give to users (default: LABEL.pub)"},
 					&cli.StringFlag{Name: "receipt-label", Usage: "the receipt-signing key's `LABEL` (default: LABEL-receipt)"},
 					&cli.StringFlag{Name: "receipt-key-out", Usage: "receipt public key `FILE` to give to users (default: OUT with .receipt.pub for .pub)"},
@@ -104,17 +103,22 @@ func verifyRecord(c *cli.Context) error {
 			return err
 		}
 		for _, k := range keys {
-			kp, ok := k.(rsaExchangeKey) // an authority's key is RSA
-			if !ok {
+			var kp authority.Key
+			switch k := k.(type) {
+			case rsaExchangeKey:
+				kp.RSA = k.KeyPair
+			case ecExchangeKey:
+				kp.EC = k.ECKeyPair
+			default:
 				continue
 			}
-			if fpr, _ := escrow.FingerprintOf(kp.Public); fpr.Tag() != escrow.StanzaTag(st) {
+			if fpr, _ := escrow.FingerprintOf(kp.Public()); fpr.Tag() != escrow.StanzaTag(st) {
 				continue
 			}
-			if err := verifyRecordWith(s, rec, h, st, kp.KeyPair); err != nil {
+			if err := verifyRecordWith(s, rec, h, st, kp); err != nil {
 				return err
 			}
-			fmt.Printf("escrow record for file %s verified: the authority key %s opens its header, and its fields are intact\n", h.ID, safetext.Quote(kp.Label))
+			fmt.Printf("escrow record for file %s verified: the authority key %s opens its header, and its fields are intact\n", h.ID, safetext.Quote(kp.Label()))
 			return nil
 		}
 		return &escrow.RecordError{Reason: fmt.Sprintf("it is wrapped for authority key %s, which is not on this token", rec.Authority.KeyTag)}
@@ -125,9 +129,11 @@ func verifyRecord(c *cli.Context) error {
 // SHA-256 digests (a smart card or a TPM standing in for an HSM) cannot, so the key is then checked on the host,
 // as before the authority's store existed, with a warning; intake and recovery refuse such a
 // token outright.
-func verifyRecordWith(s *session, rec *escrow.Record, h *escrow.Header, st *escrow.Stanza, kp *token.KeyPair) error {
-	if w := authority.KeyWarning(kp); w != nil {
-		warn("%s", advise(w))
+func verifyRecordWith(s *session, rec *escrow.Record, h *escrow.Header, st *escrow.Stanza, kp authority.Key) error {
+	if kp.RSA != nil {
+		if w := authority.KeyWarning(kp.RSA); w != nil {
+			warn("%s", advise(w))
+		}
 	}
 	c, err := s.token.Capabilities()
 	if err != nil {
@@ -138,7 +144,11 @@ func verifyRecordWith(s *session, rec *escrow.Record, h *escrow.Header, st *escr
 		return authority.VerifyOnToken(rec, h, st, kp)
 	}
 	warn("token %q lacks %s, so the session key is checked in this host's memory", s.token.Info().Label, strings.Join(missing, ", "))
-	_, err = rec.Verify(&escrow.RSAIdentity{Public: kp.Public, Key: kp})
+	var id escrow.Identity = &escrow.RSAIdentity{Public: kp.RSA.Public, Key: kp.RSA}
+	if kp.EC != nil {
+		id = &escrow.ECIdentity{Public: kp.EC.Public, Key: kp.EC}
+	}
+	_, err = rec.Verify(id)
 	return err
 }
 

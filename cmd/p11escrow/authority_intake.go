@@ -157,7 +157,7 @@ type shownRecord struct {
 type shownWrap struct {
 	Key   string `json:"key"`
 	Label string `json:"label"`
-	Hash  string `json:"oaep_hash"`
+	Hash  string `json:"oaep_hash,omitempty"` // absent for a wrap under an EC key
 	Added string `json:"added"`
 }
 
@@ -202,8 +202,12 @@ func showAction(c *cli.Context) error {
 		fmt.Printf("taken in:      %s\n", safetext.Clean(r.IntakeTime))
 		fmt.Printf("status:        %s\n", safetext.Clean(string(r.Status)))
 		for _, w := range out.Wraps {
-			fmt.Printf("wrapped under: authority key %s (%s, oaep %s), since %s\n", safetext.Quote(w.Label),
-				safetext.Clean(w.Key), safetext.Clean(w.Hash), safetext.Clean(w.Added))
+			how := "oaep " + safetext.Clean(w.Hash)
+			if w.Hash == "" { // a wrap under an EC key (see store.Wrap)
+				how = "ecdh"
+			}
+			fmt.Printf("wrapped under: authority key %s (%s, %s), since %s\n", safetext.Quote(w.Label),
+				safetext.Clean(w.Key), how, safetext.Clean(w.Added))
 		}
 		return nil
 	})

@@ -123,10 +123,7 @@ func requestAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	owner, err := k.rsa(c.String("to"))
-	if err != nil {
-		return err
-	}
+	owner := k.pub // RSA or EC: the re-issued header wraps the key for either on the HSM
 	id, commitment, err := recordChoice(c, c.String("id"))
 	if err != nil {
 		return err

@@ -220,9 +220,6 @@ func extraRecipients(c *cli.Context) ([]escrow.Recipient, error) {
 		if err != nil {
 			return nil, err
 		}
-		if _, err := k.rsa(name); err != nil { // an authority's key is RSA in this release
-			return nil, fmt.Errorf("%w (--authority)", err)
-		}
 		rs = append(rs, k.recipient(escrow.RoleAuthority))
 	}
 	for _, name := range c.StringSlice("to") {

@@ -38,15 +38,6 @@ func (k *publicKeyFile) recipient(role escrow.Role) escrow.Recipient {
 	return &escrow.RSARecipient{Public: k.pub.(*rsa.PublicKey), Hash: k.hash, Role: role}
 }
 
-// rsa returns the RSA key, or an error naming the file for an EC key, where only RSA is taken.
-func (k *publicKeyFile) rsa(name string) (*rsa.PublicKey, error) {
-	pub, ok := k.pub.(*rsa.PublicKey)
-	if !ok {
-		return nil, fmt.Errorf("%s: an EC key cannot be used here yet; give an RSA public key", name)
-	}
-	return pub, nil
-}
-
 func readPublicKey(name string) (*publicKeyFile, error) {
 	k, data, err := readPKIXFile(name)
 	if err != nil {
