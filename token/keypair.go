@@ -232,7 +232,8 @@ func (t *Token) pickPublic(hs []pkcs11.ObjectHandle, own *rsa.PublicKey) *rsa.Pu
 // length query runs the whole RSA operation. So where the token unwraps with
 // OAEP and the key may both decrypt and unwrap, the stanza is unwrapped
 // instead (one C_UnwrapKey, see decryptByUnwrap). Elsewhere, a TPM among
-// them, it falls back to C_Decrypt and its two calls.
+// them, it calls the module's own C_Decrypt once with a buffer of the
+// modulus size (decryptInto).
 func (k *KeyPair) DecryptOAEP(hash crypto.Hash, ciphertext []byte) ([]byte, error) {
 	const op = "RSA-OAEP decrypt on token"
 	mech, err := oaepMech(hash)
@@ -248,7 +249,12 @@ func (k *KeyPair) DecryptOAEP(hash crypto.Hash, ciphertext []byte) ([]byte, erro
 	if err := k.t.ctx.DecryptInit(k.t.sh, mech, k.priv); err != nil {
 		return nil, tokenErr(op, ctxDecrypt, err)
 	}
-	pt, err := k.t.ctx.Decrypt(k.t.sh, ciphertext)
+	// One C_Decrypt into a buffer of the modulus size (see decryptInto), which always holds an
+	// OAEP plaintext; miekg's two-call Decrypt only where the module's function is not found.
+	pt, ok, err := k.t.decryptInto(ciphertext, k.Public.Size())
+	if !ok {
+		pt, err = k.t.ctx.Decrypt(k.t.sh, ciphertext)
+	}
 	if err != nil {
 		return nil, tokenErr(op, ctxDecrypt, err)
 	}

@@ -68,6 +68,10 @@ type Module struct {
 	// measured (see SecretKey.checkLen), which needs it extractable.
 	unwrapLenUnknown atomic.Bool
 
+	// decrypt is the module's own C_Decrypt (see decryptFn), found once.
+	decryptOnce sync.Once
+	decrypt     unsafe.Pointer
+
 	// ecdhPeerDER remembers that the module wants the peer's point of
 	// CKM_ECDH1_DERIVE inside a DER OCTET STRING, not raw (see ECKeyPair.deriveKEK).
 	ecdhPeerDER atomic.Bool
