@@ -54,7 +54,10 @@ func (k *KeyPair) SupportsOAEPSHA256() (bool, error) {
 		_, _ = k.t.ctx.Decrypt(k.t.sh, make([]byte, k.Public.Size()))
 		return false, err
 	}
-	pt, err := k.t.ctx.Decrypt(k.t.sh, ct)
+	pt, ok, err := k.t.decryptInto(ct, k.Public.Size()) // one private-key operation, as in DecryptOAEP
+	if !ok {
+		pt, err = k.t.ctx.Decrypt(k.t.sh, ct)
+	}
 	if err != nil {
 		return false, fatalProbe(tokenErr(op, ctxDecrypt, err))
 	}
