@@ -1,7 +1,11 @@
 package token
 
 import (
+	"bytes"
 	"crypto"
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/asn1"
 	"sync"
 	"testing"
 
@@ -241,4 +245,162 @@ func BenchmarkRawEncryptGCMChunk(b *testing.B) {
 		}
 		p.Free()
 	}
+}
+
+// benchEC holds one EC exchange key pair per curve on the main token.
+var benchEC struct {
+	once sync.Once
+	kps  map[string]*ECKeyPair
+	err  error
+}
+
+// benchECStanza returns the main token, its EC key pair on curve ("p256" or "p384"), and the
+// ephemeral point and body of an ecdh stanza addressed to it.
+func benchECStanza(b *testing.B, curve string) (*Token, *ECKeyPair, []byte, []byte) {
+	b.Helper()
+	tk, _ := benchToken(b)
+	benchEC.once.Do(func() {
+		benchEC.kps = map[string]*ECKeyPair{}
+		for _, c := range []string{"p256", "p384"} {
+			var kp *ECKeyPair
+			if kp, benchEC.err = tk.GenerateEC("bench-"+c, c); benchEC.err != nil {
+				return
+			}
+			benchEC.kps[c] = kp
+		}
+	})
+	if benchEC.err != nil {
+		b.Fatal(benchEC.err)
+	}
+	kp := benchEC.kps[curve]
+	k, err := tk.NewFileKey(benchID)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer k.Destroy()
+	eph, w, err := k.Secret().WrapECDH(kp.Public)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return tk, kp, eph, w
+}
+
+// BenchmarkECUnwrap opens an ecdh stanza as decrypt does for a user's EC key
+// (ECKeyPair.UnwrapECDH): C_DeriveKey of the KEK on the token, C_UnwrapKey under it, the value
+// read and both objects destroyed. Compare it per stanza with BenchmarkUnwrap (RSA-3072).
+func BenchmarkECUnwrap(b *testing.B) {
+	for _, c := range []string{"p256", "p384"} {
+		b.Run(c, func(b *testing.B) {
+			_, kp, eph, w := benchECStanza(b, c)
+			for b.Loop() {
+				v, err := kp.UnwrapECDH(eph, w)
+				if err != nil {
+					b.Fatal(err)
+				}
+				clear(v)
+			}
+		})
+	}
+}
+
+// BenchmarkRawECUnwrap is BenchmarkECUnwrap's PKCS#11 calls with nothing around them:
+// C_DeriveKey (CKM_ECDH1_DERIVE), C_UnwrapKey (CKM_AES_KEY_WRAP_PAD), C_GetAttributeValue and two
+// C_DestroyObject. The ECDH on the token is most of it.
+func BenchmarkRawECUnwrap(b *testing.B) {
+	for _, c := range []string{"p256", "p384"} {
+		b.Run(c, func(b *testing.B) {
+			tk, kp, eph, w := benchECStanza(b, c)
+			v, err := kp.UnwrapECDH(eph, w) // settles the form of the peer's point
+			if err != nil {
+				b.Fatal(err)
+			}
+			clear(v)
+			peer := eph
+			if tk.m.ecdhPeerDER.Load() {
+				if peer, err = asn1.Marshal(eph); err != nil {
+					b.Fatal(err)
+				}
+			}
+			derive := []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_ECDH1_DERIVE, pkcs11.NewECDH1DeriveParams(pkcs11.CKD_NULL, nil, peer))}
+			read := []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_VALUE, nil)}
+			for b.Loop() {
+				kek, err := tk.ctx.DeriveKey(tk.sh, derive, kp.priv, kekTemplate())
+				if err != nil {
+					b.Fatal(err)
+				}
+				h, err := tk.ctx.UnwrapKey(tk.sh, aesKeyWrapPad(), kek, w, decryptedKeyTemplate())
+				if err != nil {
+					b.Fatal(err)
+				}
+				a, err := tk.ctx.GetAttributeValue(tk.sh, h, read)
+				if err != nil {
+					b.Fatal(err)
+				}
+				clear(a[0].Value)
+				tk.ctx.DestroyObject(tk.sh, h)
+				tk.ctx.DestroyObject(tk.sh, kek)
+			}
+		})
+	}
+}
+
+// BenchmarkTPMDecryptRSA2048 is one RSA-2048 OAEP decryption of a file key (KeyPair.DecryptOAEP,
+// with the hash OAEPHash picks, as decrypt does) on a software TPM (swtpm through tpm2-pkcs11)
+// and on SoftHSM2, each beside a bare C_DecryptInit and C_Decrypt loop. The TPM is started for
+// this benchmark and stopped after it; in CI it must be there (softhsmtest.RequireTPM).
+func BenchmarkTPMDecryptRSA2048(b *testing.B) {
+	b.Run("tpm", func(b *testing.B) {
+		p := newTPM(b)
+		withTPM(b, p, func(tk *Token) {
+			kp, err := tk.GenerateRSA("bench-2048", 2048, AllowDualUse)
+			if err != nil {
+				b.Fatal(err)
+			}
+			benchDecrypt(b, tk, kp)
+		})
+	})
+	b.Run("softhsm2", func(b *testing.B) {
+		tk, _ := benchToken(b)
+		kp, err := tk.GenerateRSA("bench-2048", 2048)
+		if err != nil {
+			b.Fatal(err)
+		}
+		benchDecrypt(b, tk, kp)
+	})
+}
+
+// benchDecrypt runs DecryptOAEP and the bare loop under kp as two sub-benchmarks.
+func benchDecrypt(b *testing.B, tk *Token, kp *KeyPair) {
+	hash, err := kp.OAEPHash()
+	if err != nil {
+		b.Fatal(err)
+	}
+	key := make([]byte, 32)
+	rand.Read(key)
+	ct, err := rsa.EncryptOAEP(hash.New(), rand.Reader, kp.Public, key, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("DecryptOAEP", func(b *testing.B) {
+		for b.Loop() {
+			pt, err := kp.DecryptOAEP(hash, ct)
+			if err != nil || !bytes.Equal(pt, key) {
+				b.Fatalf("DecryptOAEP = %x, %v", pt, err)
+			}
+		}
+	})
+	b.Run("RawDecrypt", func(b *testing.B) {
+		mech, err := oaepMech(hash)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for b.Loop() {
+			if err := tk.ctx.DecryptInit(tk.sh, mech, kp.priv); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := tk.ctx.Decrypt(tk.sh, ct); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }

@@ -16,7 +16,7 @@ import (
 
 // newTPM starts a software TPM and makes a token "tpm" on it through the module. tpm2-pkcs11
 // reads its variables at C_Initialize, so they are set for the test.
-func newTPM(t *testing.T) *softhsmtest.TPM {
+func newTPM(t testing.TB) *softhsmtest.TPM {
 	p := softhsmtest.NewTPM(t)
 	if err := p.InitToken("tpm", soPIN, userPIN); err != nil {
 		t.Fatal(err)
@@ -31,7 +31,7 @@ func newTPM(t *testing.T) *softhsmtest.TPM {
 // withTPM runs f on the TPM token, logged in, in its own load of the module, as one p11escrow
 // command would. tpm2-pkcs11 keeps every key it used loaded until C_Finalize, and a TPM without
 // a resource manager holds three objects, so each step gets its own load and a Flush after.
-func withTPM(t *testing.T, p *softhsmtest.TPM, f func(tok *Token)) {
+func withTPM(t testing.TB, p *softhsmtest.TPM, f func(tok *Token)) {
 	t.Helper()
 	m, err := Load(p.ModulePath)
 	if err != nil {
