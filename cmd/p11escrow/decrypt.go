@@ -18,6 +18,7 @@ func decryptCommand() *cli.Command {
 			&cli.StringFlag{Name: "key", Usage: "the key's `LABEL` or PKCS#11 URI (default: every RSA key on the token that a stanza is addressed to)"},
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "output `FILE` (default: IN without .p11e; - for stdout); one input only"},
 			&cli.BoolFlag{Name: "force", Usage: "replace existing output files"},
+			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "say nothing about each file, only warnings and errors"},
 		),
 		Action: func(c *cli.Context) error { return decryptFiles(c, ownerStanza) },
 	}
@@ -92,11 +93,16 @@ func decryptFiles(c *cli.Context, filter stanzaFilter) error {
 	}
 	return withSession(c, func(s *session) error {
 		ids := &identities{s: s, label: c.String("key"), filter: filter}
+		b := &batch{total: len(ins), quiet: c.Bool("quiet")}
 		for i, in := range ins {
-			if err := decryptFile(in, outs[i], c.Bool("force"), ids); err != nil {
+			if err := decryptFile(in, outs[i], c.Bool("force"), ids, b); err != nil {
 				return fmt.Errorf("%s: %w", in, err)
 			}
+			if len(ins) > 1 {
+				b.line(in + ": decrypted to " + outs[i])
+			}
 		}
+		b.summary("decrypt", "decrypted", 0)
 		return nil
 	})
 }
@@ -115,7 +121,7 @@ func decryptOutputName(in, out string) (string, error) {
 
 // decryptFile parses the header before it asks for a PIN, so that a file that is not ours
 // fails without touching the token, then writes only verified plaintext.
-func decryptFile(in, out string, force bool, ids *identities) error {
+func decryptFile(in, out string, force bool, ids *identities, b *batch) error {
 	src, err := openInput(in)
 	if err != nil {
 		return err
@@ -142,7 +148,14 @@ func decryptFile(in, out string, force bool, ids *identities) error {
 		return err
 	}
 	defer o.abort()
-	if _, err := io.Copy(o, r); err != nil {
+	plain, stopMeter := io.Reader(r), func() {}
+	if b.total == 1 {
+		// The meter counts plaintext against the file's size: close enough to show progress.
+		plain, stopMeter = startMeter(r, in, inputSize(in), b.quiet)
+	}
+	_, err = io.Copy(o, plain)
+	stopMeter()
+	if err != nil {
 		return err
 	}
 	return o.commit()

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/p11escrow/p11escrow/escrow"
-	"github.com/p11escrow/p11escrow/internal/safetext"
 	"github.com/p11escrow/p11escrow/token"
 	"github.com/urfave/cli/v2"
 	"golang.org/x/term"
@@ -31,6 +30,7 @@ func encryptCommand() *cli.Command {
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "output `FILE` (default: IN.p11e for a regular file; - for stdout); one input only"},
 			&cli.StringFlag{Name: "escrow-record", Usage: "escrow record `FILE` (default: OUT.escrow.json); one input only"},
 			&cli.BoolFlag{Name: "force", Usage: "replace existing output files"},
+			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "say nothing about each file, only warnings and errors"},
 			&cli.BoolFlag{Name: "require-receipt", Usage: "fail, and leave no encrypted file, when the authority's service cannot be reached (default: spool the record)"},
 		), submitFlags()...),
 		Action: encryptAction,
@@ -52,6 +52,7 @@ type encryptPlan struct {
 	force      bool
 	sub        *submitter // nil: records are sent by hand
 	require    bool       // --require-receipt
+	batch      *batch     // what is said about each file
 }
 
 func encryptAction(c *cli.Context) error {
@@ -90,12 +91,17 @@ func encryptAction(c *cli.Context) error {
 			return err
 		}
 		plan.force, plan.sub, plan.require = c.Bool("force"), sub, c.Bool("require-receipt")
-		return s.forEachJob(len(jobs), func(t *token.Token, i int) error {
+		plan.batch = &batch{total: len(jobs), quiet: c.Bool("quiet")}
+		err = s.forEachJob(len(jobs), func(t *token.Token, i int) error {
 			if err := plan.encrypt(t, jobs[i]); err != nil {
 				return fmt.Errorf("%s: %w", jobs[i].in, err)
 			}
 			return nil
 		})
+		if err == nil {
+			plan.batch.summary("encrypt", "encrypted", c.NArg()-len(jobs))
+		}
+		return err
 	})
 }
 
@@ -295,7 +301,13 @@ func (p *encryptPlan) encrypt(t *token.Token, j encryptJob) error {
 	if err != nil {
 		return err
 	}
-	if _, err := io.Copy(w, in); err != nil {
+	src, stopMeter := io.Reader(in), func() {}
+	if p.batch.total == 1 {
+		src, stopMeter = startMeter(in, j.in, inputSize(j.in), p.batch.quiet)
+	}
+	_, err = io.Copy(w, src)
+	stopMeter()
+	if err != nil {
 		return err
 	}
 	if err := w.Close(); err != nil {
@@ -361,7 +373,7 @@ func (p *encryptPlan) report(j encryptJob, h *escrow.Header, escrowed string) {
 	case j.record != "":
 		msg += "; escrow record " + j.record + " (send it to the backup authority)"
 	}
-	fmt.Fprintln(os.Stderr, safetext.Clean(msg))
+	p.batch.line(msg)
 }
 
 func (p *encryptPlan) writeRecord(j encryptJob, h *escrow.Header, key *token.FileKey) ([]byte, error) {
