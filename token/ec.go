@@ -60,31 +60,11 @@ func (t *Token) GenerateEC(label, curve string, opts ...GenOption) (*ECKeyPair, 
 // the same CKA_ID (or else the same label). Keys made by pkcs11-tool or p11tool work, if they may
 // derive. Private keys are visible only after Login.
 func (t *Token) FindECKeyPair(label string, id []byte) (*ECKeyPair, error) {
-	what := describeKey(label, id)
-	op := "find EC key " + what
-	if label == "" && len(id) == 0 {
-		return nil, newErr(op, nil, "no key label or ID was given; name the key")
-	}
-	tmpl := ecClass(pkcs11.CKO_PRIVATE_KEY)
-	if label != "" {
-		tmpl = append(tmpl, pkcs11.NewAttribute(pkcs11.CKA_LABEL, label))
-	}
-	if len(id) > 0 {
-		tmpl = append(tmpl, pkcs11.NewAttribute(pkcs11.CKA_ID, id))
-	}
-	hs, err := t.findObjects(tmpl)
+	h, err := t.findPrivateKey("EC", ecClass(pkcs11.CKO_PRIVATE_KEY), label, id, nil)
 	if err != nil {
 		return nil, err
 	}
-	switch {
-	case len(hs) == 0 && t.NeedsLogin():
-		return nil, newErr(op, ErrNotLoggedIn, "no EC private key %s is visible on token %q without a login; log in first", what, t.info.Label)
-	case len(hs) == 0:
-		return nil, newErr(op, ErrKeyNotFound, "token %q has no EC private key %s; check the name or generate the key", t.info.Label, what)
-	case len(hs) > 1:
-		return nil, newErr(op, ErrAmbiguous, "token %q has %d EC private keys %s; select the key by ID as well", t.info.Label, len(hs), what)
-	}
-	return t.loadECKeyPair(hs[0])
+	return t.loadECKeyPair(h)
 }
 
 // ECKeyPairs lists every EC private key on P-256 or P-384 that may derive and has a public

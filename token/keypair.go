@@ -103,12 +103,24 @@ func (t *Token) publicFromObject(h pkcs11.ObjectHandle) (*rsa.PublicKey, error) 
 // modulus matches, or else from the private key's own CKA_MODULUS and
 // CKA_PUBLIC_EXPONENT. Private keys are visible only after Login.
 func (t *Token) FindKeyPair(label string, id []byte) (*KeyPair, error) {
+	h, err := t.findPrivateKey("RSA", rsaClass(pkcs11.CKO_PRIVATE_KEY), label, id, t.unsupportedKey)
+	if err != nil {
+		return nil, err
+	}
+	return t.loadKeyPair(h)
+}
+
+// findPrivateKey finds exactly one private key of kind ("RSA", "EC") that class selects, by
+// label, by CKA_ID, or by both, with one sentence for each way it can fail. notFound, if not
+// nil, may explain a miss better (a key of a type p11escrow cannot use).
+func (t *Token) findPrivateKey(kind string, class []*pkcs11.Attribute, label string, id []byte,
+	notFound func(label string, id []byte) error) (pkcs11.ObjectHandle, error) {
 	what := describeKey(label, id)
 	op := "find key " + what
 	if label == "" && len(id) == 0 {
-		return nil, newErr(op, nil, "no key label or ID was given; name the key")
+		return 0, newErr(op, nil, "no key label or ID was given; name the key")
 	}
-	tmpl := rsaClass(pkcs11.CKO_PRIVATE_KEY)
+	tmpl := class
 	if label != "" {
 		tmpl = append(tmpl, pkcs11.NewAttribute(pkcs11.CKA_LABEL, label))
 	}
@@ -117,20 +129,22 @@ func (t *Token) FindKeyPair(label string, id []byte) (*KeyPair, error) {
 	}
 	hs, err := t.findObjects(tmpl)
 	if err != nil {
-		return nil, err
+		return 0, err
 	}
 	switch {
 	case len(hs) == 0 && t.NeedsLogin():
-		return nil, newErr(op, ErrNotLoggedIn, "no RSA private key %s is visible on token %q without a login; log in first", what, t.info.Label)
+		return 0, newErr(op, ErrNotLoggedIn, "no %s private key %s is visible on token %q without a login; log in first", kind, what, t.info.Label)
 	case len(hs) == 0:
-		if err := t.unsupportedKey(label, id); err != nil {
-			return nil, err
+		if notFound != nil {
+			if err := notFound(label, id); err != nil {
+				return 0, err
+			}
 		}
-		return nil, newErr(op, ErrKeyNotFound, "token %q has no RSA private key %s; check the name or generate the key", t.info.Label, what)
+		return 0, newErr(op, ErrKeyNotFound, "token %q has no %s private key %s; check the name or generate the key", t.info.Label, kind, what)
 	case len(hs) > 1:
-		return nil, newErr(op, ErrAmbiguous, "token %q has %d RSA private keys %s; select the key by ID as well", t.info.Label, len(hs), what)
+		return 0, newErr(op, ErrAmbiguous, "token %q has %d %s private keys %s; select the key by ID as well", t.info.Label, len(hs), kind, what)
 	}
-	return t.loadKeyPair(hs[0])
+	return hs[0], nil
 }
 
 func describeKey(label string, id []byte) string {
