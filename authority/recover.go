@@ -475,6 +475,13 @@ func ownerStanza(sk *token.SecretKey, req *escrow.Request) (*escrow.Stanza, erro
 		return nil, errors.New("the new owner's key is neither RSA nor EC")
 	}
 	wrapped, err := sk.WrapOAEP(rsaPub, hash)
+	if err != nil && hash != crypto.SHA1 && errors.Is(err, token.ErrMechanism) {
+		// The HSM re-wraps with OAEP-SHA1 only (SoftHSM2, many HSMs), and the new owner's key
+		// file asks for SHA-256. Every token decrypts OAEP-SHA1, and the stanza names its hash
+		// (FORMAT.md section 2.2.1), so the key never has to leave the HSM to reach its owner.
+		hash = crypto.SHA1
+		wrapped, err = sk.WrapOAEP(rsaPub, hash)
+	}
 	if err != nil {
 		return nil, err
 	}
