@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/p11escrow/p11escrow/authority/store"
 	"github.com/p11escrow/p11escrow/escrow"
 	"github.com/p11escrow/p11escrow/token"
 )
@@ -374,7 +375,10 @@ func (a *Authority) store(ctx context.Context, res IntakeResult, rec *escrow.Rec
 			action, details["same_file_id"] = "intake-collision", others
 		}
 		held.SameID, res.SameID = len(others), len(others)
-		err = a.st.Intake(ctx, held, w, a.event(action, details))
+		got, err := a.st.Intake(ctx, []store.NewRecord{{Record: held, Wrap: w, Event: a.event(action, details)}})
+		if err == nil {
+			err = got[0].Err
+		}
 		if (errors.Is(err, ErrChanged) || errors.Is(err, ErrExists)) && try < 3 {
 			continue // another intake held a record under this ID meanwhile: read again
 		}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/p11escrow/p11escrow/authority/store"
 	"github.com/p11escrow/p11escrow/escrow"
 )
 
@@ -126,8 +127,8 @@ func TestSquattedID(t *testing.T) {
 	// A writer that did not see the records already held under the ID is refused, so that every
 	// collision is audited as one.
 	stale := &HeldRecord{FileID: rec.FileID, Commitment: "another", SameID: 0}
-	if err := a.st.Intake(t.Context(), stale, &Wrap{}, a.event("intake", nil)); !errors.Is(err, ErrChanged) {
-		t.Errorf("Store.Intake with a stale collision count = %v, want ErrChanged", err)
+	if got, err := a.st.Intake(t.Context(), []store.NewRecord{{Record: stale, Wrap: &Wrap{}, Event: a.event("intake", nil)}}); err != nil || !errors.Is(got[0].Err, ErrChanged) {
+		t.Errorf("Store.Intake with a stale collision count = %v, %v, want ErrChanged", got, err)
 	}
 	if _, err := a.FindRecord(t.Context(), rec.FileID, ""); err == nil || !strings.Contains(err.Error(), "held 2 times") {
 		t.Errorf("FindRecord by ID alone = %v, want a refusal", err)

@@ -36,12 +36,16 @@ type Store interface {
 	// approval given for one authority cannot be replayed at another.
 	InstanceID(ctx context.Context) (string, error)
 
-	// Intake stores a verified record and its first wrapped key. A record is identified by its
-	// file ID and key commitment together: it returns ErrExists, and changes nothing, if that
-	// pair is already held. Another commitment under a held file ID is a second record; rec.SameID
-	// says how many the caller saw (and audited in ev), and ErrChanged, with nothing changed,
-	// says that this is no longer so.
-	Intake(ctx context.Context, rec *HeldRecord, w *Wrap, ev Event) error
+	// Intake stores verified records, each with its first wrapped key and its own audit entry,
+	// in one transaction and in the order given: a group commit, with one head lock and one
+	// durable commit for them all. A record is identified by its file ID and key commitment
+	// together. A record is refused, with nothing of it stored and no entry appended for it, if
+	// that pair is already held (ErrExists), or if the number of other records held under its
+	// file ID is not its SameID (ErrChanged: the caller saw, and audited, another collision than
+	// there is; it reads again and retries). Records earlier in recs count for later ones. The
+	// others are stored, and Stored says which is which. The error is the transaction's: when it
+	// is not nil, nothing was stored.
+	Intake(ctx context.Context, recs []NewRecord) ([]Stored, error)
 	// Record returns the record with this file ID and key commitment; ErrNotFound if absent.
 	Record(ctx context.Context, fileID, commitment string) (*HeldRecord, error)
 	// RecordsByID returns every record held under a file ID (more than one if the ID was
@@ -186,6 +190,22 @@ type HeldRecord struct {
 
 // Ref returns the record's identity.
 func (r *HeldRecord) Ref() RecordRef { return RecordRef{FileID: r.FileID, Commitment: r.Commitment} }
+
+// NewRecord is one verified record for Intake: the record, its first wrapped key, and the event
+// that audits its intake.
+type NewRecord struct {
+	Record *HeldRecord
+	Wrap   *Wrap
+	Event  Event
+}
+
+// Stored is what Intake did with one NewRecord.
+type Stored struct {
+	// Seq is the sequence number of the audit entry that stored the record; 0 if it was refused.
+	Seq int64
+	// Err is nil, or why the record was refused (ErrExists or ErrChanged).
+	Err error
+}
 
 // Wrap is a record's file key wrapped under one authority key. Its bytes depend on the key's
 // type: under an RSA key, Wrapped is the rsa-oaep stanza's body and OAEPHash its hash; under an

@@ -177,34 +177,111 @@ type touched map[string]bool
 
 func (t touched) add(table string, key ...string) { t[table+" "+strings.Join(key, " ")] = true }
 
-// update runs f and appends ev to the audit log in one transaction, which begins by locking the
-// audit head: appends are serialised across every process and host, and f's reads see every
-// change committed before. The rows f reports in touched are recorded in the entry's State.
-// This is the one path by which the store changes anything.
+// update runs f and appends ev to the audit log in one transaction. The rows f reports in
+// touched are recorded in the entry's State. This, and Intake's batch, are the only paths by
+// which the store changes anything; both go through change.
 func (s *pgStore) update(ctx context.Context, ev store.Event, f func(tx *sql.Tx, t touched) error) error {
+	return s.change(ctx, func(tx *sql.Tx, log *auditLog) error {
+		t := touched{}
+		if f != nil {
+			if err := f(tx, t); err != nil {
+				return err
+			}
+		}
+		_, err := log.append(ev, t)
+		return err
+	})
+}
+
+// change runs f in one transaction, which begins by locking the audit head: appends are
+// serialised across every process and host, and f's reads see every change committed before.
+// f fills the transaction with changes, each followed by log.append of the event that describes
+// it. The head moves once, when f is done, and the transaction commits only if f appended
+// something.
+func (s *pgStore) change(ctx context.Context, f func(tx *sql.Tx, log *auditLog) error) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback()
-	// Both head rows, always in the same order, so that two writers never deadlock on them.
-	if _, err := tx.Exec(`SELECT value FROM meta WHERE key IN ('audit_count', 'audit_head') ORDER BY key FOR UPDATE`); err != nil {
-		return err
-	}
-	t := touched{}
-	if f != nil {
-		if err := f(tx, t); err != nil {
-			return err
-		}
-	}
-	state, err := stateLines(tx, t)
+	log, err := lockLog(tx)
 	if err != nil {
 		return err
 	}
-	if err := appendAudit(tx, ev, state); err != nil {
+	if err := f(tx, log); err != nil {
+		return err
+	}
+	if log.appended == 0 {
+		return nil
+	}
+	if err := log.moveHead(); err != nil {
 		return err
 	}
 	return tx.Commit()
+}
+
+// auditLog appends entries to the audit log inside a transaction that holds the head's lock: it
+// reads the head once and moves it once.
+type auditLog struct {
+	tx       *sql.Tx
+	count    int64
+	head     []byte
+	appended int
+}
+
+// lockLog locks both head rows, always in the same order so that two writers never deadlock on
+// them, and reads them in the same statement.
+func lockLog(tx *sql.Tx) (*auditLog, error) {
+	rows, err := tx.Query(`SELECT key, value FROM meta WHERE key IN ('audit_count', 'audit_head') ORDER BY key FOR UPDATE`)
+	if err != nil {
+		return nil, err
+	}
+	v := map[string]string{}
+	for rows.Next() {
+		var k, val string
+		if err := rows.Scan(&k, &val); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		v[k] = val
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	count, head, err := sqlstore.ParseHead(v["audit_count"], v["audit_head"])
+	if err != nil {
+		return nil, err
+	}
+	return &auditLog{tx: tx, count: count, head: head}, nil
+}
+
+// append chains ev, with the state lines of the rows in t, to the head, and returns its
+// sequence number.
+func (l *auditLog) append(ev store.Event, t touched) (int64, error) {
+	state, err := stateLines(l.tx, t)
+	if err != nil {
+		return 0, err
+	}
+	return l.appendState(ev, state)
+}
+
+func (l *auditLog) appendState(ev store.Event, state string) (int64, error) {
+	e := store.NextEntry(l.count, l.head, ev, state)
+	if _, err := l.tx.Exec(`INSERT INTO audit(seq, time, actor, action, details, prev_hash, hash, state) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+		e.Seq, e.Time, e.Actor, e.Action, e.Details, e.PrevHash, e.Hash, e.State); err != nil {
+		return 0, err
+	}
+	l.count, l.head = e.Seq, e.Hash
+	l.appended++
+	return e.Seq, nil
+}
+
+// moveHead writes the head after the last append.
+func (l *auditLog) moveHead() error {
+	_, err := l.tx.Exec(`UPDATE meta SET value = CASE key WHEN 'audit_count' THEN $1 ELSE $2 END WHERE key IN ('audit_count', 'audit_head')`,
+		strconv.FormatInt(l.count, 10), hex.EncodeToString(l.head))
+	return err
 }
 
 // stateLines returns the State text for the rows in t, each with its current digest ("-" once
@@ -240,54 +317,62 @@ func bindAll(tx *sql.Tx, ev store.Event) error {
 	if err != nil {
 		return err
 	}
-	return appendAudit(tx, ev, store.AllState(state))
-}
-
-// appendAudit chains ev, with the state lines of the rows its change wrote, to the head and
-// moves the head, inside the caller's transaction (which holds the head's lock).
-func appendAudit(tx *sql.Tx, ev store.Event, state string) error {
 	count, head, err := sqlstore.ReadHead(tx)
 	if err != nil {
 		return err
 	}
-	e := store.NextEntry(count, head, ev, state)
-	if _, err := tx.Exec(`INSERT INTO audit(seq, time, actor, action, details, prev_hash, hash, state) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-		e.Seq, e.Time, e.Actor, e.Action, e.Details, e.PrevHash, e.Hash, e.State); err != nil {
+	log := &auditLog{tx: tx, count: count, head: head}
+	if _, err := log.appendState(ev, store.AllState(state)); err != nil {
 		return err
 	}
-	_, err = tx.Exec(`UPDATE meta SET value = CASE key WHEN 'audit_count' THEN $1 ELSE $2 END WHERE key IN ('audit_count', 'audit_head')`,
-		strconv.FormatInt(e.Seq, 10), hex.EncodeToString(e.Hash))
-	return err
+	return log.moveHead()
 }
 
 func (s *pgStore) InstanceID(ctx context.Context) (string, error) {
 	return sqlstore.InstanceID(sqlstore.At(ctx, s.db))
 }
 
-func (s *pgStore) Intake(ctx context.Context, r *store.HeldRecord, w *store.Wrap, ev store.Event) error {
-	return s.update(ctx, ev, func(tx *sql.Tx, t touched) error {
-		var others int
-		if err := tx.QueryRow(`SELECT COUNT(*) FROM records WHERE file_id = $1 AND commitment != $2`,
-			r.FileID, r.Commitment).Scan(&others); err != nil {
-			return err
+func (s *pgStore) Intake(ctx context.Context, recs []store.NewRecord) ([]store.Stored, error) {
+	out := make([]store.Stored, len(recs))
+	err := s.change(ctx, func(tx *sql.Tx, log *auditLog) error {
+		for i, nr := range recs {
+			r := nr.Record
+			var others int
+			if err := tx.QueryRow(`SELECT COUNT(*) FROM records WHERE file_id = $1 AND commitment != $2`,
+				r.FileID, r.Commitment).Scan(&others); err != nil {
+				return err
+			}
+			if others != r.SameID {
+				out[i].Err = store.ErrChanged
+				continue
+			}
+			res, err := tx.Exec(`INSERT INTO records(file_id, commitment, owner_fingerprint, owner_token_label,
+				owner_token_serial, description, created, intake_time, authority_key, status, record)
+				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (file_id, commitment) DO NOTHING`,
+				r.FileID, r.Commitment, r.OwnerFingerprint, r.OwnerTokenLabel, r.OwnerTokenSerial, r.Description,
+				r.Created, r.IntakeTime, r.AuthorityKey, r.Status, r.Record)
+			if err != nil {
+				return err
+			}
+			if n, _ := res.RowsAffected(); n == 0 {
+				out[i].Err = store.ErrExists
+				continue
+			}
+			t := touched{}
+			t.add("records", r.FileID, r.Commitment)
+			if err := insertWrap(tx, t, nr.Wrap); err != nil {
+				return err
+			}
+			if out[i].Seq, err = log.append(nr.Event, t); err != nil {
+				return err
+			}
 		}
-		if others != r.SameID {
-			return store.ErrChanged
-		}
-		res, err := tx.Exec(`INSERT INTO records(file_id, commitment, owner_fingerprint, owner_token_label,
-			owner_token_serial, description, created, intake_time, authority_key, status, record)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (file_id, commitment) DO NOTHING`,
-			r.FileID, r.Commitment, r.OwnerFingerprint, r.OwnerTokenLabel, r.OwnerTokenSerial, r.Description,
-			r.Created, r.IntakeTime, r.AuthorityKey, r.Status, r.Record)
-		if err != nil {
-			return err
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return store.ErrExists
-		}
-		t.add("records", r.FileID, r.Commitment)
-		return insertWrap(tx, t, w)
+		return nil
 	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 func insertWrap(tx *sql.Tx, t touched, w *store.Wrap) error {

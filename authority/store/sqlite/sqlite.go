@@ -341,8 +341,24 @@ func (s *sqliteStore) Close() error { return s.db.Close() }
 // update runs f and appends ev to the audit log in one transaction. Every row of a bound table
 // that f inserts, updates or deletes is recorded in the entry's State (see bindTouched), so that
 // the state that decides recoveries is bound to the chain and `audit --verify` catches a row
-// changed without p11escrow. This is the one path by which the store changes anything.
+// changed without p11escrow. This, and Intake's batch, are the only paths by which the store
+// changes anything; both go through change.
 func (s *sqliteStore) update(ctx context.Context, ev store.Event, f func(tx *sql.Tx) error) error {
+	return s.change(ctx, func(tx *sql.Tx, log *auditLog) error {
+		if f != nil {
+			if err := f(tx); err != nil {
+				return err
+			}
+		}
+		_, err := log.append(ev)
+		return err
+	})
+}
+
+// change runs f in one transaction, which f fills with changes, each followed by log.append of
+// the event that describes it. The head moves once, when f is done, and the transaction commits
+// only if f appended something.
+func (s *sqliteStore) change(ctx context.Context, f func(tx *sql.Tx, log *auditLog) error) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -351,19 +367,65 @@ func (s *sqliteStore) update(ctx context.Context, ev store.Event, f func(tx *sql
 	if err := watchBound(tx); err != nil {
 		return err
 	}
-	if f != nil {
-		if err := f(tx); err != nil {
-			return err
-		}
-	}
-	state, err := bindTouched(tx)
+	log, err := readLog(tx)
 	if err != nil {
 		return err
 	}
-	if err := appendAudit(tx, ev, state); err != nil {
+	if err := f(tx, log); err != nil {
+		return err
+	}
+	if log.appended == 0 {
+		return nil
+	}
+	if err := log.moveHead(); err != nil {
 		return err
 	}
 	return tx.Commit()
+}
+
+// auditLog appends entries to the audit log inside a transaction (which, begun IMMEDIATE, holds
+// the database's write lock): it reads the head once and moves it once.
+type auditLog struct {
+	tx       *sql.Tx
+	count    int64
+	head     []byte
+	appended int
+}
+
+func readLog(tx *sql.Tx) (*auditLog, error) {
+	count, head, err := sqlstore.ReadHead(tx)
+	if err != nil {
+		return nil, err
+	}
+	return &auditLog{tx: tx, count: count, head: head}, nil
+}
+
+// append chains ev, with the state lines of the rows written since the last append, to the
+// head, and returns its sequence number.
+func (l *auditLog) append(ev store.Event) (int64, error) {
+	state, err := bindTouched(l.tx)
+	if err != nil {
+		return 0, err
+	}
+	return l.appendState(ev, state)
+}
+
+func (l *auditLog) appendState(ev store.Event, state string) (int64, error) {
+	e := store.NextEntry(l.count, l.head, ev, state)
+	if _, err := l.tx.Exec(`INSERT INTO audit(seq, time, actor, action, details, prev_hash, hash, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+		e.Seq, e.Time, e.Actor, e.Action, e.Details, e.PrevHash, e.Hash, e.State); err != nil {
+		return 0, err
+	}
+	l.count, l.head = e.Seq, e.Hash
+	l.appended++
+	return e.Seq, nil
+}
+
+// moveHead writes the head after the last append.
+func (l *auditLog) moveHead() error {
+	_, err := l.tx.Exec(`UPDATE meta SET value = CASE key WHEN 'audit_count' THEN ? ELSE ? END WHERE key IN ('audit_count', 'audit_head')`,
+		strconv.FormatInt(l.count, 10), hex.EncodeToString(l.head))
+	return err
 }
 
 // watchBound makes sure this connection has the TEMP triggers that note every row written to a
@@ -454,53 +516,59 @@ func bindAll(tx *sql.Tx, ev store.Event) error {
 	if err != nil {
 		return err
 	}
-	return appendAudit(tx, ev, store.AllState(state))
-}
-
-// appendAudit chains ev, with the state lines of the rows its change wrote, to the head and
-// moves the head, inside the caller's transaction.
-func appendAudit(tx *sql.Tx, ev store.Event, state string) error {
-	count, head, err := sqlstore.ReadHead(tx)
+	log, err := readLog(tx)
 	if err != nil {
 		return err
 	}
-	e := store.NextEntry(count, head, ev, state)
-	if _, err := tx.Exec(`INSERT INTO audit(seq, time, actor, action, details, prev_hash, hash, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-		e.Seq, e.Time, e.Actor, e.Action, e.Details, e.PrevHash, e.Hash, e.State); err != nil {
+	if _, err := log.appendState(ev, store.AllState(state)); err != nil {
 		return err
 	}
-	_, err = tx.Exec(`UPDATE meta SET value = CASE key WHEN 'audit_count' THEN ? ELSE ? END WHERE key IN ('audit_count', 'audit_head')`,
-		strconv.FormatInt(e.Seq, 10), hex.EncodeToString(e.Hash))
-	return err
+	return log.moveHead()
 }
 
 func (s *sqliteStore) InstanceID(ctx context.Context) (string, error) {
 	return sqlstore.InstanceID(sqlstore.At(ctx, s.db))
 }
 
-func (s *sqliteStore) Intake(ctx context.Context, r *store.HeldRecord, w *store.Wrap, ev store.Event) error {
-	return s.update(ctx, ev, func(tx *sql.Tx) error {
-		var others int
-		if err := tx.QueryRow(`SELECT COUNT(*) FROM records WHERE file_id = ? AND commitment != ?`,
-			r.FileID, r.Commitment).Scan(&others); err != nil {
-			return err
+func (s *sqliteStore) Intake(ctx context.Context, recs []store.NewRecord) ([]store.Stored, error) {
+	out := make([]store.Stored, len(recs))
+	err := s.change(ctx, func(tx *sql.Tx, log *auditLog) error {
+		for i, nr := range recs {
+			r := nr.Record
+			var others int
+			if err := tx.QueryRow(`SELECT COUNT(*) FROM records WHERE file_id = ? AND commitment != ?`,
+				r.FileID, r.Commitment).Scan(&others); err != nil {
+				return err
+			}
+			if others != r.SameID {
+				out[i].Err = store.ErrChanged
+				continue
+			}
+			res, err := tx.Exec(`INSERT INTO records(file_id, commitment, owner_fingerprint, owner_token_label,
+				owner_token_serial, description, created, intake_time, authority_key, status, record)
+				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(file_id, commitment) DO NOTHING`,
+				r.FileID, r.Commitment, r.OwnerFingerprint, r.OwnerTokenLabel, r.OwnerTokenSerial, r.Description,
+				r.Created, r.IntakeTime, r.AuthorityKey, r.Status, r.Record)
+			if err != nil {
+				return err
+			}
+			if n, _ := res.RowsAffected(); n == 0 {
+				out[i].Err = store.ErrExists
+				continue
+			}
+			if err := insertWrap(tx, nr.Wrap); err != nil {
+				return err
+			}
+			if out[i].Seq, err = log.append(nr.Event); err != nil {
+				return err
+			}
 		}
-		if others != r.SameID {
-			return store.ErrChanged
-		}
-		res, err := tx.Exec(`INSERT INTO records(file_id, commitment, owner_fingerprint, owner_token_label,
-			owner_token_serial, description, created, intake_time, authority_key, status, record)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(file_id, commitment) DO NOTHING`,
-			r.FileID, r.Commitment, r.OwnerFingerprint, r.OwnerTokenLabel, r.OwnerTokenSerial, r.Description,
-			r.Created, r.IntakeTime, r.AuthorityKey, r.Status, r.Record)
-		if err != nil {
-			return err
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return store.ErrExists
-		}
-		return insertWrap(tx, w)
+		return nil
 	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 func insertWrap(tx *sql.Tx, w *store.Wrap) error {

@@ -32,6 +32,7 @@ func Run(t *testing.T, b Backend) {
 	t.Run("SnapshotWhileWriting", func(t *testing.T) { testSnapshotWhileWriting(t, b) })
 	t.Run("OfficerRace", func(t *testing.T) { testOfficerRace(t, b) })
 	t.Run("Receipts", func(t *testing.T) { testReceipts(t, b) })
+	t.Run("GroupCommit", func(t *testing.T) { testGroupCommit(t, b) })
 }
 
 func open(t *testing.T, b Backend, ref string) store.Store {
@@ -81,11 +82,11 @@ func record(id, commitment, key string, sameID int) (*store.HeldRecord, *store.W
 	return r, w
 }
 
-// refused checks that err is want and that the refused change appended nothing.
-func refused(t *testing.T, st store.Store, what string, err, want error) {
+// refused runs change and checks that it fails with want and appends nothing.
+func refused(t *testing.T, st store.Store, what string, change func() error, want error) {
 	t.Helper()
 	before, _, _ := st.AuditHead(context.Background())
-	if !errors.Is(err, want) {
+	if err := change(); !errors.Is(err, want) {
 		t.Fatalf("%s: %v, want %v", what, err, want)
 	}
 	if after, _, _ := st.AuditHead(context.Background()); after != before {
@@ -113,17 +114,19 @@ func testLifecycle(t *testing.T, b Backend) {
 	if err := st.AddAuthorityKey(ctx, k1, ev("init")); err != nil {
 		t.Fatal(err)
 	}
-	refused(t, st, "a second key with the same label", st.AddAuthorityKey(ctx, &store.AuthorityKey{Fingerprint: "SHA256:other", Label: k1.Label, PublicKey: []byte{1}}, ev("init")), store.ErrExists)
+	refused(t, st, "a second key with the same label", func() error {
+		return st.AddAuthorityKey(ctx, &store.AuthorityKey{Fingerprint: "SHA256:other", Label: k1.Label, PublicKey: []byte{1}}, ev("init"))
+	}, store.ErrExists)
 
 	r1, w1 := record("f1", "c1", k1.Fingerprint, 0)
-	if err := st.Intake(ctx, r1, w1, ev("intake")); err != nil {
+	if err := intakeOne(ctx, st, r1, w1, ev("intake")); err != nil {
 		t.Fatal(err)
 	}
-	refused(t, st, "the same record again", st.Intake(ctx, r1, w1, ev("intake")), store.ErrExists)
+	refused(t, st, "the same record again", func() error { return intakeOne(ctx, st, r1, w1, ev("intake")) }, store.ErrExists)
 	r2, w2 := record("f1", "c2", k1.Fingerprint, 0)
-	refused(t, st, "a second commitment under a held ID unseen", st.Intake(ctx, r2, w2, ev("intake")), store.ErrChanged)
+	refused(t, st, "a second commitment under a held ID unseen", func() error { return intakeOne(ctx, st, r2, w2, ev("intake")) }, store.ErrChanged)
 	r2.SameID = 1
-	if err := st.Intake(ctx, r2, w2, ev("intake")); err != nil {
+	if err := intakeOne(ctx, st, r2, w2, ev("intake")); err != nil {
 		t.Fatal(err)
 	}
 	got, err := st.Record(ctx, "f1", "c2")
@@ -159,8 +162,7 @@ func testLifecycle(t *testing.T, b Backend) {
 	if err != nil || len(pending) != 2 {
 		t.Fatalf("PendingRewrap = %v, %v", pending, err)
 	}
-	err = st.RetireKey(ctx, k1.Fingerprint, ev("retire-key"))
-	refused(t, st, "retiring a key that records need", err, store.ErrInUse)
+	refused(t, st, "retiring a key that records need", func() error { return st.RetireKey(ctx, k1.Fingerprint, ev("retire-key")) }, store.ErrInUse)
 	for _, p := range pending {
 		w := &store.Wrap{FileID: p.FileID, Commitment: p.Commitment, KeyFingerprint: k2.Fingerprint,
 			OAEPHash: "sha256", Wrapped: []byte{4}, Added: "2026-11-30T00:00:02Z"}
@@ -193,8 +195,8 @@ func testLifecycle(t *testing.T, b Backend) {
 		t.Fatalf("Governed with a quorum = %v, %v", g, err)
 	}
 	o3 := &store.Officer{Fingerprint: "SHA256:o3", Name: "o3", Algorithm: "ecdsa-p256-sha256", PublicKey: []byte{3}, Added: "x"}
-	refused(t, st, "a direct officer once governed", st.AddOfficer(ctx, o3, ev("officer-add")), store.ErrGoverned)
-	refused(t, st, "a direct policy once governed", st.SetApprovals(ctx, 1, ev("policy")), store.ErrGoverned)
+	refused(t, st, "a direct officer once governed", func() error { return st.AddOfficer(ctx, o3, ev("officer-add")) }, store.ErrGoverned)
+	refused(t, st, "a direct policy once governed", func() error { return st.SetApprovals(ctx, 1, ev("policy")) }, store.ErrGoverned)
 	if os, err := st.Officers(ctx); err != nil || len(os) != 2 || os[0].Name != "o0" {
 		t.Fatalf("Officers = %v, %v", os, err)
 	}
@@ -268,7 +270,7 @@ func testTamper(t *testing.T, b Backend) {
 		o := &store.Officer{Fingerprint: "SHA256:o", Name: "o", Algorithm: "ecdsa-p256-sha256", PublicKey: []byte{1}, Added: "x"}
 		for _, err := range []error{
 			st.AddAuthorityKey(ctx, k, ev("init")),
-			st.Intake(ctx, r, w, ev("intake")),
+			intakeOne(ctx, st, r, w, ev("intake")),
 			st.AddOfficer(ctx, o, ev("officer-add")),
 			st.AddRequest(ctx, rq, ev("request")),
 			st.Recovered(ctx, rq.ID, ev("recover-deliver")),
@@ -370,7 +372,7 @@ func testConcurrentWriters(t *testing.T, b Backend) {
 				var err error
 				if i%5 == 0 {
 					r, wr := record(fmt.Sprintf("w%d-%d", w, i), "c", key(1).Fingerprint, 0)
-					err = st.Intake(ctx, r, wr, ev("intake"))
+					err = intakeOne(ctx, st, r, wr, ev("intake"))
 				} else {
 					err = st.Log(ctx, ev(fmt.Sprintf("note %d %d", w, i)))
 				}
@@ -479,7 +481,7 @@ func testReceipts(t *testing.T, b Backend) {
 	if err := st.SetReceiptKey(ctx, "escrow-receipt", pub, ev("receipt-key")); err != nil {
 		t.Fatal(err)
 	}
-	refused(t, st, "a second receipt key", st.SetReceiptKey(ctx, "other", []byte{9}, ev("receipt-key")), store.ErrExists)
+	refused(t, st, "a second receipt key", func() error { return st.SetReceiptKey(ctx, "other", []byte{9}, ev("receipt-key")) }, store.ErrExists)
 	if label, got, err := st.ReceiptKey(ctx); err != nil || label != "escrow-receipt" || string(got) != string(pub) {
 		t.Fatalf("ReceiptKey = %q, %x, %v", label, got, err)
 	}
@@ -490,7 +492,7 @@ func testReceipts(t *testing.T, b Backend) {
 	r, w := record("f9", "c9", k.Fingerprint, 0)
 	intake := ev("intake")
 	intake.Details = `{"file_id":"f9","key_commitment":"c9"}`
-	if err := st.Intake(ctx, r, w, intake); err != nil {
+	if err := intakeOne(ctx, st, r, w, intake); err != nil {
 		t.Fatal(err)
 	}
 	count, _, err := st.AuditHead(ctx)
@@ -502,6 +504,121 @@ func testReceipts(t *testing.T, b Backend) {
 	}
 	if _, err := st.IntakeSeq(ctx, "f9", "other"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("IntakeSeq of a record never held: %v, want ErrNotFound", err)
+	}
+	verify(t, st)
+}
+
+// intakeOne stores one record with Intake: the transaction's error, or the record's refusal.
+func intakeOne(ctx context.Context, st store.Store, r *store.HeldRecord, w *store.Wrap, e store.Event) error {
+	got, err := st.Intake(ctx, []store.NewRecord{{Record: r, Wrap: w, Event: e}})
+	if err != nil {
+		return err
+	}
+	if len(got) != 1 {
+		return fmt.Errorf("Intake of one record returned %d results", len(got))
+	}
+	if got[0].Err == nil && got[0].Seq == 0 {
+		return errors.New("Intake stored a record but gave no audit sequence number")
+	}
+	return got[0].Err
+}
+
+// testGroupCommit stores several records in one Intake: each refused record (already held, by
+// an earlier record of the same batch too, or with a collision its caller did not see) leaves
+// nothing, the others get consecutive entries with their own events, and a batch whose
+// transaction fails stores none of its records.
+func testGroupCommit(t *testing.T, b Backend) {
+	ctx := context.Background()
+	st := open(t, b, b.New(t))
+	k := key(1)
+	if err := st.AddAuthorityKey(ctx, k, ev("init")); err != nil {
+		t.Fatal(err)
+	}
+	r1, w1 := record("f1", "c1", k.Fingerprint, 0)
+	if err := intakeOne(ctx, st, r1, w1, ev("intake")); err != nil {
+		t.Fatal(err)
+	}
+	start, _, err := st.AuditHead(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	item := func(id, c string, sameID int) store.NewRecord {
+		r, w := record(id, c, k.Fingerprint, sameID)
+		e := ev("intake")
+		e.Details = fmt.Sprintf(`{"file_id":%q,"key_commitment":%q}`, id, c)
+		return store.NewRecord{Record: r, Wrap: w, Event: e}
+	}
+	batch := []store.NewRecord{
+		item("f2", "c2", 0),
+		item("f1", "c1", 0), // held before the batch
+		item("f3", "c3", 0),
+		item("f3", "c3", 0), // held by the batch's third record
+		item("f2", "c9", 0), // a collision with the batch's first record, not seen by its caller
+		item("f4", "c4", 0),
+	}
+	want := []error{nil, store.ErrExists, nil, store.ErrExists, store.ErrChanged, nil}
+	got, err := st.Intake(ctx, batch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(batch) {
+		t.Fatalf("Intake returned %d results for %d records", len(got), len(batch))
+	}
+	entries, err := st.Audit(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := start + 1
+	for i, g := range got {
+		nr := batch[i].Record
+		if !errors.Is(g.Err, want[i]) {
+			t.Fatalf("record %d (%s %s): %v, want %v", i, nr.FileID, nr.Commitment, g.Err, want[i])
+		}
+		if want[i] != nil {
+			if g.Seq != 0 {
+				t.Fatalf("record %d was refused but has audit entry %d", i, g.Seq)
+			}
+			continue
+		}
+		if g.Seq != next {
+			t.Fatalf("record %d has audit entry %d, want %d (one entry per stored record, in order)", i, g.Seq, next)
+		}
+		next++
+		if e := entries[g.Seq-1]; e.Seq != g.Seq || e.Details != batch[i].Event.Details {
+			t.Fatalf("audit entry %d is %+v, want record %d's event %s", g.Seq, e, i, batch[i].Event.Details)
+		}
+		if _, err := st.Record(ctx, nr.FileID, nr.Commitment); err != nil {
+			t.Fatalf("record %d (%s %s) stored but not found: %v", i, nr.FileID, nr.Commitment, err)
+		}
+	}
+	if _, err := st.Record(ctx, "f2", "c9"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("the refused collision was stored: %v", err)
+	}
+	if n := verify(t, st); n != next-1 {
+		t.Fatalf("the chain has %d entries, want %d", n, next-1)
+	}
+
+	refused(t, st, "a batch of records all held", func() error {
+		got, err := st.Intake(ctx, []store.NewRecord{item("f1", "c1", 0), item("f4", "c4", 0)})
+		if err != nil {
+			return err
+		}
+		return errors.Join(got[0].Err, got[1].Err)
+	}, store.ErrExists)
+
+	// A record wrapped under an unregistered key breaks the transaction: the new record before it
+	// in the batch is not stored either.
+	bad := item("f6", "c6", 0)
+	bad.Wrap.KeyFingerprint = "SHA256:unregistered"
+	before, _, _ := st.AuditHead(ctx)
+	if _, err := st.Intake(ctx, []store.NewRecord{item("f5", "c5", 0), bad}); err == nil {
+		t.Fatal("a wrap under an unregistered key was stored")
+	}
+	if after, _, _ := st.AuditHead(ctx); after != before {
+		t.Fatalf("a failed batch appended %d entries", after-before)
+	}
+	if _, err := st.Record(ctx, "f5", "c5"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("a failed batch stored its first record: %v", err)
 	}
 	verify(t, st)
 }

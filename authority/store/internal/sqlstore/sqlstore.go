@@ -87,6 +87,11 @@ func ReadHead(q Querier) (int64, []byte, error) {
 	if err := q.QueryRow(`SELECT value FROM meta WHERE key = 'audit_head'`).Scan(&h); err != nil {
 		return 0, nil, err
 	}
+	return ParseHead(c, h)
+}
+
+// ParseHead reads the audit head from the values of its rows in meta.
+func ParseHead(c, h string) (int64, []byte, error) {
 	count, err := strconv.ParseInt(c, 10, 64)
 	if err != nil {
 		return 0, nil, fmt.Errorf("the audit head count %q is not a number", c)
