@@ -31,6 +31,10 @@ type IntakeResult struct {
 	Outcome Outcome
 	Reason  error // why it was rejected
 	SameID  int   // held: how many other records were already held under the same file ID
+	// Seq is the sequence number of the audit entry that stored a record held now; 0 otherwise.
+	Seq int64
+
+	held *HeldRecord // a record held now, as stored
 }
 
 // Intake verifies one escrow record on the HSM and stores it (verified escrow, README):
@@ -48,7 +52,8 @@ type IntakeResult struct {
 // error is for failures that would hit every record (the token gone or logged out, the store),
 // after which intake should stop.
 func (a *Authority) Intake(ctx context.Context, name string, data []byte) (IntakeResult, error) {
-	return a.commit(ctx, a.check(ctx, name, data, nil, a.Token, a.keyPair))
+	c := a.commitAll(ctx, []checked{a.check(ctx, name, data, nil, a.Token, a.keyPair)})[0]
+	return c.res, c.err
 }
 
 // checked is a record after the token's checks, ready to be stored or rejected.
@@ -60,6 +65,9 @@ type checked struct {
 	key *AuthorityKey
 	bad error // why the record is rejected; nil if it verified
 	err error // a token or store failure, after which intake stops
+	// wrongAuthority: bad because the record is wrapped for a key that is not a live key of
+	// this authority.
+	wrongAuthority bool
 }
 
 // check parses and verifies one record on session on, with the key pairs keyPair finds. It
@@ -76,6 +84,13 @@ func (a *Authority) check(ctx context.Context, name string, data []byte, readErr
 		c.bad = err
 		return c
 	}
+	return a.checkParsed(ctx, name, rec, on, keyPair)
+}
+
+// checkParsed is check of a record already parsed.
+func (a *Authority) checkParsed(ctx context.Context, name string, rec *escrow.Record, on *token.Token,
+	keyPair func(*AuthorityKey) (Key, error)) checked {
+	c := checked{res: IntakeResult{Name: name}}
 	c.rec, c.res.FileID = rec, rec.FileID
 	// Verify before looking for a duplicate, so that an altered copy of a held record is
 	// reported as the forgery it is, not as "already held".
@@ -90,6 +105,8 @@ func (a *Authority) check(ctx context.Context, name string, data []byte, readErr
 		return c
 	}
 	if c.key, err = a.keyForTag(ctx, escrow.StanzaTag(st)); err != nil {
+		var re *escrow.RecordError
+		c.wrongAuthority = errors.As(err, &re)
 		c.bad, c.err = recordOrFatal(err)
 		return c
 	}
@@ -144,15 +161,72 @@ func ownerMatches(rec *escrow.Record, h *escrow.Header) error {
 	return &escrow.RecordError{Reason: "its header has no owner stanza"}
 }
 
-// commit stores a checked record, or audits its rejection.
-func (a *Authority) commit(ctx context.Context, c checked) (IntakeResult, error) {
-	switch {
-	case c.err != nil:
-		return c.res, c.err
-	case c.bad != nil:
-		return a.reject(ctx, c.res, c.bad)
+// committed is what commitAll did with one checked record.
+type committed struct {
+	res IntakeResult
+	err error // a token or store failure (see Intake)
+}
+
+// commitAll stores the checked records cs, and audits the rejected ones, in order. Consecutive
+// verified records go to the store together, in one transaction (a group commit), so that the
+// head lock, the head update and the durable commit are paid once for the group, not once per
+// record. Each result is final when commitAll returns: a record is acknowledged only after the
+// transaction that stored it has committed.
+func (a *Authority) commitAll(ctx context.Context, cs []checked) []committed {
+	out := make([]committed, len(cs))
+	var group []int
+	for i, c := range cs {
+		if c.err == nil && c.bad == nil {
+			group = append(group, i)
+			continue
+		}
+		a.storeGroup(ctx, cs, group, out)
+		group = group[:0]
+		if c.err != nil {
+			out[i] = committed{c.res, c.err}
+		} else {
+			out[i].res, out[i].err = a.reject(ctx, c.res, c.bad)
+		}
 	}
-	return a.store(ctx, c.res, c.rec, c.h, c.st, c.key)
+	a.storeGroup(ctx, cs, group, out)
+	return out
+}
+
+// storeGroup holds the verified records cs[i], i in group, in one store transaction. Each is
+// first offered as a new file ID (the common case, which needs no read); one the store refuses
+// (its file ID or its file ID and key commitment are held already, perhaps by an earlier record
+// of the group) goes through store, which reads what is held and audits the collision or the
+// duplicate.
+func (a *Authority) storeGroup(ctx context.Context, cs []checked, group []int, out []committed) {
+	if len(group) == 0 {
+		return
+	}
+	now := a.Now().UTC().Format(time.RFC3339)
+	recs := make([]store.NewRecord, len(group))
+	for j, i := range group {
+		nr, err := a.newRecord(cs[i], now, nil)
+		if err != nil {
+			for _, i := range group {
+				out[i] = committed{cs[i].res, err}
+			}
+			return
+		}
+		recs[j] = nr
+	}
+	got, err := a.st.Intake(ctx, recs)
+	for j, i := range group {
+		c := cs[i]
+		switch {
+		case err != nil:
+			out[i] = committed{c.res, err}
+		case got[j].Err == nil:
+			res := c.res
+			res.Outcome, res.Seq, res.held = Held, got[j].Seq, recs[j].Record
+			out[i] = committed{res, nil}
+		default:
+			out[i].res, out[i].err = a.store(ctx, c)
+		}
+	}
 }
 
 // IntakeAll takes in many records. The token checks run on up to sessions sessions of the
@@ -170,17 +244,35 @@ func (a *Authority) IntakeAll(ctx context.Context, names []string, read func(str
 		return err
 	}
 	defer p.stop()
-	for i := range names {
-		c := <-p.results[i]
-		p.window <- struct{}{}
-		res, err := a.commit(ctx, c)
-		if err != nil {
-			return fmt.Errorf("%s: %w", names[i], err)
+	for i := 0; i < len(names); {
+		// The group is every record whose check is done, in order: at least the next one,
+		// and up to one that failed on the token or the store, after which intake stops.
+		group := []checked{<-p.results[i]}
+	ready:
+		for group[len(group)-1].err == nil && i+len(group) < len(names) && len(group) < maxGroup {
+			select {
+			case c := <-p.results[i+len(group)]:
+				group = append(group, c)
+			default:
+				break ready
+			}
 		}
-		report(i, res)
+		for _, c := range a.commitAll(ctx, group) {
+			p.window <- struct{}{}
+			if c.err != nil {
+				return fmt.Errorf("%s: %w", names[i], c.err)
+			}
+			report(i, c.res)
+			i++
+		}
 	}
 	return nil
 }
+
+// maxGroup is the most records committed in one transaction: enough to pay a transaction's
+// fixed cost once for a whole window of checks, few enough that no transaction holds the audit
+// head for long.
+const maxGroup = 64
 
 // checkPool runs check on several sessions, ahead of the committer by at most a window.
 type checkPool struct {
@@ -336,46 +428,56 @@ func unwrapStanzaSealed(st *escrow.Stanza, kp Key) (*token.SecretKey, error) {
 	return kp.RSA.UnwrapOAEPSealed(rs.Hash, rs.Wrapped)
 }
 
-// store holds a verified record. A record is identified by its file ID and key commitment: a
-// record with a held file ID but another commitment is held too (someone made a file with a
-// copied ID, or the owner's genuine record arrives after such a copy), and the collision is
-// audited. Only the same core, byte for byte, is "already held".
-func (a *Authority) store(ctx context.Context, res IntakeResult, rec *escrow.Record, h *escrow.Header, st *escrow.Stanza, key *AuthorityKey) (IntakeResult, error) {
-	now := a.Now().UTC().Format(time.RFC3339)
-	commitment := escrow.CommitmentText(h.Commitment)
+// newRecord is what the store keeps of a verified record, intake at now, with others the key
+// commitments of the records already held under its file ID.
+func (a *Authority) newRecord(c checked, now string, others []string) (store.NewRecord, error) {
+	rec, commitment := c.rec, escrow.CommitmentText(c.h.Commitment)
 	held := &HeldRecord{
 		FileID: rec.FileID, Commitment: commitment, OwnerFingerprint: rec.Owner.Fingerprint,
 		OwnerTokenLabel: rec.Owner.TokenLabel, OwnerTokenSerial: rec.Owner.TokenSerial, Description: rec.Description,
-		Created: rec.Created, IntakeTime: now, AuthorityKey: key.Fingerprint, Status: StatusHeld, Record: rec.Marshal(),
+		Created: rec.Created, IntakeTime: now, AuthorityKey: c.key.Fingerprint, Status: StatusHeld, Record: rec.Marshal(),
+		SameID: len(others),
 	}
-	hash, wrapped, err := stanzaWrap(st)
+	hash, wrapped, err := stanzaWrap(c.st)
 	if err != nil {
-		return res, err
+		return store.NewRecord{}, err
 	}
-	w := &Wrap{FileID: rec.FileID, Commitment: commitment, KeyFingerprint: key.Fingerprint, OAEPHash: hash,
+	w := &Wrap{FileID: rec.FileID, Commitment: commitment, KeyFingerprint: c.key.Fingerprint, OAEPHash: hash,
 		Wrapped: wrapped, Added: now}
+	details := map[string]any{"file_id": rec.FileID, "key_commitment": commitment, "source": c.res.Name,
+		"owner": rec.Owner.Fingerprint, "authority_key": c.key.Fingerprint}
+	action := "intake"
+	if len(others) > 0 {
+		action, details["same_file_id"] = "intake-collision", others
+	}
+	return store.NewRecord{Record: held, Wrap: w, Event: a.event(action, details)}, nil
+}
+
+// store holds a verified record whose file ID may be held already. A record is identified by
+// its file ID and key commitment: a record with a held file ID but another commitment is held
+// too (someone made a file with a copied ID, or the owner's genuine record arrives after such a
+// copy), and the collision is audited. Only the same core, byte for byte, is "already held".
+func (a *Authority) store(ctx context.Context, c checked) (IntakeResult, error) {
+	res, commitment := c.res, escrow.CommitmentText(c.h.Commitment)
 	// Another intake may hold a record under this ID between the read and the write; the store
 	// then refuses (ErrChanged) and the collision is read again, so that it is always audited.
 	for try := 0; ; try++ {
-		same, err := a.st.RecordsByID(ctx, rec.FileID)
+		same, err := a.st.RecordsByID(ctx, c.rec.FileID)
 		if err != nil {
 			return res, err
 		}
-		details := map[string]any{"file_id": rec.FileID, "key_commitment": commitment, "source": res.Name,
-			"owner": rec.Owner.Fingerprint, "authority_key": key.Fingerprint}
 		var others []string
 		for _, r := range same {
 			if r.Commitment == commitment {
-				return a.duplicate(ctx, res, r, h)
+				return a.duplicate(ctx, res, r, c.h)
 			}
 			others = append(others, r.Commitment)
 		}
-		action := "intake"
-		if len(others) > 0 {
-			action, details["same_file_id"] = "intake-collision", others
+		nr, err := a.newRecord(c, a.Now().UTC().Format(time.RFC3339), others)
+		if err != nil {
+			return res, err
 		}
-		held.SameID, res.SameID = len(others), len(others)
-		got, err := a.st.Intake(ctx, []store.NewRecord{{Record: held, Wrap: w, Event: a.event(action, details)}})
+		got, err := a.st.Intake(ctx, []store.NewRecord{nr})
 		if err == nil {
 			err = got[0].Err
 		}
@@ -385,10 +487,9 @@ func (a *Authority) store(ctx context.Context, res IntakeResult, rec *escrow.Rec
 		if err != nil {
 			return res, err
 		}
-		break
+		res.Outcome, res.SameID, res.Seq, res.held = Held, len(others), got[0].Seq, nr.Record
+		return res, nil
 	}
-	res.Outcome = Held
-	return res, nil
 }
 
 func (a *Authority) reject(ctx context.Context, res IntakeResult, why error) (IntakeResult, error) {

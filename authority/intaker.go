@@ -4,17 +4,21 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/p11escrow/p11escrow/escrow"
 	"github.com/p11escrow/p11escrow/token"
 )
 
 // Intaker takes in records one at a time from many goroutines, as a server receives them: each
-// is checked on one of several HSM sessions exactly as Intake checks it, then stored (one
-// commit at a time, so the audit chain has a single writer in this process), and answered with
-// a receipt signed on the HSM. Close it to close its sessions.
+// is checked on one of several HSM sessions exactly as Intake checks it, then stored, and
+// answered with a receipt signed on the HSM. The stores are group commits: one goroutine
+// commits, and the records that reach it while it is committing go together into its next
+// transaction, so that the audit chain keeps a single writer in this process and a transaction's
+// fixed cost (the head lock, the head update, the durable commit) is shared. Each record is
+// answered only after the transaction that stored it has committed. Close it to close its
+// sessions.
 type Intaker struct {
 	a        *Authority
 	keys     map[string]Key    // found before any session runs, read-only after
@@ -22,11 +26,19 @@ type Intaker struct {
 	opened   []*token.Token
 	busy     atomic.Int64
 
-	commitMu sync.Mutex
+	commits   chan pendingCommit
+	committed chan struct{} // closed when the committer has stopped
 
-	signMu sync.Mutex // the signing session runs one operation at a time
-	signOn *token.Token
-	signer *token.Signer
+	signers  chan *token.Token // idle signing sessions
+	signOn   []*token.Token    // every signing session; the first is the authority's own
+	signer   *token.Signer
+	instance string // the store's instance ID, which receipts name
+}
+
+// pendingCommit is a checked record waiting for the committer, and where its result goes.
+type pendingCommit struct {
+	c    checked
+	done chan committed
 }
 
 // Submission is what an Intaker did with one submitted record.
@@ -42,8 +54,13 @@ type Submission struct {
 	WrongAuthority bool
 }
 
+// commitTimeout bounds one group commit: a store that does not answer fails the group's records
+// (their submitters get an error and may retry) instead of holding them forever.
+const commitTimeout = time.Minute
+
 // NewIntaker opens up to sessions HSM sessions for verification (fewer if the token allows
-// fewer) and one for signing receipts, and finds the authority keys and the receipt key.
+// fewer), and up to two for signing receipts (the authority's own session and one more), and
+// finds the authority keys and the receipt key.
 func (a *Authority) NewIntaker(ctx context.Context, sessions int) (*Intaker, error) {
 	if err := a.checkHSM(); err != nil {
 		return nil, err
@@ -59,8 +76,13 @@ func (a *Authority) NewIntaker(ctx context.Context, sessions int) (*Intaker, err
 	if len(keys) == 0 {
 		return nil, errors.New("no live authority key of the store is on this token")
 	}
+	instance, err := a.st.InstanceID(ctx)
+	if err != nil {
+		return nil, err
+	}
 	sessions = max(1, sessions)
-	in := &Intaker{a: a, keys: keys, sessions: make(chan *token.Token, sessions)}
+	in := &Intaker{a: a, keys: keys, sessions: make(chan *token.Token, sessions), signer: signer, instance: instance,
+		commits: make(chan pendingCommit, sessions), committed: make(chan struct{})}
 	// Sessions opens up to sessions (fewer if the token allows fewer, at least one).
 	in.opened = a.Token.Sessions(sessions)
 	if len(in.opened) == 0 {
@@ -69,8 +91,15 @@ func (a *Authority) NewIntaker(ctx context.Context, sessions int) (*Intaker, err
 	for _, s := range in.opened {
 		in.sessions <- s
 	}
-	// Receipts are signed on the authority's own session, which verification never uses.
-	in.signOn, in.signer = a.Token, signer
+	// Receipts are signed on sessions that verification never uses: the authority's own, and
+	// one more, so that a signature never waits for an RSA operation. A signature costs a small
+	// fraction of a verification, so two keep up with any number of verification sessions.
+	in.signOn = append([]*token.Token{a.Token}, a.Token.Sessions(1)...)
+	in.signers = make(chan *token.Token, len(in.signOn))
+	for _, s := range in.signOn {
+		in.signers <- s
+	}
+	go in.committer()
 	return in, nil
 }
 
@@ -81,10 +110,13 @@ func (in *Intaker) Sessions() int { return len(in.opened) }
 // Busy is the number of verification sessions in use now.
 func (in *Intaker) Busy() int { return int(in.busy.Load()) }
 
-// Close closes the verification sessions. Call it after the last Submit has returned.
+// Close stops the committer and closes the sessions it opened. Call it after the last Submit
+// has returned.
 func (in *Intaker) Close() error {
+	close(in.commits)
+	<-in.committed
 	var errs []error
-	for _, s := range in.opened {
+	for _, s := range append(in.opened, in.signOn[1:]...) {
 		errs = append(errs, s.Close())
 	}
 	return errors.Join(errs...)
@@ -92,9 +124,14 @@ func (in *Intaker) Close() error {
 
 // Ping checks that the HSM's session is logged in and the store answers.
 func (in *Intaker) Ping(ctx context.Context) error {
-	in.signMu.Lock()
-	ok := in.signOn.LoggedIn()
-	in.signMu.Unlock()
+	var on *token.Token
+	select {
+	case on = <-in.signers:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	ok := on.LoggedIn()
+	in.signers <- on
 	if !ok {
 		return errors.New("the HSM session is gone or logged out")
 	}
@@ -105,21 +142,15 @@ func (in *Intaker) Ping(ctx context.Context) error {
 }
 
 // Submit verifies, stores and acknowledges one record. It waits for a free session until ctx
-// ends. The error is for failures that are not the record's (the HSM, the store, ctx); the
-// record's own faults are in the Submission.
+// ends; once the record is verified it waits for its commit whatever ctx does, so that a record
+// is never left half done. The error is for failures that are not the record's (the HSM, the
+// store, ctx); the record's own faults are in the Submission.
 func (in *Intaker) Submit(ctx context.Context, name string, data []byte) (Submission, error) {
 	var sub Submission
 	rec, err := escrow.ParseRecord(data)
 	if err != nil {
 		sub.Malformed, sub.Result = true, IntakeResult{Name: name, Outcome: Rejected, Reason: err}
 		return sub, nil
-	}
-	if _, err := in.a.keyForTag(ctx, rec.Authority.KeyTag); err != nil {
-		var re *escrow.RecordError
-		if !errors.As(err, &re) {
-			return sub, err
-		}
-		sub.WrongAuthority = true
 	}
 	var on *token.Token
 	select {
@@ -128,20 +159,72 @@ func (in *Intaker) Submit(ctx context.Context, name string, data []byte) (Submis
 		return sub, ctx.Err()
 	}
 	in.busy.Add(1)
-	c := in.a.check(ctx, name, data, nil, on, in.keyPair)
+	c := in.a.checkParsed(ctx, name, rec, on, in.keyPair)
 	in.busy.Add(-1)
 	in.sessions <- on
+	sub.WrongAuthority = c.wrongAuthority
 
-	in.commitMu.Lock()
-	sub.Result, err = in.a.commit(ctx, c)
-	in.commitMu.Unlock()
-	if err != nil || sub.Result.Outcome == Rejected {
-		return sub, err
+	p := pendingCommit{c: c, done: make(chan committed, 1)}
+	in.commits <- p
+	done := <-p.done
+	sub.Result = done.res
+	if done.err != nil || sub.Result.Outcome == Rejected {
+		return sub, done.err
 	}
-	in.signMu.Lock()
-	defer in.signMu.Unlock()
-	sub.Receipt, err = in.a.Receipt(ctx, c.rec.FileID, escrow.CommitmentText(c.h.Commitment), in.signer.On(in.signOn))
+	sub.Receipt, err = in.receipt(ctx, c, sub.Result)
 	return sub, err
+}
+
+// committer commits the records that Submit hands it, in groups: each group is the records
+// waiting when the previous commit ended (see commitAll).
+func (in *Intaker) committer() {
+	defer close(in.committed)
+	for first := range in.commits {
+		group := []pendingCommit{first}
+	more:
+		for len(group) < maxGroup {
+			select {
+			case p, ok := <-in.commits:
+				if !ok {
+					break more
+				}
+				group = append(group, p)
+			default:
+				break more
+			}
+		}
+		cs := make([]checked, len(group))
+		for i, p := range group {
+			cs[i] = p.c
+		}
+		// Not a submitter's ctx: a client that goes away must not fail the others' commit.
+		ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+		out := in.a.commitAll(ctx, cs)
+		cancel()
+		for i, p := range group {
+			p.done <- out[i]
+		}
+	}
+}
+
+// receipt signs the receipt for a record held now (built from what was just stored, with no
+// store read) or already held (read from the store, so that it says what the first one said).
+func (in *Intaker) receipt(ctx context.Context, c checked, res IntakeResult) (*escrow.Receipt, error) {
+	var r *escrow.Receipt
+	if res.held != nil {
+		r = newReceipt(in.instance, res.held, res.Seq)
+	} else {
+		var err error
+		if r, err = in.a.receiptStatement(ctx, c.rec.FileID, escrow.CommitmentText(c.h.Commitment)); err != nil {
+			return nil, err
+		}
+	}
+	on := <-in.signers
+	defer func() { in.signers <- on }()
+	if err := r.Sign(in.signer.On(on)); err != nil {
+		return nil, err
+	}
+	return r, nil
 }
 
 func (in *Intaker) keyPair(k *AuthorityKey) (Key, error) {

@@ -90,6 +90,18 @@ func (a *Authority) ReceiptSigner(ctx context.Context) (*token.Signer, error) {
 // Receipt signs a receipt for a held record with signer (from ReceiptSigner). Every field comes
 // from the store, so a record submitted again gets a receipt with the same statement.
 func (a *Authority) Receipt(ctx context.Context, fileID, commitment string, signer *token.Signer) (*escrow.Receipt, error) {
+	r, err := a.receiptStatement(ctx, fileID, commitment)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.Sign(signer); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// receiptStatement is the unsigned receipt for a held record, read from the store.
+func (a *Authority) receiptStatement(ctx context.Context, fileID, commitment string) (*escrow.Receipt, error) {
 	held, err := a.st.Record(ctx, fileID, commitment)
 	if err != nil {
 		return nil, err
@@ -102,9 +114,11 @@ func (a *Authority) Receipt(ctx context.Context, fileID, commitment string, sign
 	if err != nil {
 		return nil, err
 	}
-	r := escrow.NewReceipt(inst, held.FileID, held.Commitment, held.Record, held.IntakeTime, seq)
-	if err := r.Sign(signer); err != nil {
-		return nil, err
-	}
-	return r, nil
+	return newReceipt(inst, held, int64(seq)), nil
+}
+
+// newReceipt is the unsigned receipt for a held record, stored by audit entry seq (0 for a
+// record held before entries named key commitments) of the store with this instance ID.
+func newReceipt(instance string, held *HeldRecord, seq int64) *escrow.Receipt {
+	return escrow.NewReceipt(instance, held.FileID, held.Commitment, held.Record, held.IntakeTime, int(seq))
 }
