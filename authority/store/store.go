@@ -42,9 +42,11 @@ type Store interface {
 	// together. A record is refused, with nothing of it stored and no entry appended for it, if
 	// that pair is already held (ErrExists), or if the number of other records held under its
 	// file ID is not its SameID (ErrChanged: the caller saw, and audited, another collision than
-	// there is; it reads again and retries). Records earlier in recs count for later ones. The
-	// others are stored, and Stored says which is which. The error is the transaction's: when it
-	// is not nil, nothing was stored.
+	// there is; it reads again and retries), or if its authority key is retired (ErrRetired: the
+	// key was retired after the caller looked it up; checked here, in the transaction, because
+	// RetireKey's check that no record depends on the key would otherwise race with intake).
+	// Records earlier in recs count for later ones. The others are stored, and Stored says which
+	// is which. The error is the transaction's: when it is not nil, nothing was stored.
 	Intake(ctx context.Context, recs []NewRecord) ([]Stored, error)
 	// Record returns the record with this file ID and key commitment; ErrNotFound if absent.
 	Record(ctx context.Context, fileID, commitment string) (*HeldRecord, error)
@@ -144,6 +146,8 @@ var (
 	ErrInUse    = errors.New("still in use")
 	// ErrChanged: what the caller read before a change is no longer so; read again and retry.
 	ErrChanged = errors.New("changed meanwhile")
+	// ErrRetired: a record for an authority key that is retired.
+	ErrRetired = errors.New("its authority key is retired")
 	// ErrGoverned: a direct change to officers or policy once a quorum is registered.
 	ErrGoverned = errors.New("a quorum of officers is registered")
 	// ErrNoDatabase: a command that only reads named a database that does not exist. Backends
@@ -203,7 +207,7 @@ type NewRecord struct {
 type Stored struct {
 	// Seq is the sequence number of the audit entry that stored the record; 0 if it was refused.
 	Seq int64
-	// Err is nil, or why the record was refused (ErrExists or ErrChanged).
+	// Err is nil, or why the record was refused (ErrExists, ErrChanged or ErrRetired).
 	Err error
 }
 

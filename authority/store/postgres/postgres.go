@@ -22,7 +22,8 @@ import (
 	"strings"
 	"time"
 
-	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" database/sql driver
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib" // also the "pgx" database/sql driver
 	"github.com/p11escrow/p11escrow/authority/store"
 	"github.com/p11escrow/p11escrow/authority/store/internal/sqlstore"
 )
@@ -229,10 +230,20 @@ type auditLog struct {
 	appended int
 }
 
+// lockHeadSQL locks both head rows, always in the same order so that two writers never deadlock
+// on them, and reads them.
+const lockHeadSQL = `SELECT key, value FROM meta WHERE key IN ('audit_count', 'audit_head') ORDER BY key FOR UPDATE`
+
+// insertAuditSQL appends one entry; moveHeadSQL moves the head after the last.
+const (
+	insertAuditSQL = `INSERT INTO audit(seq, time, actor, action, details, prev_hash, hash, state) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`
+	moveHeadSQL    = `UPDATE meta SET value = CASE key WHEN 'audit_count' THEN $1 ELSE $2 END WHERE key IN ('audit_count', 'audit_head')`
+)
+
 // lockLog locks both head rows, always in the same order so that two writers never deadlock on
 // them, and reads them in the same statement.
 func lockLog(tx *sql.Tx) (*auditLog, error) {
-	rows, err := tx.Query(`SELECT key, value FROM meta WHERE key IN ('audit_count', 'audit_head') ORDER BY key FOR UPDATE`)
+	rows, err := tx.Query(lockHeadSQL)
 	if err != nil {
 		return nil, err
 	}
@@ -268,7 +279,7 @@ func (l *auditLog) append(ev store.Event, t touched) (int64, error) {
 
 func (l *auditLog) appendState(ev store.Event, state string) (int64, error) {
 	e := store.NextEntry(l.count, l.head, ev, state)
-	if _, err := l.tx.Exec(`INSERT INTO audit(seq, time, actor, action, details, prev_hash, hash, state) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+	if _, err := l.tx.Exec(insertAuditSQL,
 		e.Seq, e.Time, e.Actor, e.Action, e.Details, e.PrevHash, e.Hash, e.State); err != nil {
 		return 0, err
 	}
@@ -279,7 +290,7 @@ func (l *auditLog) appendState(ev store.Event, state string) (int64, error) {
 
 // moveHead writes the head after the last append.
 func (l *auditLog) moveHead() error {
-	_, err := l.tx.Exec(`UPDATE meta SET value = CASE key WHEN 'audit_count' THEN $1 ELSE $2 END WHERE key IN ('audit_count', 'audit_head')`,
+	_, err := l.tx.Exec(moveHeadSQL,
 		strconv.FormatInt(l.count, 10), hex.EncodeToString(l.head))
 	return err
 }
@@ -332,47 +343,204 @@ func (s *pgStore) InstanceID(ctx context.Context) (string, error) {
 	return sqlstore.InstanceID(sqlstore.At(ctx, s.db))
 }
 
+// Intake runs each group in two round trips to the server, whatever its size: one pipelined
+// batch locks the audit head and inserts every record with its wrap (one statement each, which
+// returns the rows as stored, so that their digests need no second read), and a second appends
+// the records' audit entries, computed here from the head, and moves the head. Through
+// database/sql every statement was a round trip of its own, and those round trips, not the
+// server's work, were most of a commit's cost.
 func (s *pgStore) Intake(ctx context.Context, recs []store.NewRecord) ([]store.Stored, error) {
-	out := make([]store.Stored, len(recs))
-	err := s.change(ctx, func(tx *sql.Tx, log *auditLog) error {
-		for i, nr := range recs {
-			r := nr.Record
-			var others int
-			if err := tx.QueryRow(`SELECT COUNT(*) FROM records WHERE file_id = $1 AND commitment != $2`,
-				r.FileID, r.Commitment).Scan(&others); err != nil {
-				return err
-			}
-			if others != r.SameID {
-				out[i].Err = store.ErrChanged
-				continue
-			}
-			res, err := tx.Exec(`INSERT INTO records(file_id, commitment, owner_fingerprint, owner_token_label,
-				owner_token_serial, description, created, intake_time, authority_key, status, record)
-				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (file_id, commitment) DO NOTHING`,
-				r.FileID, r.Commitment, r.OwnerFingerprint, r.OwnerTokenLabel, r.OwnerTokenSerial, r.Description,
-				r.Created, r.IntakeTime, r.AuthorityKey, r.Status, r.Record)
-			if err != nil {
-				return err
-			}
-			if n, _ := res.RowsAffected(); n == 0 {
-				out[i].Err = store.ErrExists
-				continue
-			}
-			t := touched{}
-			t.add("records", r.FileID, r.Commitment)
-			if err := insertWrap(tx, t, nr.Wrap); err != nil {
-				return err
-			}
-			if out[i].Seq, err = log.append(nr.Event, t); err != nil {
-				return err
-			}
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	var out []store.Stored
+	err = conn.Raw(func(dc any) error {
+		c, ok := dc.(*stdlib.Conn)
+		if !ok {
+			return fmt.Errorf("the database connection is a %T, not pgx's", dc)
 		}
-		return nil
+		out, err = intakeBatch(ctx, c.Conn(), recs)
+		return err
 	})
 	if err != nil {
 		return nil, err
 	}
 	return out, nil
+}
+
+// intakeSQL inserts one record and its first wrap if its authority key is not retired, the number
+// of other records held under its file ID is what the caller saw ($12), and the pair is not held.
+// It returns that number, whether the key is retired, whether it inserted, and both rows as
+// stored, each after a marker column that names its table. (A key that is not registered at all
+// fails the insert, and with it the transaction.)
+const intakeSQL = `WITH others AS (
+	SELECT COUNT(*) AS n, (SELECT state FROM authority_keys WHERE fingerprint = $9::text) = 'retired' AS retired
+	FROM records WHERE file_id = $1::text AND commitment != $2::text
+), r AS (
+	INSERT INTO records(file_id, commitment, owner_fingerprint, owner_token_label, owner_token_serial,
+		description, created, intake_time, authority_key, status, record)
+	SELECT $1::text, $2::text, $3::text, $4::text, $5::text, $6::text, $7::text, $8::text, $9::text, $10::text, $11::bytea
+	FROM others WHERE n = $12::bigint AND retired IS NOT TRUE
+	ON CONFLICT (file_id, commitment) DO NOTHING
+	RETURNING *
+), w AS (
+	INSERT INTO wraps(file_id, commitment, key_fingerprint, oaep_hash, wrapped, added)
+	SELECT file_id, commitment, $13::text, $14::text, $15::bytea, $16::text FROM r
+	RETURNING *
+)
+SELECT others.n, others.retired IS TRUE AS retired, r.file_id IS NOT NULL AS inserted, 'records' AS p11escrow_table, r.*, 'wraps' AS p11escrow_table, w.*
+FROM others LEFT JOIN (r CROSS JOIN w) ON true`
+
+func intakeBatch(ctx context.Context, c *pgx.Conn, recs []store.NewRecord) ([]store.Stored, error) {
+	tx, err := c.Begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	b := &pgx.Batch{}
+	b.Queue(lockHeadSQL)
+	for _, nr := range recs {
+		r, w := nr.Record, nr.Wrap
+		b.Queue(intakeSQL, r.FileID, r.Commitment, r.OwnerFingerprint, r.OwnerTokenLabel, r.OwnerTokenSerial,
+			r.Description, r.Created, r.IntakeTime, r.AuthorityKey, r.Status, r.Record, int64(r.SameID),
+			w.KeyFingerprint, w.OAEPHash, w.Wrapped, w.Added)
+	}
+	br := tx.SendBatch(ctx, b)
+	log, err := readLockedHead(br)
+	if err != nil {
+		br.Close()
+		return nil, err
+	}
+	out := make([]store.Stored, len(recs))
+	states := make([]string, len(recs))
+	for i, nr := range recs {
+		others, retired, state, err := readIntake(br)
+		if err != nil {
+			br.Close()
+			return nil, err
+		}
+		switch {
+		case state != "":
+			states[i] = state
+		case retired:
+			out[i].Err = store.ErrRetired
+		case others != int64(nr.Record.SameID):
+			out[i].Err = store.ErrChanged
+		default:
+			out[i].Err = store.ErrExists
+		}
+	}
+	if err := br.Close(); err != nil {
+		return nil, err
+	}
+	b = &pgx.Batch{}
+	for i, nr := range recs {
+		if out[i].Err != nil {
+			continue
+		}
+		e := store.NextEntry(log.count, log.head, nr.Event, states[i])
+		b.Queue(insertAuditSQL,
+			e.Seq, e.Time, e.Actor, e.Action, e.Details, e.PrevHash, e.Hash, e.State)
+		log.count, log.head = e.Seq, e.Hash
+		out[i].Seq = e.Seq
+	}
+	if b.Len() == 0 {
+		return out, nil // every record was refused: nothing to commit
+	}
+	b.Queue(moveHeadSQL,
+		strconv.FormatInt(log.count, 10), hex.EncodeToString(log.head))
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return nil, err
+	}
+	return out, tx.Commit(ctx)
+}
+
+// readLockedHead reads the audit head that the batch's first statement locked.
+func readLockedHead(br pgx.BatchResults) (*headLog, error) {
+	rows, err := br.Query()
+	if err != nil {
+		return nil, err
+	}
+	v := map[string]string{}
+	for rows.Next() {
+		var k, val string
+		if err := rows.Scan(&k, &val); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		v[k] = val
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	count, head, err := sqlstore.ParseHead(v["audit_count"], v["audit_head"])
+	if err != nil {
+		return nil, err
+	}
+	return &headLog{count: count, head: head}, nil
+}
+
+// headLog is the audit head as a batch moves it.
+type headLog struct {
+	count int64
+	head  []byte
+}
+
+// readIntake reads one intakeSQL result: the number of other records under the file ID, whether
+// the record's key is retired, and the State lines of the two rows inserted ("" if none was).
+func readIntake(br pgx.BatchResults) (others int64, retired bool, state string, err error) {
+	rows, err := br.Query()
+	if err != nil {
+		return 0, false, "", err
+	}
+	defer rows.Close()
+	if !rows.Next() {
+		if err := rows.Err(); err != nil {
+			return 0, false, "", err
+		}
+		return 0, false, "", errors.New("the intake statement returned no row")
+	}
+	vals, err := rows.Values()
+	if err != nil {
+		return 0, false, "", err
+	}
+	fields := rows.FieldDescriptions()
+	others, ok1 := vals[0].(int64)
+	retired, ok2 := vals[1].(bool)
+	inserted, ok3 := vals[2].(bool)
+	if !ok1 || !ok2 || !ok3 {
+		return 0, false, "", fmt.Errorf("the intake statement returned a %T, a %T and a %T", vals[0], vals[1], vals[2])
+	}
+	if !inserted {
+		return others, retired, "", rows.Err()
+	}
+	var lines []string
+	// The rows follow their marker columns: 'records', its columns, 'wraps', its columns.
+	for i := 3; i < len(vals); {
+		name, _ := vals[i].(string)
+		if fields[i].Name != "p11escrow_table" {
+			return 0, false, "", fmt.Errorf("the intake statement's column %d is %q", i, fields[i].Name)
+		}
+		j := i + 1
+		for j < len(vals) && fields[j].Name != "p11escrow_table" {
+			j++
+		}
+		bt, ok := store.Table(name)
+		if !ok {
+			return 0, false, "", fmt.Errorf("no bound table %q", name)
+		}
+		cols := make([]string, j-i-1)
+		for k := range cols {
+			cols[k] = fields[i+1+k].Name
+		}
+		rv := vals[i+1 : j]
+		lines = append(lines, store.StateLine(bt.Name, bt.RowKey(cols, rv), store.RowDigest(bt.Name, cols, rv)))
+		i = j
+	}
+	return others, false, store.StateText(lines), rows.Err()
 }
 
 func insertWrap(tx *sql.Tx, t touched, w *store.Wrap) error {

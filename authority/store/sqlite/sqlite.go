@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/p11escrow/p11escrow/authority/store"
@@ -29,6 +30,9 @@ import (
 // sqliteStore is the Store on an embedded SQLite database.
 type sqliteStore struct {
 	db *sql.DB
+
+	mu    sync.Mutex
+	stmts map[string]*sql.Stmt // see cachedTx
 }
 
 // Open opens the store at path, creating it (mode 0600) if it does not exist, and applies
@@ -83,7 +87,7 @@ func open(ctx context.Context, path string, create bool) (store.Store, error) {
 		return nil, fmt.Errorf("opening the authority database %s: %w", path, err)
 	}
 	db.SetMaxOpenConns(1) // one writer; the pragmas are per connection
-	s := &sqliteStore{db: db}
+	s := &sqliteStore{db: db, stmts: map[string]*sql.Stmt{}}
 	if err := s.migrateRetrying(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("the authority database %s: %w", path, err)
@@ -336,15 +340,23 @@ func (s *sqliteStore) migrateTo(ctx context.Context, v int) error {
 
 func now() string { return time.Now().UTC().Format(time.RFC3339) }
 
-func (s *sqliteStore) Close() error { return s.db.Close() }
+func (s *sqliteStore) Close() error {
+	s.mu.Lock()
+	for _, st := range s.stmts {
+		st.Close()
+	}
+	s.stmts = map[string]*sql.Stmt{}
+	s.mu.Unlock()
+	return s.db.Close()
+}
 
 // update runs f and appends ev to the audit log in one transaction. Every row of a bound table
 // that f inserts, updates or deletes is recorded in the entry's State (see bindTouched), so that
 // the state that decides recoveries is bound to the chain and `audit --verify` catches a row
 // changed without p11escrow. This, and Intake's batch, are the only paths by which the store
 // changes anything; both go through change.
-func (s *sqliteStore) update(ctx context.Context, ev store.Event, f func(tx *sql.Tx) error) error {
-	return s.change(ctx, func(tx *sql.Tx, log *auditLog) error {
+func (s *sqliteStore) update(ctx context.Context, ev store.Event, f func(tx txn) error) error {
+	return s.change(ctx, func(tx txn, log *auditLog) error {
 		if f != nil {
 			if err := f(tx); err != nil {
 				return err
@@ -358,12 +370,16 @@ func (s *sqliteStore) update(ctx context.Context, ev store.Event, f func(tx *sql
 // change runs f in one transaction, which f fills with changes, each followed by log.append of
 // the event that describes it. The head moves once, when f is done, and the transaction commits
 // only if f appended something.
-func (s *sqliteStore) change(ctx context.Context, f func(tx *sql.Tx, log *auditLog) error) error {
-	tx, err := s.db.BeginTx(ctx, nil)
+func (s *sqliteStore) change(ctx context.Context, f func(tx txn, log *auditLog) error) error {
+	sqlTx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
-	defer tx.Rollback()
+	tx := &cachedTx{Tx: sqlTx, ctx: ctx, s: s}
+	defer func() {
+		sqlTx.Rollback()
+		s.prepare(ctx, tx.missed)
+	}()
 	if err := watchBound(tx); err != nil {
 		return err
 	}
@@ -380,19 +396,95 @@ func (s *sqliteStore) change(ctx context.Context, f func(tx *sql.Tx, log *auditL
 	if err := log.moveHead(); err != nil {
 		return err
 	}
-	return tx.Commit()
+	return sqlTx.Commit()
+}
+
+// txn is a transaction: a *sql.Tx, or a cachedTx.
+type txn interface {
+	Exec(query string, args ...any) (sql.Result, error)
+	Query(query string, args ...any) (*sql.Rows, error)
+	QueryRow(query string, args ...any) *sql.Row
+}
+
+// cachedTx is a transaction whose statements are prepared once, on the store's one connection,
+// and reused: SQLite parses a statement anew on every call otherwise, which cost as much as
+// running it. Only the store's own constant queries go through it, so the cache stays small.
+type cachedTx struct {
+	*sql.Tx
+	ctx    context.Context
+	s      *sqliteStore
+	missed []string // queries run unprepared
+}
+
+// stmt returns q prepared for this transaction, or nil if it is not prepared yet: the caller
+// then runs q directly, and the store prepares it once the transaction has ended (the store's
+// one connection is the transaction's until then).
+func (t *cachedTx) stmt(q string) *sql.Stmt {
+	t.s.mu.Lock()
+	st, ok := t.s.stmts[q]
+	t.s.mu.Unlock()
+	if !ok {
+		t.missed = append(t.missed, q)
+		return nil
+	}
+	return t.Tx.StmtContext(t.ctx, st)
+}
+
+// prepare prepares the queries a transaction ran unprepared, for the next ones. A query that
+// cannot be prepared is left to run directly.
+func (s *sqliteStore) prepare(ctx context.Context, queries []string) {
+	for _, q := range queries {
+		s.mu.Lock()
+		_, ok := s.stmts[q]
+		s.mu.Unlock()
+		if ok {
+			continue
+		}
+		st, err := s.db.PrepareContext(ctx, q)
+		if err != nil {
+			continue
+		}
+		s.mu.Lock()
+		if _, ok := s.stmts[q]; ok {
+			st.Close()
+		} else {
+			s.stmts[q] = st
+		}
+		s.mu.Unlock()
+	}
+}
+
+func (t *cachedTx) Exec(q string, args ...any) (sql.Result, error) {
+	if st := t.stmt(q); st != nil {
+		return st.ExecContext(t.ctx, args...)
+	}
+	return t.Tx.ExecContext(t.ctx, q, args...)
+}
+
+func (t *cachedTx) Query(q string, args ...any) (*sql.Rows, error) {
+	if st := t.stmt(q); st != nil {
+		return st.QueryContext(t.ctx, args...)
+	}
+	return t.Tx.QueryContext(t.ctx, q, args...)
+}
+
+func (t *cachedTx) QueryRow(q string, args ...any) *sql.Row {
+	if st := t.stmt(q); st != nil {
+		return st.QueryRowContext(t.ctx, args...)
+	}
+	return t.Tx.QueryRowContext(t.ctx, q, args...)
 }
 
 // auditLog appends entries to the audit log inside a transaction (which, begun IMMEDIATE, holds
 // the database's write lock): it reads the head once and moves it once.
 type auditLog struct {
-	tx       *sql.Tx
+	tx       txn
 	count    int64
 	head     []byte
 	appended int
 }
 
-func readLog(tx *sql.Tx) (*auditLog, error) {
+func readLog(tx txn) (*auditLog, error) {
 	count, head, err := sqlstore.ReadHead(tx)
 	if err != nil {
 		return nil, err
@@ -431,7 +523,7 @@ func (l *auditLog) moveHead() error {
 // watchBound makes sure this connection has the TEMP triggers that note every row written to a
 // bound table in temp.touched. They are TEMP, so they exist only in p11escrow's own connections:
 // a change made with another SQLite client is noted nowhere, and --verify reports it.
-func watchBound(tx *sql.Tx) error {
+func watchBound(tx txn) error {
 	var n int
 	if err := tx.QueryRow(`SELECT COUNT(*) FROM temp.sqlite_master WHERE type = 'trigger' AND name LIKE 'bind\_%' ESCAPE '\'`).Scan(&n); err != nil {
 		return err
@@ -464,7 +556,7 @@ func watchBound(tx *sql.Tx) error {
 }
 
 // bindTouched returns the State lines for the rows noted in temp.touched, and empties it.
-func bindTouched(tx *sql.Tx) (string, error) {
+func bindTouched(tx txn) (string, error) {
 	rows, err := tx.Query(`SELECT tbl, key FROM temp.touched ORDER BY tbl, key`)
 	if err != nil {
 		return "", err
@@ -511,7 +603,7 @@ func bindTouched(tx *sql.Tx) (string, error) {
 // bindAll appends an entry that records every bound row as it is: used once by the migration
 // that introduced state binding, for the rows made before it. A later migration that rewrites
 // bound rows must call it too.
-func bindAll(tx *sql.Tx, ev store.Event) error {
+func bindAll(tx txn, ev store.Event) error {
 	state, err := sqlstore.CurrentState(tx)
 	if err != nil {
 		return err
@@ -532,9 +624,18 @@ func (s *sqliteStore) InstanceID(ctx context.Context) (string, error) {
 
 func (s *sqliteStore) Intake(ctx context.Context, recs []store.NewRecord) ([]store.Stored, error) {
 	out := make([]store.Stored, len(recs))
-	err := s.change(ctx, func(tx *sql.Tx, log *auditLog) error {
+	err := s.change(ctx, func(tx txn, log *auditLog) error {
 		for i, nr := range recs {
 			r := nr.Record
+			var state string
+			err := tx.QueryRow(`SELECT state FROM authority_keys WHERE fingerprint = ?`, r.AuthorityKey).Scan(&state)
+			switch {
+			case err == nil && state == store.KeyRetired:
+				out[i].Err = store.ErrRetired
+				continue
+			case err != nil && !errors.Is(err, sql.ErrNoRows): // an unknown key fails the insert below
+				return err
+			}
 			var others int
 			if err := tx.QueryRow(`SELECT COUNT(*) FROM records WHERE file_id = ? AND commitment != ?`,
 				r.FileID, r.Commitment).Scan(&others); err != nil {
@@ -571,7 +672,7 @@ func (s *sqliteStore) Intake(ctx context.Context, recs []store.NewRecord) ([]sto
 	return out, nil
 }
 
-func insertWrap(tx *sql.Tx, w *store.Wrap) error {
+func insertWrap(tx txn, w *store.Wrap) error {
 	_, err := tx.Exec(`INSERT INTO wraps(file_id, commitment, key_fingerprint, oaep_hash, wrapped, added) VALUES (?, ?, ?, ?, ?, ?)`,
 		w.FileID, w.Commitment, w.KeyFingerprint, w.OAEPHash, w.Wrapped, w.Added)
 	return err
@@ -624,7 +725,7 @@ func (s *sqliteStore) PendingRewrap(ctx context.Context, to string) ([]store.Rec
 }
 
 func (s *sqliteStore) AddWrap(ctx context.Context, w *store.Wrap, ev store.Event) error {
-	return s.update(ctx, ev, func(tx *sql.Tx) error {
+	return s.update(ctx, ev, func(tx txn) error {
 		if err := insertWrap(tx, w); err != nil {
 			return err
 		}
@@ -639,7 +740,7 @@ func (s *sqliteStore) AuthorityKeys(ctx context.Context) ([]*store.AuthorityKey,
 }
 
 func (s *sqliteStore) AddAuthorityKey(ctx context.Context, k *store.AuthorityKey, ev store.Event) error {
-	return s.update(ctx, ev, func(tx *sql.Tx) error {
+	return s.update(ctx, ev, func(tx txn) error {
 		var n int
 		if err := tx.QueryRow(`SELECT COUNT(*) FROM authority_keys WHERE fingerprint = ? OR label = ?`, k.Fingerprint, k.Label).Scan(&n); err != nil {
 			return err
@@ -657,7 +758,7 @@ func (s *sqliteStore) AddAuthorityKey(ctx context.Context, k *store.AuthorityKey
 }
 
 func (s *sqliteStore) RetireKey(ctx context.Context, fingerprint string, ev store.Event) error {
-	return s.update(ctx, ev, func(tx *sql.Tx) error {
+	return s.update(ctx, ev, func(tx txn) error {
 		var n int
 		err := tx.QueryRow(`SELECT COUNT(*) FROM records r WHERE NOT EXISTS (
 			SELECT 1 FROM wraps w JOIN authority_keys k ON k.fingerprint = w.key_fingerprint
@@ -674,7 +775,7 @@ func (s *sqliteStore) RetireKey(ctx context.Context, fingerprint string, ev stor
 }
 
 func (s *sqliteStore) AddOfficer(ctx context.Context, o *store.Officer, ev store.Event) error {
-	return s.update(ctx, ev, func(tx *sql.Tx) error {
+	return s.update(ctx, ev, func(tx txn) error {
 		if err := sqlstore.RefuseGoverned(tx); err != nil {
 			return err
 		}
@@ -686,7 +787,7 @@ func (s *sqliteStore) Governed(ctx context.Context) (bool, error) {
 	return sqlstore.Governed(sqlstore.At(ctx, s.db))
 }
 
-func insertOfficer(tx *sql.Tx, o *store.Officer) error {
+func insertOfficer(tx txn, o *store.Officer) error {
 	var n int
 	if err := tx.QueryRow(`SELECT COUNT(*) FROM officers WHERE fingerprint = ? OR name = ?`, o.Fingerprint, o.Name).Scan(&n); err != nil {
 		return err
@@ -708,7 +809,7 @@ func (s *sqliteStore) Approvals(ctx context.Context) (int, error) {
 }
 
 func (s *sqliteStore) SetApprovals(ctx context.Context, n int, ev store.Event) error {
-	return s.update(ctx, ev, func(tx *sql.Tx) error {
+	return s.update(ctx, ev, func(tx txn) error {
 		if err := sqlstore.RefuseGoverned(tx); err != nil {
 			return err
 		}
@@ -716,13 +817,13 @@ func (s *sqliteStore) SetApprovals(ctx context.Context, n int, ev store.Event) e
 	})
 }
 
-func setApprovals(tx *sql.Tx, n int) error {
+func setApprovals(tx txn, n int) error {
 	_, err := tx.Exec(`UPDATE meta SET value = ? WHERE key = 'approvals'`, strconv.Itoa(n))
 	return err
 }
 
 func (s *sqliteStore) AddChangeRequest(ctx context.Context, r *store.StoredRequest, ev store.Event) error {
-	return s.update(ctx, ev, func(tx *sql.Tx) error {
+	return s.update(ctx, ev, func(tx txn) error {
 		_, err := tx.Exec(`INSERT INTO change_requests(id, state, created, canonical) VALUES (?, 'open', ?, ?)`,
 			r.ID, r.Created, r.Canonical)
 		return err
@@ -734,7 +835,7 @@ func (s *sqliteStore) ChangeRequest(ctx context.Context, id string) (*store.Stor
 }
 
 func (s *sqliteStore) ApplyChange(ctx context.Context, requestID string, g store.Governance, ev store.Event) error {
-	return s.update(ctx, ev, func(tx *sql.Tx) error {
+	return s.update(ctx, ev, func(tx txn) error {
 		res, err := tx.Exec(`UPDATE change_requests SET state = 'used' WHERE id = ? AND state = 'open'`, requestID)
 		if err != nil {
 			return err
@@ -750,7 +851,7 @@ func (s *sqliteStore) ApplyChange(ctx context.Context, requestID string, g store
 }
 
 func (s *sqliteStore) AddRequest(ctx context.Context, r *store.StoredRequest, ev store.Event) error {
-	return s.update(ctx, ev, func(tx *sql.Tx) error {
+	return s.update(ctx, ev, func(tx txn) error {
 		_, err := tx.Exec(`INSERT INTO requests(id, file_id, commitment, state, created, canonical) VALUES (?, ?, ?, 'open', ?, ?)`,
 			r.ID, r.FileID, r.Commitment, r.Created, r.Canonical)
 		return err
@@ -762,7 +863,7 @@ func (s *sqliteStore) Request(ctx context.Context, id string) (*store.StoredRequ
 }
 
 func (s *sqliteStore) Recovered(ctx context.Context, requestID string, ev store.Event) error {
-	return s.update(ctx, ev, func(tx *sql.Tx) error {
+	return s.update(ctx, ev, func(tx txn) error {
 		res, err := tx.Exec(`UPDATE requests SET state = 'used' WHERE id = ? AND state = 'open'`, requestID)
 		if err != nil {
 			return err
@@ -822,7 +923,7 @@ func (s *sqliteStore) ReceiptKey(ctx context.Context) (string, []byte, error) {
 }
 
 func (s *sqliteStore) SetReceiptKey(ctx context.Context, label string, pub []byte, ev store.Event) error {
-	return s.update(ctx, ev, func(tx *sql.Tx) error {
+	return s.update(ctx, ev, func(tx txn) error {
 		res, err := tx.Exec(`INSERT INTO meta(key, value) VALUES ('receipt_key_label', ?), ('receipt_key', ?)
 			ON CONFLICT(key) DO NOTHING`, label, hex.EncodeToString(pub))
 		if err != nil {

@@ -606,6 +606,23 @@ func testGroupCommit(t *testing.T, b Backend) {
 		return errors.Join(got[0].Err, got[1].Err)
 	}, store.ErrExists)
 
+	// A record for a key retired after its caller looked the key up is refused in the
+	// transaction, so that no record comes to depend on a retired key alone.
+	k2 := key(2)
+	if err := st.AddAuthorityKey(ctx, k2, ev("init")); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.RetireKey(ctx, k2.Fingerprint, ev("retire-key")); err != nil {
+		t.Fatal(err)
+	}
+	refused(t, st, "a record for a retired key", func() error {
+		r, w := record("f7", "c7", k2.Fingerprint, 0)
+		return intakeOne(ctx, st, r, w, ev("intake"))
+	}, store.ErrRetired)
+	if _, err := st.Record(ctx, "f7", "c7"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("a record for a retired key was stored: %v", err)
+	}
+
 	// A record wrapped under an unregistered key breaks the transaction: the new record before it
 	// in the batch is not stored either.
 	bad := item("f6", "c6", 0)

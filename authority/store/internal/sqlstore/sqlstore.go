@@ -176,7 +176,7 @@ func Governed(q Querier) (bool, error) {
 // RefuseGoverned returns store.ErrGoverned once a quorum is registered. Inside the transaction
 // that makes a direct change, which the backend serialises with every other change, it keeps
 // concurrent direct changes from passing the check together.
-func RefuseGoverned(tx *sql.Tx) error {
+func RefuseGoverned(tx Querier) error {
 	g, err := Governed(tx)
 	if err == nil && g {
 		err = store.ErrGoverned
