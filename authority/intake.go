@@ -52,7 +52,11 @@ type IntakeResult struct {
 // error is for failures that would hit every record (the token gone or logged out, the store),
 // after which intake should stop.
 func (a *Authority) Intake(ctx context.Context, name string, data []byte) (IntakeResult, error) {
-	c := a.commitAll(ctx, []checked{a.check(ctx, name, data, nil, a.Token, a.keyPair)})[0]
+	ks, err := a.newKeySet(ctx, a.keyPair)
+	if err != nil {
+		return IntakeResult{Name: name}, err
+	}
+	c := a.commitAll(ctx, []checked{a.check(ctx, name, data, nil, a.Token, ks)})[0]
 	return c.res, c.err
 }
 
@@ -72,8 +76,7 @@ type checked struct {
 
 // check parses and verifies one record on session on, with the key pairs keyPair finds. It
 // writes nothing, so it can run on several sessions at once.
-func (a *Authority) check(ctx context.Context, name string, data []byte, readErr error, on *token.Token,
-	keyPair func(*AuthorityKey) (Key, error)) checked {
+func (a *Authority) check(ctx context.Context, name string, data []byte, readErr error, on *token.Token, ks *keySet) checked {
 	c := checked{res: IntakeResult{Name: name}}
 	if readErr != nil {
 		c.bad = readErr
@@ -84,12 +87,11 @@ func (a *Authority) check(ctx context.Context, name string, data []byte, readErr
 		c.bad = err
 		return c
 	}
-	return a.checkParsed(ctx, name, rec, on, keyPair)
+	return a.checkParsed(ctx, name, rec, on, ks)
 }
 
 // checkParsed is check of a record already parsed.
-func (a *Authority) checkParsed(ctx context.Context, name string, rec *escrow.Record, on *token.Token,
-	keyPair func(*AuthorityKey) (Key, error)) checked {
+func (a *Authority) checkParsed(ctx context.Context, name string, rec *escrow.Record, on *token.Token, ks *keySet) checked {
 	c := checked{res: IntakeResult{Name: name}}
 	c.rec, c.res.FileID = rec, rec.FileID
 	// Verify before looking for a duplicate, so that an altered copy of a held record is
@@ -104,13 +106,13 @@ func (a *Authority) checkParsed(ctx context.Context, name string, rec *escrow.Re
 		c.bad = err
 		return c
 	}
-	if c.key, err = a.keyForTag(ctx, escrow.StanzaTag(st)); err != nil {
+	if c.key, err = ks.forTag(ctx, escrow.StanzaTag(st)); err != nil {
 		var re *escrow.RecordError
 		c.wrongAuthority = errors.As(err, &re)
 		c.bad, c.err = recordOrFatal(err)
 		return c
 	}
-	kp, err := keyPair(c.key)
+	kp, err := ks.pair(c.key)
 	if err != nil {
 		c.bad, c.err = recordOrFatal(err)
 		return c
@@ -138,6 +140,11 @@ func recordOrFatal(err error) (bad, fatal error) {
 		return &escrow.RecordError{Reason: "the HSM cannot process it: " + err.Error()}, nil
 	}
 	return nil, err
+}
+
+// retiredKey is why a record for an authority key retired during its intake is rejected.
+func retiredKey(k *AuthorityKey) error {
+	return &escrow.RecordError{Reason: fmt.Sprintf("it is wrapped for authority key %s, which has been retired", k.Tag)}
 }
 
 // errKeyUnusable is why a record wrapped for a live authority key not found on the token is
@@ -223,6 +230,8 @@ func (a *Authority) storeGroup(ctx context.Context, cs []checked, group []int, o
 			res := c.res
 			res.Outcome, res.Seq, res.held = Held, got[j].Seq, recs[j].Record
 			out[i] = committed{res, nil}
+		case errors.Is(got[j].Err, ErrRetired):
+			out[i].res, out[i].err = a.reject(ctx, c.res, retiredKey(c.key))
 		default:
 			out[i].res, out[i].err = a.store(ctx, c)
 		}
@@ -280,32 +289,31 @@ type checkPool struct {
 	window  chan struct{} // one value per record the committer has taken
 	done    chan struct{}
 	wg      sync.WaitGroup
-	keys    map[string]Key // found before the workers start, read-only after
+	keys    *keySet
 }
 
-// keyPair returns a key pair found before the workers started: looking one up would use the
-// first session while a worker may be running an operation on it.
-func (p *checkPool) keyPair(k *AuthorityKey) (Key, error) {
-	if kp, ok := p.keys[k.Fingerprint]; ok {
-		return kp, nil
-	}
-	return Key{}, fmt.Errorf("%w: %q (%s)", errKeyUnusable, k.Label, k.Tag)
-}
-
-// findKeys finds every live authority key that is on the token; the others stay missing, so
-// only records wrapped for them fail.
-func (a *Authority) findKeys(ctx context.Context) (map[string]Key, error) {
-	live, err := a.liveKeys(ctx)
+// findKeys reads the live authority keys and finds each one's key pair on the token, before any
+// other session runs: looking one up later would use the first session while a check may be
+// running an operation on it. A key not on the token stays missing, so only records wrapped for
+// it fail.
+func (a *Authority) findKeys(ctx context.Context) (*keySet, error) {
+	found := map[string]Key{}
+	ks, err := a.newKeySet(ctx, func(k *AuthorityKey) (Key, error) {
+		if kp, ok := found[k.Fingerprint]; ok {
+			return kp, nil
+		}
+		return Key{}, fmt.Errorf("%w: %q (%s)", errKeyUnusable, k.Label, k.Tag)
+	})
 	if err != nil {
 		return nil, err
 	}
-	found := map[string]Key{}
-	for _, k := range live {
+	for _, k := range ks.live {
 		if kp, err := a.keyPair(k); err == nil {
 			found[k.Fingerprint] = kp
 		}
 	}
-	return found, nil
+	ks.found = len(found)
+	return ks, nil
 }
 
 func (a *Authority) startChecks(ctx context.Context, names []string, read func(string) ([]byte, error), sessions int) (*checkPool, error) {
@@ -330,7 +338,7 @@ func (a *Authority) startChecks(ctx context.Context, names []string, read func(s
 			}
 			for i := range jobs {
 				data, err := read(names[i])
-				p.results[i] <- a.check(ctx, names[i], data, err, on, p.keyPair)
+				p.results[i] <- a.check(ctx, names[i], data, err, on, p.keys)
 			}
 		}()
 	}
@@ -368,12 +376,56 @@ func (a *Authority) keyForTag(ctx context.Context, tag string) (*AuthorityKey, e
 	if err != nil {
 		return nil, err
 	}
+	return withTag(keys, tag)
+}
+
+// withTag finds the key with a stanza's key tag among keys.
+func withTag(keys []*AuthorityKey, tag string) (*AuthorityKey, error) {
 	for _, k := range keys {
 		if k.Tag == tag {
 			return k, nil
 		}
 	}
 	return nil, &escrow.RecordError{Reason: fmt.Sprintf("it is wrapped for authority key %s, which is not a key of this authority", tag)}
+}
+
+// keySet is what the checks of an intake know of the authority's keys: the live keys, read from
+// the store when the intake begins and again when a record names a key tag that is not among
+// them (at most once a second, so that records with made-up tags cannot make every check a
+// store read), and how to find each one's key pair on the token. A key retired meanwhile is
+// refused by the store, in the transaction that would hold the record (ErrRetired).
+type keySet struct {
+	a     *Authority
+	pair  func(*AuthorityKey) (Key, error)
+	found int // findKeys: how many key pairs were found on the token
+
+	mu   sync.Mutex
+	live []*AuthorityKey
+	read time.Time
+}
+
+func (a *Authority) newKeySet(ctx context.Context, pair func(*AuthorityKey) (Key, error)) (*keySet, error) {
+	live, err := a.liveKeys(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &keySet{a: a, pair: pair, live: live, read: time.Now()}, nil
+}
+
+// forTag finds the live key a stanza's key tag names.
+func (ks *keySet) forTag(ctx context.Context, tag string) (*AuthorityKey, error) {
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	k, err := withTag(ks.live, tag)
+	if err == nil || time.Since(ks.read) < time.Second {
+		return k, err
+	}
+	live, rerr := ks.a.liveKeys(ctx)
+	if rerr != nil {
+		return nil, rerr
+	}
+	ks.live, ks.read = live, time.Now()
+	return withTag(live, tag)
 }
 
 // verifyOnToken unwraps the stanza as a sealed key and lets the token check the record.
@@ -483,6 +535,9 @@ func (a *Authority) store(ctx context.Context, c checked) (IntakeResult, error) 
 		}
 		if (errors.Is(err, ErrChanged) || errors.Is(err, ErrExists)) && try < 3 {
 			continue // another intake held a record under this ID meanwhile: read again
+		}
+		if errors.Is(err, ErrRetired) {
+			return a.reject(ctx, res, retiredKey(c.key))
 		}
 		if err != nil {
 			return res, err

@@ -21,7 +21,7 @@ import (
 // sessions.
 type Intaker struct {
 	a        *Authority
-	keys     map[string]Key    // found before any session runs, read-only after
+	keys     *keySet           // key pairs found before any session runs
 	sessions chan *token.Token // idle verification sessions
 	opened   []*token.Token
 	busy     atomic.Int64
@@ -54,6 +54,11 @@ type Submission struct {
 	WrongAuthority bool
 }
 
+// commitDelay is the longest a record waits for others to join its group commit, and only
+// while others are being verified: about one RSA-3072 private operation on a software HSM, so
+// that a group gathers the records of a round of verifications.
+const commitDelay = 2 * time.Millisecond
+
 // commitTimeout bounds one group commit: a store that does not answer fails the group's records
 // (their submitters get an error and may retry) instead of holding them forever.
 const commitTimeout = time.Minute
@@ -73,7 +78,7 @@ func (a *Authority) NewIntaker(ctx context.Context, sessions int) (*Intaker, err
 	if err != nil {
 		return nil, err
 	}
-	if len(keys) == 0 {
+	if keys.found == 0 {
 		return nil, errors.New("no live authority key of the store is on this token")
 	}
 	instance, err := a.st.InstanceID(ctx)
@@ -159,7 +164,7 @@ func (in *Intaker) Submit(ctx context.Context, name string, data []byte) (Submis
 		return sub, ctx.Err()
 	}
 	in.busy.Add(1)
-	c := in.a.checkParsed(ctx, name, rec, on, in.keyPair)
+	c := in.a.checkParsed(ctx, name, rec, on, in.keys)
 	in.busy.Add(-1)
 	in.sessions <- on
 	sub.WrongAuthority = c.wrongAuthority
@@ -181,6 +186,10 @@ func (in *Intaker) committer() {
 	defer close(in.committed)
 	for first := range in.commits {
 		group := []pendingCommit{first}
+		// While other records are being verified, wait a little for them: a commit's fixed
+		// cost (on SQLite the WAL write and the fsync, on PostgreSQL the round trips) is
+		// then paid once for several records. A record alone is committed at once.
+		deadline := time.NewTimer(commitDelay)
 	more:
 		for len(group) < maxGroup {
 			select {
@@ -189,10 +198,23 @@ func (in *Intaker) committer() {
 					break more
 				}
 				group = append(group, p)
+				continue
 			default:
+			}
+			if in.busy.Load() == 0 {
+				break
+			}
+			select {
+			case p, ok := <-in.commits:
+				if !ok {
+					break more
+				}
+				group = append(group, p)
+			case <-deadline.C:
 				break more
 			}
 		}
+		deadline.Stop()
 		cs := make([]checked, len(group))
 		for i, p := range group {
 			cs[i] = p.c
@@ -225,11 +247,4 @@ func (in *Intaker) receipt(ctx context.Context, c checked, res IntakeResult) (*e
 		return nil, err
 	}
 	return r, nil
-}
-
-func (in *Intaker) keyPair(k *AuthorityKey) (Key, error) {
-	if kp, ok := in.keys[k.Fingerprint]; ok {
-		return kp, nil
-	}
-	return Key{}, fmt.Errorf("%w: %q (%s)", errKeyUnusable, k.Label, k.Tag)
 }

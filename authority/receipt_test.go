@@ -106,3 +106,50 @@ func TestIntakerReceipts(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestIntakerRetiredKey: a record for a key retired after the Intaker read the live keys is
+// verified on the HSM, since its key pair is still there, but the store refuses it in the
+// transaction that would hold it, so no record comes to depend on a retired key alone.
+func TestIntakerRetiredKey(t *testing.T) {
+	ctx := context.Background()
+	a, oldKP := newAuthority(t)
+	if _, err := a.CreateReceiptKey(ctx, uniq(t, "receipt")); err != nil {
+		t.Fatal(err)
+	}
+	old := mustCurrent(t, a)
+	if _, _, err := a.RotateStart(ctx, uniq(t, "auth2"), KeySpec{Bits: 2048}); err != nil {
+		t.Fatal(err)
+	}
+	in, err := a.NewIntaker(ctx, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	if _, err := a.RetireKey(ctx, old.Label); err != nil {
+		t.Fatal(err)
+	}
+	owner, _ := rsa.GenerateKey(rand.Reader, 2048)
+	fpr, _ := escrow.FingerprintOf(&owner.PublicKey)
+	rec := hostRecord(t, &owner.PublicKey, oldKP.Public, crypto.SHA1, fpr.String())
+	sub, err := in.Submit(ctx, "net", rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sub.Result.Outcome != Rejected || sub.Receipt != nil || sub.Result.Reason == nil ||
+		!strings.Contains(sub.Result.Reason.Error(), "retired") {
+		t.Fatalf("a record for a retired key: %s %v, receipt %v", sub.Result.Outcome, sub.Result.Reason, sub.Receipt)
+	}
+	parsed, _ := escrow.ParseRecord(rec)
+	if held, err := a.st.RecordsByID(ctx, parsed.FileID); err != nil || len(held) != 0 {
+		t.Fatalf("the record for a retired key was stored: %v, %v", held, err)
+	}
+	// The current key's records are still taken.
+	cur, _, err := mustCurrent(t, a).RSAPublic()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, err = in.Submit(ctx, "net", hostRecord(t, &owner.PublicKey, cur, crypto.SHA1, fpr.String()))
+	if err != nil || sub.Result.Outcome != Held || sub.Receipt == nil {
+		t.Fatalf("a record for the current key: %s %v %v", sub.Result.Outcome, sub.Result.Reason, err)
+	}
+}

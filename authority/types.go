@@ -27,6 +27,7 @@ var (
 	ErrInUse      = store.ErrInUse
 	ErrChanged    = store.ErrChanged
 	ErrGoverned   = store.ErrGoverned
+	ErrRetired    = store.ErrRetired
 	ErrNoDatabase = store.ErrNoDatabase
 )
 
