@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/miekg/pkcs11"
 )
 
 // TestUnwrapRefusesShortKeys is FORMAT.md section 2.2's 32-byte key rule on the token: SoftHSM2
@@ -49,5 +51,64 @@ func TestUnwrapRefusesShortKeys(t *testing.T) {
 			}
 			sk.Destroy()
 		}
+	}
+}
+
+// TestMeasuringKeyOnePerSession: the key that measures unwrapped keys is made once per session,
+// not once per unwrap, can only wrap, never leaves the token, and goes with the session.
+func TestMeasuringKeyOnePerSession(t *testing.T) {
+	kp := sharedKey(t)
+	opened := kp.t.Sessions(1)
+	if len(opened) != 1 {
+		t.Fatal("no session")
+	}
+	s := opened[0]
+	on := kp.On(s)
+	count := func() []pkcs11.ObjectHandle {
+		t.Helper()
+		if err := s.ctx.FindObjectsInit(s.sh, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_LABEL, "p11escrow length check")}); err != nil {
+			t.Fatal(err)
+		}
+		defer s.ctx.FindObjectsFinal(s.sh)
+		hs, _, err := s.ctx.FindObjects(s.sh, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return hs
+	}
+	before := len(count()) // the shared session's own measuring key, if it has measured
+	for _, n := range []int{32, 16, 32, 24, 32} {
+		wrapped, err := rsa.EncryptOAEP(sha1.New(), rand.Reader, kp.Public, randBytes(t, n), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sk, err := on.UnwrapOAEPSealed(crypto.SHA1, wrapped)
+		if (n == FileKeySize) != (err == nil) {
+			t.Fatalf("%d bytes: %v", n, err)
+		}
+		sk.Destroy()
+	}
+	hs := count()
+	if len(hs) != before+1 {
+		t.Fatalf("%d measuring keys after five unwraps on a new session, want one", len(hs)-before)
+	}
+	a, err := s.ctx.GetAttributeValue(s.sh, s.measureKEK, []*pkcs11.Attribute{
+		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, nil), pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, nil),
+		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, nil), pkcs11.NewAttribute(pkcs11.CKA_UNWRAP, nil),
+		pkcs11.NewAttribute(pkcs11.CKA_DECRYPT, nil), pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, nil)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []bool{true, false, false, false, false, false}
+	for i, attr := range a {
+		if got := len(attr.Value) == 1 && attr.Value[0] == 1; got != want[i] {
+			t.Errorf("measuring key attribute %#x is %v, want %v", attr.Type, got, want[i])
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if s.measureKEK != 0 {
+		t.Error("Close left the measuring key's handle")
 	}
 }

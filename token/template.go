@@ -234,8 +234,8 @@ func importedPublicTemplate(pub *rsa.PublicKey) []*pkcs11.Attribute {
 	}
 }
 
-// measureKeyTemplate is the throwaway AES key SecretKey.measureLen wraps an unwrapped key under:
-// sensitive, never extractable, a session object.
+// measureKeyTemplate is the AES key SecretKey.measureLen wraps an unwrapped key under: sensitive,
+// never extractable, wrap-only, a session object (one per session, destroyed with it).
 func measureKeyTemplate() []*pkcs11.Attribute {
 	return []*pkcs11.Attribute{
 		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
@@ -246,6 +246,10 @@ func measureKeyTemplate() []*pkcs11.Attribute {
 		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
 		pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false),
 		pkcs11.NewAttribute(pkcs11.CKA_WRAP, true),
+		// It wraps only, so that what it wraps cannot be opened again on the token.
+		pkcs11.NewAttribute(pkcs11.CKA_UNWRAP, false),
+		pkcs11.NewAttribute(pkcs11.CKA_DECRYPT, false),
+		pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, false),
 		pkcs11.NewAttribute(pkcs11.CKA_LABEL, "p11escrow length check"),
 	}
 }

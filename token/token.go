@@ -24,13 +24,16 @@ type Token struct {
 	// noWrapHash remembers the OAEP hashes C_WrapKey refused, so later file keys go straight
 	// to the host wrap (see FileKey.WrapOAEP).
 	noWrapHash map[crypto.Hash]bool
+	// measureKEK is the session's key for measuring unwrapped keys (see measureLen); 0 until
+	// the first measurement.
+	measureKEK pkcs11.ObjectHandle
 	closed     bool
 }
 
 // Info returns the slot and token description read when the token was opened.
 func (t *Token) Info() SlotInfo { return t.info }
 
-// Close destroys the cached imported public keys and closes the session.
+// Close destroys the cached imported public keys and the measuring key, and closes the session.
 // Session objects (file keys) die with the session. Close does not log out
 // explicitly; the token does that when the process's last session closes.
 func (t *Token) Close() error {
@@ -44,6 +47,10 @@ func (t *Token) Close() error {
 		delete(t.pubs, k)
 	}
 	clear(t.pubPtrs)
+	if t.measureKEK != 0 {
+		_ = t.ctx.DestroyObject(t.sh, t.measureKEK) // likewise
+		t.measureKEK = 0
+	}
 	return tokenErr(fmt.Sprintf("close token %q", t.info.Label), ctxPlain, t.ctx.CloseSession(t.sh))
 }
 
