@@ -6,7 +6,8 @@
 # absolute times are printed only as context in the raw logs.
 #
 # Environment: ROUNDS (default 5), SMALL_FILES (default 10000), BENCH_DIR (default a fresh
-# directory under /dev/shm, removed at the end), GO (default go).
+# directory under /dev/shm, removed at the end), GO (default go), BENCH_ONLY (files: the file
+# figures only; authority: intake and the service only; empty: everything).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -40,6 +41,9 @@ B=${BENCH_DIR:-$(mktemp -d /dev/shm/p11escrow-bench.XXXXXX)}
 trap 'rm -rf "$B"' EXIT
 OUT=$ROOT/bench/out
 mkdir -p "$OUT"
+: >"$OUT/raw.log"
+# want PART: whether BENCH_ONLY (files or authority; empty for everything) asks for PART.
+want() { [ -z "${BENCH_ONLY:-}" ] || [ "$BENCH_ONLY" = "$1" ]; }
 eval "$(./softhsm-test/mktoken.sh "$B/hsm" user 12345678 1234 2>/dev/null)"
 softhsm2-util --init-token --free --label authority --so-pin 12345678 --pin 1234 >/dev/null
 export SOFTHSM2_CONF P11ESCROW_MODULE=${P11ESCROW_MODULE:-$(ls /usr/lib/softhsm/libsofthsm2.so /usr/lib/*/softhsm/libsofthsm2.so 2>/dev/null | head -1)}
@@ -50,12 +54,14 @@ $P11E authority init --token authority --label escrow --out auth.pub 2>/dev/null
 age-keygen -o age.key 2>/dev/null
 AGE_R=$(age-keygen -y age.key)
 KEY=$(openssl rand -hex 32) IV=$(openssl rand -hex 16)
+if want files; then
 echo "making the 1 GiB input on tmpfs" >&2
 head -c 1073741824 /dev/urandom >big
 ENC=(encrypt --token user --key alice --authority auth.pub)
 $P11E "${ENC[@]}" -o big.p11e big 2>/dev/null
 age -r "$AGE_R" -o big.age big
 openssl enc -aes-256-ctr -K "$KEY" -iv "$IV" -in big -out big.ctr
+fi
 
 # --- helpers ----------------------------------------------------------------------------------
 # secs CMD...: wall seconds of one run, output discarded.
@@ -88,6 +94,7 @@ pair() {
 	printf '%s\n' "${ratios[@]}" | median
 }
 
+if want files; then
 # --- Go benchmarks ----------------------------------------------------------------------------
 echo "Go benchmarks (full set, once)" >&2
 cd "$ROOT"
@@ -97,7 +104,6 @@ nsop() { awk -v n="$1" '$1 ~ "^"n"(-[0-9]+)?$" {for (i = 1; i <= NF; i++) if ($(
 
 # The pipeline against W x single-core GCM, baseline and pipeline back to back in each round.
 echo "large-file limit: $ROUNDS alternating rounds" >&2
-: >"$OUT/raw.log"
 seal_pct=() open_pct=()
 for ((r = 0; r < ROUNDS; r++)); do
 	o=$($GO test -run '^$' -bench '^Benchmark(GCMSealBaseline|SealStream|GCMOpenBaseline|OpenStream)$' -benchtime 1s ./escrow/internal/stream)
@@ -123,6 +129,8 @@ done
 RAW_UNWRAP_NS=$ru
 row "token unwrap, $W sessions (Go: UnwrapOAEP vs C_UnwrapKey)" "$(fmt "$(echo "1000000000 / $u" | bc -l)")/s" "-" "-" "$(fmt "$(echo "1000000000 / $ru" | bc -l)")/s" "$(fmt "$(printf '%s\n' "${unwrap_pct[@]}" | median)") % (target ≥ 90 %)"
 
+fi
+if want files; then
 # --- whole-process comparisons ----------------------------------------------------------------
 cd "$B"
 echo "whole-process pairs: $ROUNDS rounds each" >&2
@@ -168,34 +176,45 @@ limit=$(echo "1000000000 / ($gen + 2 * $wrap)" | bc -l)
 row "$SMALL_FILES × 1 KiB, one call, tmpfs" "$(fmt "$fs_tmp") files/s (target ≥ 2000)" "age, a process per file: $(fmt "$fs_age")/s" "$(fmt "$(echo "$fs_tmp / $fs_age" | bc -l)")×" "$(fmt "$limit")/s (1 keygen + 2 wraps, serial on SoftHSM)" "$(fmt "$(echo "100 * $fs_tmp / $limit" | bc -l)") %"
 row "$SMALL_FILES × 1 KiB, one call, ext4 (fsync)" "$(fmt "$fs_disk") files/s" "-" "-" "$(fmt "$limit")/s" "$(fmt "$(echo "100 * $fs_disk / $limit" | bc -l)") %"
 
-# Authority intake of 200 records against the bare unwrap loop with as many sessions.
+fi
+if want authority; then
+# Authority intake of 200 records against the bare unwrap loop with as many sessions (intake's
+# default, twice the cores), back to back in each round, each round on a fresh copy of the store.
 mkdir -p recs && (cd recs && for i in $(seq 200); do head -c 100 /dev/urandom >"r$i"; done)
 $P11E "${ENC[@]}" -- recs/r* 2>/dev/null
-if $P11E authority intake --help >/dev/null 2>&1; then
+S2=$((2 * W))
+[ $S2 -ge 4 ] || S2=4
+raw2() { (cd "$ROOT" && $GO test -run '^$' -bench '^BenchmarkRawUnwrapKeyParallel$' -benchtime 2s -cpu "$S2" ./token); }
+intake_pct=()
+for ((r = 0; r < ROUNDS; r++)); do
 	# authority init registered the key in the default store, authority.db, in this directory.
+	rm -f intake.db && $P11E authority backup --db authority.db --out intake.db >/dev/null
 	t0=$EPOCHREALTIME
-	held=$($P11E authority intake --token authority -- recs/*.escrow.json 2>&1 | tail -1)
+	held=$($P11E authority intake --db intake.db --token authority --sessions "$S2" -- recs/*.escrow.json 2>&1 | tail -1)
 	t=$(echo "$EPOCHREALTIME - $t0" | bc -l)
-	echo "intake: $held" >>"$OUT/raw.log"
+	echo "intake: $held in $t s" >>"$OUT/raw.log"
 	case $held in *"200 held"*) ;; *) echo "authority intake did not hold all 200 records: $held" >&2; exit 1 ;; esac
+	u=$(raw2)
+	echo "$u" >>"$OUT/raw.log"
+	ru2=$(echo "$u" | nsop BenchmarkRawUnwrapKeyParallel)
 	rate=$(echo "200 / $t" | bc -l)
-	row "authority intake, 200 records, whole process (CLI)" "$(fmt "$rate")/s" "-" "-" "$(fmt "$(echo "1000000000 / $RAW_UNWRAP_NS" | bc -l)")/s (C_UnwrapKey, $W sessions)" "$(fmt "$(echo "100 * $rate * $RAW_UNWRAP_NS / 1000000000" | bc -l)") % (target ≥ 90 %)"
-else
-	row "authority intake (CLI)" "pending: no authority intake command yet" "-" "-" "-" "-"
-fi
+	intake_pct+=("$(echo "100 * $rate * $ru2 / 1000000000" | bc -l)")
+done
+row "authority intake, 200 records, whole process (CLI)" "$(fmt "$rate")/s (last round)" "-" "-" "$(fmt "$(echo "1000000000 / $ru2" | bc -l)")/s (C_UnwrapKey, $S2 sessions, last round)" "$(fmt "$(printf '%s\n' "${intake_pct[@]}" | median)") % (target ≥ 80 %)"
 
 # The authority's service: records per second through one `authority serve` (BenchmarkServe in
-# cmd/p11escrow: 8 clients over loopback TLS, as many HSM sessions as cores), on SQLite and on
-# PostgreSQL (a throwaway server, as `make test` starts), against the bare C_UnwrapKey loop on
-# as many sessions (BenchmarkRawUnwrapKeyParallel), the two back to back in each round.
+# cmd/p11escrow: 8 clients over loopback TLS, twice as many HSM sessions as cores, as serve's
+# default), on SQLite and on PostgreSQL (a throwaway server, as `make test` starts, but durable:
+# fsync and synchronous commit on), against the bare C_UnwrapKey loop on as many sessions
+# (BenchmarkRawUnwrapKeyParallel), the two back to back in each round.
 cd "$ROOT"
 SERVE_RECORDS=${SERVE_RECORDS:-2000}
 metric() { awk -v n="$1" -v u="$2" '$1 ~ "^"n"(-[0-9]+)?$" {for (i = 1; i <= NF; i++) if ($(i+1) == u) print $i}'; }
 echo "the authority's service: $ROUNDS rounds of $SERVE_RECORDS records per store" >&2
 pct_sqlite=() pct_postgres=()
 for ((r = 0; r < ROUNDS; r++)); do
-	o=$(./softhsm-test/with-postgres.sh $GO test -run '^$' -bench '^BenchmarkServe$' -benchtime "${SERVE_RECORDS}x" ./cmd/p11escrow)
-	u=$($GO test -run '^$' -bench '^BenchmarkRawUnwrapKeyParallel$' -benchtime 2s ./token)
+	o=$(PG_DURABLE=1 ./softhsm-test/with-postgres.sh $GO test -run '^$' -bench '^BenchmarkServe$' -benchtime "${SERVE_RECORDS}x" ./cmd/p11escrow)
+	u=$(raw2)
 	printf '%s\n%s\n' "$o" "$u" >>"$OUT/raw.log"
 	ru=$(echo "$u" | nsop BenchmarkRawUnwrapKeyParallel)
 	pct_sqlite+=("$(echo "100 * $(echo "$o" | metric BenchmarkServe/sqlite records/s) * $ru / 1000000000" | bc -l)")
@@ -206,13 +225,15 @@ serve_row() { # BACKEND PERCENT...: the median ratio, with the last round's rate
 	shift
 	row "authority serve, $SERVE_RECORDS records, 8 clients, $be: p50 / p99 $(echo "$o" | metric "$n" p50-ms) / $(echo "$o" | metric "$n" p99-ms) ms" \
 		"$(fmt "$(echo "$o" | metric "$n" records/s)")/s (last round)" "-" "-" \
-		"$(fmt "$(echo "1000000000 / $ru" | bc -l)")/s (C_UnwrapKey, $W sessions, last round)" \
+		"$(fmt "$(echo "1000000000 / $ru" | bc -l)")/s (C_UnwrapKey, $S2 sessions, last round)" \
 		"$(fmt "$(printf '%s\n' "$@" | median)") % (target ≥ 80 %)"
 }
 serve_row sqlite "${pct_sqlite[@]}"
 serve_row postgres "${pct_postgres[@]}"
 cd "$B"
 
+fi
+if want files; then
 # Memory: peak RSS of 1 GiB each way, to a file and to a pipe.
 rss() { /usr/bin/time -f '%M' "$@" 2>&1 >/dev/null | tail -1; }
 m1=$(rss $P11E "${ENC[@]}" -o m.p11e --escrow-record m.json --force big)
@@ -223,11 +244,12 @@ rm -f m.p11e m.out
 row "peak RSS, 1 GiB: encrypt to file / to pipe" "$((m1 / 1024)) / $((m2 / 1024)) MiB" "-" "-" "64 MiB" "$((100 * m1 / 65536)) / $((100 * m2 / 65536)) %"
 row "peak RSS, 1 GiB: decrypt to file / to pipe" "$((m3 / 1024)) / $((m4 / 1024)) MiB" "-" "-" "64 MiB" "$((100 * m3 / 65536)) / $((100 * m4 / 65536)) %"
 
+fi
 # --- the table --------------------------------------------------------------------------------
 {
 	echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), Linux $(uname -r), SoftHSM2 $(softhsm2-util --version), $(age --version | head -1 | sed 's/^/age /'), $(openssl version | cut -d' ' -f1-2)"
 	echo "Load average (1/5/15 min) at the start: $LOAD_START; at the end: $(cut -d' ' -f1-3 /proc/loadavg). Per-round times: bench/out/raw.log"
-	echo "Command: make bench (ROUNDS=$ROUNDS, SMALL_FILES=$SMALL_FILES); ratios are medians of alternating pairs"
+	echo "Command: make bench (ROUNDS=$ROUNDS, SMALL_FILES=$SMALL_FILES${BENCH_ONLY:+, BENCH_ONLY=$BENCH_ONLY}); ratios are medians of alternating pairs"
 	echo
 	echo "| figure | p11escrow | peer | ratio | limit | % of limit |"
 	echo "|---|---|---|---|---|---|"

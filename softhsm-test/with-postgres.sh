@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # with-postgres.sh CMD [ARGS...] runs CMD with a throwaway PostgreSQL server: initdb in a new
 # temporary directory, as an unprivileged user (nobody, when run as root), listening only on a
-# Unix socket in that directory (listen_addresses=''), with $P11ESCROW_TEST_PG naming it. The
+# Unix socket in that directory (listen_addresses=''), with $P11ESCROW_TEST_PG naming it. With
+# PG_DURABLE=1 it keeps PostgreSQL's durability settings (fsync, synchronous commit). The
 # server is stopped and the directory removed when CMD ends, also on failure or interruption.
 set -euo pipefail
 
@@ -36,9 +37,12 @@ trap 'exit 130' INT TERM
   cat "$dir/initdb.log" >&2
   exit 1
 }
-# Throwaway: no durability, no TCP, the socket in $dir only.
+# Throwaway: no TCP, the socket in $dir only, and no durability unless PG_DURABLE=1 (which the
+# benchmarks set, so that a commit costs what it costs a real server: a WAL flush).
+durability=(-c fsync=off -c synchronous_commit=off -c full_page_writes=off)
+[ "${PG_DURABLE:-}" = 1 ] && durability=()
 (cd "$dir" && exec "${as[@]}" "$bin/postgres" -D "$dir/data" -c listen_addresses='' -k "$dir" \
-  -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200) >"$dir/server.log" 2>&1 &
+  "${durability[@]}" -c max_connections=200) >"$dir/server.log" 2>&1 &
 pid=$!
 for _ in $(seq 100); do
   [ -S "$dir/.s.PGSQL.5432" ] && "$bin/pg_isready" -q -h "$dir" && break

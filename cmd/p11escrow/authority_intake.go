@@ -14,12 +14,20 @@ import (
 	"github.com/urfave/cli/v2"
 )
 
+// sessionsFlag is the number of HSM sessions intake and serve verify records on. The default is
+// twice the cores, at least 4: the RSA operation is the limit, and with more sessions than cores
+// the HSM always has a record to work on while the host parses, stores or answers another.
+func sessionsFlag() cli.Flag {
+	return &cli.IntFlag{Name: "sessions", Value: max(4, 2*runtime.NumCPU()),
+		Usage: "HSM sessions to verify records on: the most records verified at once"}
+}
+
 func intakeCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "intake",
 		Usage:     "verify escrow records on the HSM and store them; one line per record, then a summary",
 		ArgsUsage: "RECORD...",
-		Flags:     hsmFlags(),
+		Flags:     hsmFlags(sessionsFlag()),
 		Action:    intakeAction,
 	}
 }
@@ -55,6 +63,9 @@ func intakeAction(c *cli.Context) error {
 	if len(names) == 0 {
 		return errors.New("no records; give one or more escrow record files")
 	}
+	if c.Int("sessions") < 1 {
+		return usagef("--sessions is at least 1")
+	}
 	return withAuthority(c, func(a *authority.Authority, _ *session) error {
 		count := map[authority.Outcome]int{}
 		report := func(i int, res authority.IntakeResult) {
@@ -70,7 +81,7 @@ func intakeAction(c *cli.Context) error {
 					prefix, res.FileID, res.SameID, res.FileID)
 			}
 		}
-		if err := a.IntakeAll(c.Context, names, readRecord, runtime.NumCPU(), report); err != nil {
+		if err := a.IntakeAll(c.Context, names, readRecord, c.Int("sessions"), report); err != nil {
 			return fmt.Errorf("%w (stopped after %d held; rerun to continue)", err, count[authority.Held])
 		}
 		fmt.Printf("intake: %d held, %d rejected, %d already held\n",

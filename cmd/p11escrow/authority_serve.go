@@ -26,7 +26,7 @@ func serveCommand() *cli.Command {
 			&cli.StringFlag{Name: "tls-cert", Required: true, Usage: "the server's certificate chain, PEM `FILE`"},
 			&cli.StringFlag{Name: "tls-key", Required: true, Usage: "the server's private key, PEM `FILE`"},
 			&cli.StringFlag{Name: "client-ca", Usage: "accept only clients with a certificate issued by this CA (PEM `FILE`)"},
-			&cli.IntFlag{Name: "sessions", Value: 4, Usage: "HSM sessions to verify on: the most records verified at once"},
+			sessionsFlag(),
 			&cli.IntFlag{Name: "queue", Value: 64, Usage: "records that may wait for a session; more get 429"},
 		),
 		Action: serveAction,
