@@ -54,13 +54,13 @@ $P11E authority init --token authority --label escrow --out auth.pub 2>/dev/null
 age-keygen -o age.key 2>/dev/null
 AGE_R=$(age-keygen -y age.key)
 KEY=$(openssl rand -hex 32) IV=$(openssl rand -hex 16)
-if want files; then
-echo "making the 1 GiB input on tmpfs" >&2
-head -c 1073741824 /dev/urandom >big
 ENC=(encrypt --token user --key alice --authority auth.pub)
-$P11E "${ENC[@]}" -o big.p11e big 2>/dev/null
-age -r "$AGE_R" -o big.age big
-openssl enc -aes-256-ctr -K "$KEY" -iv "$IV" -in big -out big.ctr
+if want files; then
+	echo "making the 1 GiB input on tmpfs" >&2
+	head -c 1073741824 /dev/urandom >big
+	$P11E "${ENC[@]}" -o big.p11e big 2>/dev/null
+	age -r "$AGE_R" -o big.age big
+	openssl enc -aes-256-ctr -K "$KEY" -iv "$IV" -in big -out big.ctr
 fi
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -72,6 +72,9 @@ secs() {
 }
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 fmt() { printf '%.2f' "$1"; }
+# mbps and nsop BENCHMARK: a Go benchmark's MB/s and ns/op, from its output on stdin.
+mbps() { awk -v n="$1" '$1 ~ "^"n"(-[0-9]+)?$" {for (i = 1; i <= NF; i++) if ($(i+1) == "MB/s") print $i}'; }
+nsop() { awk -v n="$1" '$1 ~ "^"n"(-[0-9]+)?$" {for (i = 1; i <= NF; i++) if ($(i+1) == "ns/op") print $i}'; }
 ROWS=()
 row() { ROWS+=("| $1 | $2 | $3 | $4 | $5 | $6 |"); }
 
@@ -99,8 +102,6 @@ if want files; then
 echo "Go benchmarks (full set, once)" >&2
 cd "$ROOT"
 $GO test -run '^$' -bench . -benchtime 1s ./escrow/internal/stream ./escrow ./token | tee "$OUT/go-bench.txt" >&2
-mbps() { awk -v n="$1" '$1 ~ "^"n"(-[0-9]+)?$" {for (i = 1; i <= NF; i++) if ($(i+1) == "MB/s") print $i}'; }
-nsop() { awk -v n="$1" '$1 ~ "^"n"(-[0-9]+)?$" {for (i = 1; i <= NF; i++) if ($(i+1) == "ns/op") print $i}'; }
 
 # The pipeline against W x single-core GCM, baseline and pipeline back to back in each round.
 echo "large-file limit: $ROUNDS alternating rounds" >&2
