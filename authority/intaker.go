@@ -26,8 +26,9 @@ type Intaker struct {
 	opened   []*token.Token
 	busy     atomic.Int64
 
-	commits   chan pendingCommit
-	committed chan struct{} // closed when the committer has stopped
+	commits   chan pendingCommit // unbuffered: a record handed over is the committer's
+	stop      chan struct{}      // closed by Close
+	committed chan struct{}      // closed when the committer has stopped
 
 	signers  chan *token.Token // idle signing sessions
 	signOn   []*token.Token    // every signing session; the first is the authority's own
@@ -87,7 +88,7 @@ func (a *Authority) NewIntaker(ctx context.Context, sessions int) (*Intaker, err
 	}
 	sessions = max(1, sessions)
 	in := &Intaker{a: a, keys: keys, sessions: make(chan *token.Token, sessions), signer: signer, instance: instance,
-		commits: make(chan pendingCommit, sessions), committed: make(chan struct{})}
+		commits: make(chan pendingCommit), stop: make(chan struct{}), committed: make(chan struct{})}
 	// Sessions opens up to sessions (fewer if the token allows fewer, at least one).
 	in.opened = a.Token.Sessions(sessions)
 	if len(in.opened) == 0 {
@@ -115,13 +116,17 @@ func (in *Intaker) Sessions() int { return len(in.opened) }
 // Busy is the number of verification sessions in use now.
 func (in *Intaker) Busy() int { return int(in.busy.Load()) }
 
-// Close stops the committer and closes the sessions it opened. Call it after the last Submit
-// has returned.
+// Close stops the committer, once the group it is committing is done, and closes the sessions
+// it opened. Call it after the last Submit has returned: a Submit still running (a shutdown
+// whose grace ran out) fails without storing its record.
 func (in *Intaker) Close() error {
-	close(in.commits)
+	close(in.stop)
 	<-in.committed
 	var errs []error
-	for _, s := range append(in.opened, in.signOn[1:]...) {
+	for _, s := range in.opened {
+		errs = append(errs, s.Close())
+	}
+	for _, s := range in.signOn[1:] { // the first is the authority's own
 		errs = append(errs, s.Close())
 	}
 	return errors.Join(errs...)
@@ -170,7 +175,11 @@ func (in *Intaker) Submit(ctx context.Context, name string, data []byte) (Submis
 	sub.WrongAuthority = c.wrongAuthority
 
 	p := pendingCommit{c: c, done: make(chan committed, 1)}
-	in.commits <- p
+	select {
+	case in.commits <- p:
+	case <-in.stop:
+		return sub, errors.New("the authority is shutting down; the record was not stored")
+	}
 	done := <-p.done
 	sub.Result = done.res
 	if done.err != nil || sub.Result.Outcome == Rejected {
@@ -184,19 +193,22 @@ func (in *Intaker) Submit(ctx context.Context, name string, data []byte) (Submis
 // waiting when the previous commit ended (see commitAll).
 func (in *Intaker) committer() {
 	defer close(in.committed)
-	for first := range in.commits {
+	for {
+		var first pendingCommit
+		select {
+		case first = <-in.commits:
+		case <-in.stop:
+			return
+		}
 		group := []pendingCommit{first}
 		// While other records are being verified, wait a little for them: a commit's fixed
-		// cost (on SQLite the WAL write and the fsync, on PostgreSQL the round trips) is
-		// then paid once for several records. A record alone is committed at once.
+		// cost (on SQLite the WAL write and the fsync, on PostgreSQL the round trips and the WAL
+		// flush) is then paid once for several records. A record alone is committed at once.
 		deadline := time.NewTimer(commitDelay)
 	more:
 		for len(group) < maxGroup {
 			select {
-			case p, ok := <-in.commits:
-				if !ok {
-					break more
-				}
+			case p := <-in.commits:
 				group = append(group, p)
 				continue
 			default:
@@ -205,12 +217,11 @@ func (in *Intaker) committer() {
 				break
 			}
 			select {
-			case p, ok := <-in.commits:
-				if !ok {
-					break more
-				}
+			case p := <-in.commits:
 				group = append(group, p)
 			case <-deadline.C:
+				break more
+			case <-in.stop:
 				break more
 			}
 		}
