@@ -81,7 +81,11 @@ func (t *Token) unwrapChecked(extractable bool, unwrap func(extractable bool) (*
 	if err != nil {
 		return nil, err
 	}
-	known, err := s.checkLen()
+	// A module known to report no length is not asked again: the measurement decides.
+	known := false
+	if !t.m.unwrapLenUnknown.Load() {
+		known, err = s.checkLen()
+	}
 	if err == nil && !known {
 		t.m.unwrapLenUnknown.Store(true)
 		err = s.measureLen()
