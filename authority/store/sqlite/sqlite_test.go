@@ -136,3 +136,33 @@ func TestIntegrityAndBackup(t *testing.T) {
 		t.Errorf("the copy's instance ID is %q, want %q", id2, id)
 	}
 }
+
+// TestIntakeSeqUsesIndex: finding the entry that stored a record (for the receipt of a record
+// submitted again) reads the audit_intake index, not the whole log, so that submitting one old
+// record over and over cannot make the service scan the log each time.
+func TestIntakeSeqUsesIndex(t *testing.T) {
+	ctx := context.Background()
+	ref := backend.New(t)
+	st, err := sqlite.Open(ctx, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	rows, err := backend.Raw(t, ref).Query(`EXPLAIN QUERY PLAN `+sqlite.IntakeSeqSQL, "f", "c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var plan []string
+	for rows.Next() {
+		var id, parent, unused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+			t.Fatal(err)
+		}
+		plan = append(plan, detail)
+	}
+	if p := strings.Join(plan, "; "); !strings.Contains(p, "USING INDEX audit_intake") {
+		t.Fatalf("IntakeSeq's plan does not use the audit_intake index: %s", p)
+	}
+}

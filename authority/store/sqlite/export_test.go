@@ -1,0 +1,4 @@
+package sqlite
+
+// IntakeSeqSQL is IntakeSeq's query, for the test that checks it uses its index.
+const IntakeSeqSQL = intakeSeqSQL
