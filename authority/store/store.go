@@ -150,8 +150,9 @@ var (
 	ErrRetired = errors.New("its authority key is retired")
 	// ErrGoverned: a direct change to officers or policy once a quorum is registered.
 	ErrGoverned = errors.New("a quorum of officers is registered")
-	// ErrNoDatabase: a command that only reads named a database that does not exist. Backends
-	// wrap it in a sentence that names the database: "the authority database X does not exist".
+	// ErrNoDatabase: a command that only reads named a database that does not exist, or holds
+	// no authority store. Backends wrap it in a sentence that names the database: "the authority
+	// database X does not exist", "the PostgreSQL database X holds no authority store".
 	ErrNoDatabase = errors.New("does not exist")
 )
 

@@ -119,7 +119,7 @@ func TestConcurrentIntakeProcesses(t *testing.T) {
 		cmd := command("authority", "list")
 		cmd.Env = append(cmd.Env, "P11ESCROW_DB="+empty)
 		out, err := cmd.CombinedOutput()
-		if err == nil || !strings.Contains(string(out), "does not exist; check --db") {
+		if err == nil || !strings.Contains(string(out), "holds no authority store; check --db") {
 			t.Errorf("list on an empty PostgreSQL database: %v\n%s", err, out)
 		}
 	} else if err != nil || statErr != nil {

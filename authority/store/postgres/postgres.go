@@ -56,7 +56,7 @@ func open(ctx context.Context, ref string, create bool) (store.Store, error) {
 		}
 		if !made {
 			db.Close()
-			return nil, fmt.Errorf("the authority database %s %w", redacted(ref), store.ErrNoDatabase)
+			return nil, noStoreError{redacted(ref)}
 		}
 	}
 	if err := s.migrate(ctx); err != nil {
@@ -65,6 +65,16 @@ func open(ctx context.Context, ref string, create bool) (store.Store, error) {
 	}
 	return s, nil
 }
+
+// noStoreError is OpenExisting's error for a database that exists but holds no authority store:
+// "does not exist", store.ErrNoDatabase's text, would be wrong about the database.
+type noStoreError struct{ ref string }
+
+func (e noStoreError) Error() string {
+	return "the PostgreSQL database " + e.ref + " holds no authority store"
+}
+
+func (e noStoreError) Unwrap() error { return store.ErrNoDatabase }
 
 // redacted is ref without its password, for messages.
 func redacted(ref string) string {

@@ -33,8 +33,9 @@ func TestOpenExisting(t *testing.T) {
 	}
 	u.User = url.UserPassword(u.User.Username(), "s3cret")
 	st, err := postgres.OpenExisting(ctx, u.String())
-	if !errors.Is(err, store.ErrNoDatabase) || strings.Contains(err.Error(), "s3cret") {
-		t.Fatalf("OpenExisting(empty) = %v; want ErrNoDatabase, without the password", err)
+	if !errors.Is(err, store.ErrNoDatabase) || strings.Contains(err.Error(), "s3cret") ||
+		!strings.Contains(err.Error(), "holds no authority store") {
+		t.Fatalf("OpenExisting(empty) = %v; want ErrNoDatabase, saying the database holds no store, without the password", err)
 	}
 	if st != nil {
 		st.Close()
