@@ -90,6 +90,11 @@ type Store interface {
 	Request(ctx context.Context, id string) (*StoredRequest, error) // ErrNotFound if absent
 	// Recovered closes a request (it can be used once) and marks its record recovered.
 	Recovered(ctx context.Context, requestID string, ev Event) error
+	// LockRequest keeps every other process and host from locking the same request ID until
+	// unlock is called or this process ends, whichever comes first (a killed attempt holds
+	// nothing). It returns ErrInUse, holding nothing, if another holds it. It changes and
+	// appends nothing: it is what makes a recovery attempt the only one at its request.
+	LockRequest(ctx context.Context, id string) (unlock func(), err error)
 
 	// AddChangeRequest registers a governance change request, open.
 	AddChangeRequest(ctx context.Context, r *StoredRequest, ev Event) error

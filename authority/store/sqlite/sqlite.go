@@ -29,7 +29,8 @@ import (
 
 // sqliteStore is the Store on an embedded SQLite database.
 type sqliteStore struct {
-	db *sql.DB
+	db   *sql.DB
+	path string // the database file's absolute path
 
 	mu    sync.Mutex
 	stmts map[string]*sql.Stmt // see cachedTx
@@ -87,7 +88,7 @@ func open(ctx context.Context, path string, create bool) (store.Store, error) {
 		return nil, fmt.Errorf("opening the authority database %s: %w", path, err)
 	}
 	db.SetMaxOpenConns(1) // one writer; the pragmas are per connection
-	s := &sqliteStore{db: db, stmts: map[string]*sql.Stmt{}}
+	s := &sqliteStore{db: db, path: abs, stmts: map[string]*sql.Stmt{}}
 	if err := s.migrateRetrying(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("the authority database %s: %w", path, err)

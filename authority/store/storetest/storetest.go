@@ -33,6 +33,7 @@ func Run(t *testing.T, b Backend) {
 	t.Run("OfficerRace", func(t *testing.T) { testOfficerRace(t, b) })
 	t.Run("Receipts", func(t *testing.T) { testReceipts(t, b) })
 	t.Run("GroupCommit", func(t *testing.T) { testGroupCommit(t, b) })
+	t.Run("RequestLock", func(t *testing.T) { testRequestLock(t, b) })
 }
 
 func open(t *testing.T, b Backend, ref string) store.Store {
@@ -638,4 +639,34 @@ func testGroupCommit(t *testing.T, b Backend) {
 		t.Fatalf("a failed batch stored its first record: %v", err)
 	}
 	verify(t, st)
+}
+
+// testRequestLock: a request locked through one opening of the store cannot be locked through
+// another until it is unlocked; other requests can; locking appends nothing.
+func testRequestLock(t *testing.T, b Backend) {
+	ctx := context.Background()
+	ref := b.New(t)
+	st1, st2 := open(t, b, ref), open(t, b, ref)
+	before, _, _ := st1.AuditHead(ctx)
+	unlock, err := st1.LockRequest(ctx, "r1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st2.LockRequest(ctx, "r1"); !errors.Is(err, store.ErrInUse) {
+		t.Fatalf("a second lock of a locked request: %v, want ErrInUse", err)
+	}
+	unlock2, err := st2.LockRequest(ctx, "r2")
+	if err != nil {
+		t.Fatalf("another request: %v", err)
+	}
+	unlock2()
+	unlock()
+	unlock, err = st2.LockRequest(ctx, "r1")
+	if err != nil {
+		t.Fatalf("the request once unlocked: %v", err)
+	}
+	unlock()
+	if after, _, _ := st1.AuditHead(ctx); after != before {
+		t.Fatalf("locking appended %d audit entries", after-before)
+	}
 }
