@@ -290,8 +290,9 @@ type Delivery interface {
 // A recovery runs in audited steps, so that it happens exactly once and visibly (README,
 // "Recovery"):
 //
-//  1. the request is checked (registered, unaltered, open, unexpired, enough valid approvals,
-//     and approved for this action); a refusal is audited as recover-refuse;
+//  1. the request is locked for this attempt (no other process or host can run one at it until
+//     this one ends) and checked (registered, unaltered, open, unexpired, enough valid
+//     approvals, and approved for this action); a refusal is audited as recover-refuse;
 //  2. recover-start is audited, before any output exists;
 //  3. the output is made on the HSM and delivered under its final name (Delivery.Commit);
 //  4. recover-deliver is audited and the request closed, in one transaction.
@@ -300,8 +301,21 @@ type Delivery interface {
 // command, with the same approvals, can run again; a kill leaves recover-start without its
 // recover-deliver. Every attempt shows in the log; a delivered request is closed for good.
 
-// checkRecovery is step 1: it returns the approving officers, or audits the refusal.
-func (a *Authority) checkRecovery(ctx context.Context, req *escrow.Request, action string, check func() error) ([]string, error) {
+// checkRecovery is step 1: it locks the request (Store.LockRequest) for this attempt alone, so
+// that two attempts at once cannot both deliver, and returns the approving officers and the
+// unlock, or audits the refusal. The checks run under the lock, so an attempt that was waiting
+// for another to deliver finds the request used.
+func (a *Authority) checkRecovery(ctx context.Context, req *escrow.Request, action string, check func() error) ([]string, func(), error) {
+	unlock, err := a.st.LockRequest(ctx, req.ID)
+	if errors.Is(err, ErrInUse) {
+		err = refusef("another recovery attempt at request %s is running; let it end, and run this again only if it fails", req.ID)
+	}
+	if err != nil {
+		if rerr := a.refuseRecovery(ctx, req, action, err); rerr != nil {
+			return nil, nil, rerr
+		}
+		return nil, nil, err
+	}
 	names, err := a.CheckApprovals(ctx, req)
 	if err == nil && req.Action != action {
 		err = &ActionError{RequestID: req.ID, Approved: req.Action, Wanted: action}
@@ -310,12 +324,18 @@ func (a *Authority) checkRecovery(ctx context.Context, req *escrow.Request, acti
 		err = check()
 	}
 	if err != nil {
-		if lerr := a.Log(ctx, "recover-refuse", map[string]any{"request": req.ID, "file_id": req.FileID, "action": action, "why": err.Error()}); lerr != nil {
-			return nil, lerr
+		unlock()
+		if rerr := a.refuseRecovery(ctx, req, action, err); rerr != nil {
+			return nil, nil, rerr
 		}
-		return nil, err
+		return nil, nil, err
 	}
-	return names, nil
+	return names, unlock, nil
+}
+
+// refuseRecovery audits a refused recovery attempt; it returns the audit's own failure.
+func (a *Authority) refuseRecovery(ctx context.Context, req *escrow.Request, action string, why error) error {
+	return a.Log(ctx, "recover-refuse", map[string]any{"request": req.ID, "file_id": req.FileID, "action": action, "why": why.Error()})
 }
 
 // recoveryDetails names a recovery attempt in its audit entries.
@@ -345,8 +365,8 @@ func (a *Authority) runRecovery(ctx context.Context, req *escrow.Request, names 
 	d := recoveryDetails(req, names)
 	d["authority_key"] = key.Fingerprint
 	if err := a.st.Recovered(ctx, req.ID, a.event("recover-deliver", d)); err != nil {
-		// Another attempt at the same request delivered while this one ran (two at once): this
-		// output is a second copy, and the log must say so.
+		// The attempt holds the request's lock, so no other attempt delivered meanwhile; the
+		// store failed. The output exists, and the log must say so.
 		return fail(fmt.Errorf("the output was delivered, but the request could not be closed: %w", err))
 	}
 	return nil
@@ -361,13 +381,14 @@ func (a *Authority) runRecovery(ctx context.Context, req *escrow.Request, names 
 // (see the steps above).
 func (a *Authority) Recover(ctx context.Context, req *escrow.Request, create func() (Delivery, error)) error {
 	var rec *HeldRecord
-	names, err := a.checkRecovery(ctx, req, escrow.ActionReheader, func() (err error) {
+	names, unlock, err := a.checkRecovery(ctx, req, escrow.ActionReheader, func() (err error) {
 		rec, err = a.requestedRecord(ctx, req)
 		return err
 	})
 	if err != nil {
 		return err
 	}
+	defer unlock()
 	return a.runRecovery(ctx, req, names, func() (*AuthorityKey, error) {
 		old, err := heldHeader(rec)
 		if err != nil {
@@ -420,7 +441,7 @@ func (a *Authority) RecoverDecrypt(ctx context.Context, req *escrow.Request, in 
 	var h *escrow.Header
 	var payload io.Reader
 	var rec *HeldRecord
-	names, err := a.checkRecovery(ctx, req, escrow.ActionDecrypt, func() error {
+	names, unlock, err := a.checkRecovery(ctx, req, escrow.ActionDecrypt, func() error {
 		var err error
 		if rec, err = a.requestedRecord(ctx, req); err != nil {
 			return err
@@ -441,6 +462,7 @@ func (a *Authority) RecoverDecrypt(ctx context.Context, req *escrow.Request, in 
 	if err != nil {
 		return err
 	}
+	defer unlock()
 	return a.runRecovery(ctx, req, names, func() (*AuthorityKey, error) {
 		sk, key, _, err := a.unwrapHeld(ctx, rec.Ref(), false)
 		if err != nil {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -113,6 +114,25 @@ func TestRecoveryExactlyOnce(t *testing.T) {
 		t.Errorf("audit after a failed delivery: %v", got)
 	}
 
+	// While another process runs an attempt at the request (here: another opening of the store
+	// holds its lock), this one is refused before any output exists, and audited.
+	ref, _ := refs.Load(a.st)
+	other := openTestStore(t, ref.(string))
+	unlock, err := other.LockRequest(t.Context(), req.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n = auditLen(t, a)
+	busy := &memDelivery{}
+	err = a.RecoverDecrypt(t.Context(), req, bytes.NewReader(f.file), busy.create)
+	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "another recovery attempt") || busy.committed || busy.Len() != 0 {
+		t.Fatalf("an attempt while another runs: %v", err)
+	}
+	if got := auditActions(t, a, n); strings.Join(got, " ") != "recover-refuse" {
+		t.Errorf("audit after the refusal of a concurrent attempt: %v", got)
+	}
+	unlock()
+
 	// The same command, with the same approvals, completes it.
 	n = auditLen(t, a)
 	out := &memDelivery{}
@@ -185,9 +205,11 @@ func TestActionIsSigned(t *testing.T) {
 	}
 }
 
-// Two attempts at one request at once: the second to finish cannot close the request, and the
-// log says that its output is a second copy.
-func TestConcurrentRecoveryIsVisible(t *testing.T) {
+// TestRecoveryHeldWhileRunning: an attempt started while another runs at the same request (here,
+// from inside the first, as its output is being made) is refused and audited, and makes no
+// output; the first delivers. Before attempts held their request, both delivered and the second
+// copy showed only as recover-fail.
+func TestRecoveryHeldWhileRunning(t *testing.T) {
 	a, authKP := newAuthority(t)
 	alice, err := a.Token.GenerateRSA(uniq(t, "alice"), 2048)
 	if err != nil {
@@ -208,17 +230,97 @@ func TestConcurrentRecoveryIsVisible(t *testing.T) {
 	approve(t, a, req, o2)
 	n := auditLen(t, a)
 	first := &memDelivery{}
+	second := &memDelivery{}
 	first.before = func() {
 		first.before = nil
-		if err := a.Recover(t.Context(), req, (&memDelivery{}).create); err != nil {
-			t.Errorf("the other attempt: %v", err)
+		err := a.Recover(t.Context(), req, second.create)
+		if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "another recovery attempt") {
+			t.Errorf("the attempt started while another ran: %v", err)
 		}
 	}
-	err = a.Recover(t.Context(), req, first.create)
-	if err == nil || !strings.Contains(err.Error(), "could not be closed") {
-		t.Errorf("the attempt that finished second: %v", err)
+	if err := a.Recover(t.Context(), req, first.create); err != nil {
+		t.Fatalf("the first attempt: %v", err)
 	}
-	if got := auditActions(t, a, n); strings.Join(got, " ") != "recover-start recover-start recover-deliver recover-fail" {
+	if !first.committed || second.committed || second.Len() != 0 {
+		t.Errorf("delivered: first %v, second %v (%d bytes)", first.committed, second.committed, second.Len())
+	}
+	if got := auditActions(t, a, n); strings.Join(got, " ") != "recover-start recover-refuse recover-deliver" {
 		t.Errorf("audit: %v", got)
+	}
+}
+
+// TestConcurrentRecoveriesDeliverOnce: several processes (here: goroutines, each with its own
+// opening of the store and its own HSM session) run the same approved recovery at once. Exactly
+// one delivers; the others are refused, and nothing is delivered twice.
+func TestConcurrentRecoveriesDeliverOnce(t *testing.T) {
+	a, authKP := newAuthority(t)
+	alice, err := a.Token.GenerateRSA(uniq(t, "alice"), 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := encryptFor(t, alice, authKP.Public, 1000)
+	res, err := a.Intake(t.Context(), "r", f.record)
+	if err != nil || res.Outcome != Held {
+		t.Fatal(res, err)
+	}
+	o1 := officer(t, a, "o1", token.SignECDSAP256)
+	o2 := officer(t, a, "o2", token.SignECDSAP256)
+	req, err := a.NewRequest(t.Context(), res.FileID, "", escrow.ActionDecrypt, alice.Public, crypto.SHA1, "race", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	approve(t, a, req, o1)
+	approve(t, a, req, o2)
+	req = roundTrip(t, req)
+
+	ref, _ := refs.Load(a.st)
+	const attempts = 4
+	outs := make([]*memDelivery, attempts)
+	errs := make([]error, attempts)
+	authorities := make([]*Authority, attempts)
+	for i := range authorities {
+		sessions := a.Token.Sessions(1)
+		if len(sessions) != 1 {
+			t.Fatal("no HSM session")
+		}
+		t.Cleanup(func() { sessions[0].Close() })
+		authorities[i] = New(openTestStore(t, ref.(string)), sessions[0], "user=test")
+		outs[i] = &memDelivery{}
+	}
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range authorities {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			errs[i] = authorities[i].RecoverDecrypt(t.Context(), req, bytes.NewReader(f.file), outs[i].create)
+		}()
+	}
+	close(start)
+	wg.Wait()
+	delivered := 0
+	for i := range outs {
+		switch {
+		case errs[i] == nil:
+			delivered++
+			if !outs[i].committed || !bytes.Equal(outs[i].Bytes(), f.plain) {
+				t.Errorf("attempt %d succeeded without delivering the plaintext", i)
+			}
+		case !errors.Is(errs[i], ErrRefused):
+			t.Errorf("attempt %d failed instead of being refused: %v", i, errs[i])
+		case outs[i].committed:
+			t.Errorf("attempt %d was refused but delivered", i)
+		}
+	}
+	if delivered != 1 {
+		t.Fatalf("%d attempts delivered, want exactly 1 (errors: %v)", delivered, errs)
+	}
+	counts := map[string]int{}
+	for _, act := range auditActions(t, a, 0) {
+		counts[act]++
+	}
+	if counts["recover-deliver"] != 1 || counts["recover-fail"] != 0 || counts["recover-refuse"] != attempts-1 {
+		t.Errorf("audit counts %v, want one recover-deliver, no recover-fail, %d recover-refuse", counts, attempts-1)
 	}
 }
