@@ -144,5 +144,18 @@ func (k *memKey) OpenGCM(nonce, aad, ciphertextAndTag []byte) ([]byte, error) {
 	if len(nonce) != k.aead.NonceSize() {
 		return nil, fmt.Errorf("escrow: a %d-byte GCM nonce; this is a bug", len(nonce))
 	}
-	return k.aead.Open(nil, nonce, ciphertextAndTag, aad)
+	pt, err := k.aead.Open(nil, nonce, ciphertextAndTag, aad)
+	if err != nil {
+		return nil, errUnauthentic{err}
+	}
+	return pt, nil
 }
+
+// errUnauthentic is an AEAD's refusal of data whose tag does not verify, marked as such for
+// KeyOpener's callers (see authFailed).
+type errUnauthentic struct{ error }
+
+func (e errUnauthentic) Unwrap() error { return e.error }
+
+// AuthFailed reports that the data does not authenticate.
+func (errUnauthentic) AuthFailed() bool { return true }

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/p11escrow/p11escrow/escrow/internal/stream"
 	softhsmtest "github.com/p11escrow/p11escrow/softhsm-test"
 	"github.com/p11escrow/p11escrow/token"
 )
@@ -100,4 +101,96 @@ func decryptAt(file []byte, ids ...Identity) ([]byte, error) {
 		return nil, err
 	}
 	return io.ReadAll(io.NewSectionReader(r, 0, size))
+}
+
+// failingOpener is a key on a real token whose session is closed before its second chunk, as
+// when a token is pulled out mid-file.
+type failingOpener struct {
+	KeyOpener
+	session *token.Token
+	opened  int
+}
+
+func (f *failingOpener) OpenGCM(nonce, aad, sealed []byte) ([]byte, error) {
+	if f.opened++; f.opened == 2 {
+		f.session.Close()
+	}
+	return f.KeyOpener.OpenGCM(nonce, aad, sealed)
+}
+
+// TestTokenFaultIsNotTampering: a token that fails mid-file (its session gone) is reported as
+// the token's failure, not as a tampered file, and nothing after the last verified chunk is
+// released; the same file with a changed byte in that chunk is tampered.
+func TestTokenFaultIsNotTampering(t *testing.T) {
+	env := softhsmtest.New(t)
+	t.Setenv("SOFTHSM2_CONF", env.ConfPath)
+	env.InitToken(t, "fault", "12345678", "1234")
+	mod, err := token.Load(env.ModulePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mod.Close()
+	tok, err := mod.Open(token.Selector{Label: "fault"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tok.Close()
+	if err := tok.Login("1234"); err != nil {
+		t.Fatal(err)
+	}
+	kp, err := tok.GenerateRSA("authority", 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := newHostKey()
+	var buf bytes.Buffer
+	w, err := Encrypt(&buf, NewFileID(), key, &RSARecipient{Public: kp.Public, Hash: crypto.SHA1, Role: RoleOwner})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := make([]byte, 3*ChunkSize)
+	rand.Read(plain)
+	w.Write(plain)
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	wrapped, err := rsa.EncryptOAEP(crypto.SHA1.New(), rand.Reader, kp.Public, key, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	open := func(file []byte, fail bool) ([]byte, error) {
+		t.Helper()
+		session := tok.Sessions(1)[0]
+		defer session.Close()
+		sk, err := kp.On(session).UnwrapOAEPSealed(crypto.SHA1, wrapped)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, payload, err := ParseHeader(bytes.NewReader(file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var k KeyOpener = sk
+		if fail {
+			k = &failingOpener{KeyOpener: sk, session: session}
+		}
+		var out bytes.Buffer
+		err = h.DecryptOn(k, payload, &out)
+		return out.Bytes(), err
+	}
+
+	got, err := open(buf.Bytes(), true)
+	var tampered *TamperedError
+	if err == nil || errors.As(err, &tampered) || !errors.Is(err, stream.ErrFault) {
+		t.Fatalf("a token fault mid-file: %v, want the token's failure, not tampering", err)
+	}
+	if !bytes.Equal(got, plain[:ChunkSize]) {
+		t.Fatalf("released %d bytes after a token fault, want the first chunk only (%d)", len(got), ChunkSize)
+	}
+
+	bad := bytes.Clone(buf.Bytes())
+	bad[len(bad)-2*(ChunkSize+16)-5] ^= 1 // a byte of the second chunk
+	if _, err := open(bad, false); !errors.As(err, &tampered) {
+		t.Fatalf("a changed byte in the second chunk: %v, want tampering", err)
+	}
 }

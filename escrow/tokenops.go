@@ -30,7 +30,16 @@ type KeyOps interface {
 // verifies.
 type KeyOpener interface {
 	KeyOps
+	// OpenGCM's error for data that does not authenticate has a method AuthFailed() bool that
+	// returns true (token.Error has one); any other error is the key's own failure, such as a
+	// token removed mid-file, and is never reported as tampering.
 	OpenGCM(nonce, aad, ciphertextAndTag []byte) ([]byte, error)
+}
+
+// authFailed reports whether err, from KeyOpener.OpenGCM, says the data does not authenticate.
+func authFailed(err error) bool {
+	var af interface{ AuthFailed() bool }
+	return errors.As(err, &af) && af.AuthFailed()
 }
 
 // VerifyOn checks the key commitment and then the header MAC with a key held by a token. The
@@ -156,6 +165,9 @@ type gcmChunks struct{ k KeyOpener }
 // which is copied to dst and zeroed.
 func (g gcmChunks) Open(dst, nonce, sealed, aad []byte) ([]byte, error) {
 	pt, err := g.k.OpenGCM(nonce, aad, sealed)
+	if err != nil && !authFailed(err) {
+		return nil, fmt.Errorf("%w: %w", stream.ErrFault, err)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -71,6 +71,11 @@ func (e *Error) Error() string {
 // Unwrap exposes the sentinel so errors.Is works.
 func (e *Error) Unwrap() error { return e.Kind }
 
+// AuthFailed reports whether the token refused data as unauthentic (ErrAuthFailed: an AES-GCM
+// tag that does not verify), as opposed to failing. It is how the escrow package, which does not
+// import this one, tells a tampered file from a token fault.
+func (e *Error) AuthFailed() bool { return errors.Is(e.Kind, ErrAuthFailed) }
+
 // ckrName turns a return code into its CKR_ name via miekg's table.
 func ckrName(code uint) string {
 	s := pkcs11.Error(code).Error() // "pkcs11: 0xA0: CKR_PIN_INCORRECT"

@@ -14,9 +14,10 @@ const SealedChunkSize = ChunkSize + Overhead
 // C_Decrypt(CKM_AES_GCM) per chunk.
 //
 // Open appends the plaintext of sealed (ciphertext || 16-byte tag) to dst and returns it, only if
-// the tag verifies under nonce and aad. Any error means the chunk did not open, and the bytes of
-// dst's spare capacity may have been overwritten. dst and sealed may be the same storage, as in
-// crypto/cipher.
+// the tag verifies under nonce and aad. An error wrapping ErrFault is a failure of the opener
+// itself (a token that failed), which says nothing about the data; any other error means that
+// the chunk does not authenticate. Either way the bytes of dst's spare capacity may have been
+// overwritten. dst and sealed may be the same storage, as in crypto/cipher.
 type Opener interface {
 	Open(dst, nonce, sealed, aad []byte) ([]byte, error)
 }
@@ -72,6 +73,13 @@ func OpenChunk(o Opener, aad []byte, i uint64, last bool, sealed, spare []byte) 
 	plain, err := o.Open(dst, nonce[:], sealed, aad)
 	if err == nil {
 		return plain, nil
+	}
+	if errors.Is(err, ErrFault) {
+		if last && full {
+			clear(spare[:cap(spare)])
+		}
+		clear(sealed)
+		return nil, err
 	}
 	truncated := false
 	if last && full {

@@ -39,6 +39,10 @@ var ErrTruncated = errors.New("the payload is truncated")
 // ErrTampered reports a chunk whose tag did not verify.
 var ErrTampered = errors.New("the payload failed authentication")
 
+// ErrFault marks an Opener's own failure (a token that failed mid-stream): it is returned as it
+// is, never as ErrTampered, because it says nothing about the data.
+var ErrFault = errors.New("the key's token failed")
+
 // Nonce returns the nonce for chunk counter with the given last-chunk flag.
 func Nonce(counter uint64, last bool) [NonceSize]byte {
 	var n [NonceSize]byte
