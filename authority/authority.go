@@ -120,7 +120,11 @@ func (a *Authority) checkHSM() error {
 
 // keyPair returns the HSM key pair of a registered authority key, RSA or EC, checking that the
 // key found by label is really the registered one (a relabelled or replaced key is refused).
-func (a *Authority) keyPair(k *AuthorityKey) (Key, error) {
+func (a *Authority) keyPair(k *AuthorityKey) (Key, error) { return a.keyPairOn(a.Token, k) }
+
+// keyPairOn is keyPair searching on session on of the authority's token, for a caller that has
+// lent the authority's own session to other work. Its results are cached for both.
+func (a *Authority) keyPairOn(on *token.Token, k *AuthorityKey) (Key, error) {
 	if kp, ok := a.keys[k.Fingerprint]; ok {
 		return kp, nil
 	}
@@ -133,9 +137,9 @@ func (a *Authority) keyPair(k *AuthorityKey) (Key, error) {
 	}
 	var kp Key
 	if _, ok := pub.(*ecdsa.PublicKey); ok {
-		kp.EC, err = a.Token.FindECKeyPair(k.Label, nil)
+		kp.EC, err = on.FindECKeyPair(k.Label, nil)
 	} else {
-		kp.RSA, err = a.Token.FindKeyPair(k.Label, nil)
+		kp.RSA, err = on.FindKeyPair(k.Label, nil)
 	}
 	if err != nil {
 		return Key{}, err

@@ -295,12 +295,24 @@ type checkPool struct {
 // findKeys reads the live authority keys and finds each one's key pair on the token, before any
 // other session runs: looking one up later would use the first session while a check may be
 // running an operation on it. A key not on the token stays missing, so only records wrapped for
-// it fail.
-func (a *Authority) findKeys(ctx context.Context) (*keySet, error) {
+// it fail, unless lookup is not nil: then a key not found at first (one registered later, by a
+// rotation) is looked up with it, once, when a record names it.
+func (a *Authority) findKeys(ctx context.Context, lookup func(*AuthorityKey) (Key, error)) (*keySet, error) {
 	found := map[string]Key{}
+	tried := map[string]bool{}
+	var ks *keySet
 	ks, err := a.newKeySet(ctx, func(k *AuthorityKey) (Key, error) {
+		ks.mu.Lock()
+		defer ks.mu.Unlock()
 		if kp, ok := found[k.Fingerprint]; ok {
 			return kp, nil
+		}
+		if lookup != nil && !tried[k.Fingerprint] {
+			tried[k.Fingerprint] = true
+			if kp, err := lookup(k); err == nil {
+				found[k.Fingerprint] = kp
+				return kp, nil
+			}
 		}
 		return Key{}, fmt.Errorf("%w: %q (%s)", errKeyUnusable, k.Label, k.Tag)
 	})
@@ -310,6 +322,7 @@ func (a *Authority) findKeys(ctx context.Context) (*keySet, error) {
 	for _, k := range ks.live {
 		if kp, err := a.keyPair(k); err == nil {
 			found[k.Fingerprint] = kp
+			tried[k.Fingerprint] = true
 		}
 	}
 	ks.found = len(found)
@@ -317,7 +330,7 @@ func (a *Authority) findKeys(ctx context.Context) (*keySet, error) {
 }
 
 func (a *Authority) startChecks(ctx context.Context, names []string, read func(string) ([]byte, error), sessions int) (*checkPool, error) {
-	keys, err := a.findKeys(ctx)
+	keys, err := a.findKeys(ctx, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -21,7 +21,7 @@ import (
 // sessions.
 type Intaker struct {
 	a        *Authority
-	keys     *keySet           // key pairs found before any session runs
+	keys     *keySet           // key pairs found at the start, and later ones on a signing session
 	sessions chan *token.Token // idle verification sessions
 	opened   []*token.Token
 	busy     atomic.Int64
@@ -75,7 +75,15 @@ func (a *Authority) NewIntaker(ctx context.Context, sessions int) (*Intaker, err
 	if err != nil {
 		return nil, err
 	}
-	keys, err := a.findKeys(ctx)
+	in := &Intaker{a: a}
+	// A key registered after the service started (authority rotate) is found when a record first
+	// names it, on a signing session: the verification sessions may be busy, and the Authority's
+	// own session is one of the signing ones.
+	keys, err := a.findKeys(ctx, func(k *AuthorityKey) (Key, error) {
+		on := <-in.signers
+		defer func() { in.signers <- on }()
+		return a.keyPairOn(on, k)
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -87,8 +95,8 @@ func (a *Authority) NewIntaker(ctx context.Context, sessions int) (*Intaker, err
 		return nil, err
 	}
 	sessions = max(1, sessions)
-	in := &Intaker{a: a, keys: keys, sessions: make(chan *token.Token, sessions), signer: signer, instance: instance,
-		commits: make(chan pendingCommit), stop: make(chan struct{}), committed: make(chan struct{})}
+	in.keys, in.sessions, in.signer, in.instance = keys, make(chan *token.Token, sessions), signer, instance
+	in.commits, in.stop, in.committed = make(chan pendingCommit), make(chan struct{}), make(chan struct{})
 	// Sessions opens up to sessions (fewer if the token allows fewer, at least one).
 	in.opened = a.Token.Sessions(sessions)
 	if len(in.opened) == 0 {

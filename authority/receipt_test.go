@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/p11escrow/p11escrow/escrow"
 )
@@ -151,5 +152,37 @@ func TestIntakerRetiredKey(t *testing.T) {
 	sub, err = in.Submit(ctx, "net", hostRecord(t, &owner.PublicKey, cur, crypto.SHA1, fpr.String()))
 	if err != nil || sub.Result.Outcome != Held || sub.Receipt == nil {
 		t.Fatalf("a record for the current key: %s %v %v", sub.Result.Outcome, sub.Result.Reason, err)
+	}
+}
+
+// TestIntakerFindsRotatedKey: a key rotated in after the Intaker started is found on the HSM when
+// a record first names it, so the service takes records for it without a restart.
+func TestIntakerFindsRotatedKey(t *testing.T) {
+	ctx := context.Background()
+	a, _ := newAuthority(t)
+	if _, err := a.CreateReceiptKey(ctx, uniq(t, "receipt")); err != nil {
+		t.Fatal(err)
+	}
+	in, err := a.NewIntaker(ctx, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	if _, _, err := a.RotateStart(ctx, uniq(t, "auth2"), KeySpec{Bits: 2048}); err != nil {
+		t.Fatal(err)
+	}
+	cur, _, err := mustCurrent(t, a).RSAPublic()
+	if err != nil {
+		t.Fatal(err)
+	}
+	owner, _ := rsa.GenerateKey(rand.Reader, 2048)
+	fpr, _ := escrow.FingerprintOf(&owner.PublicKey)
+	// The Intaker reads the live keys again at most once a second: as if that second had passed.
+	in.keys.mu.Lock()
+	in.keys.read = time.Time{}
+	in.keys.mu.Unlock()
+	sub, err := in.Submit(ctx, "net", hostRecord(t, &owner.PublicKey, cur, crypto.SHA1, fpr.String()))
+	if err != nil || sub.Result.Outcome != Held || sub.Receipt == nil {
+		t.Fatalf("a record for a key rotated in after the start: %s %v %v", sub.Result.Outcome, sub.Result.Reason, err)
 	}
 }
