@@ -35,6 +35,41 @@ static p11_ulong p11_decrypt(void *fn, p11_ulong session, unsigned char *in, p11
 		unsigned char *out, p11_ulong *outLen) {
 	return ((p11_decrypt_fn)fn)(session, in, inLen, out, outLen);
 }
+
+// CK_ATTRIBUTE, unpacked as on every Unix.
+typedef struct { p11_ulong type; void *value; p11_ulong len; } p11_attr;
+typedef p11_ulong (*p11_getattr_fn)(p11_ulong, p11_ulong, p11_attr *, p11_ulong);
+
+// p11_find_getattr is p11_find_decrypt for C_GetAttributeValue, the 25th function.
+static void *p11_find_getattr(const char *path) {
+	void *h = dlopen(path, RTLD_NOW | RTLD_NOLOAD);
+	if (h == NULL) {
+		return NULL;
+	}
+	p11_get_list_fn get = (p11_get_list_fn)dlsym(h, "C_GetFunctionList");
+	void *list = NULL;
+	if (get == NULL || get(&list) != 0 || list == NULL) {
+		return NULL;
+	}
+	void **fns = (void **)((char *)list + sizeof(void *));
+	return fns[24];
+}
+
+// p11_get_value reads an object's CKA_VALUE (0x11) into buf, of *len bytes, and sets *len.
+static p11_ulong p11_get_value(void *fn, p11_ulong session, p11_ulong object, unsigned char *buf, p11_ulong *len) {
+	p11_attr a = { 0x11, buf, *len };
+	p11_ulong rv = ((p11_getattr_fn)fn)(session, object, &a, 1);
+	*len = a.len;
+	return rv;
+}
+
+// p11_wipe zeroes n bytes at p through a volatile pointer, so that the stores are not dropped.
+static void p11_wipe(void *p, size_t n) {
+	volatile unsigned char *v = (volatile unsigned char *)p;
+	while (n--) {
+		*v++ = 0;
+	}
+}
 */
 import "C"
 
@@ -81,4 +116,37 @@ func (t *Token) decryptInto(ciphertext []byte, max int) (out []byte, ok bool, er
 	out = append([]byte(nil), buf[:n]...)
 	clear(buf)
 	return out, true, nil
+}
+
+// maxSecretValue is the largest CKA_VALUE secretValue reads: every secret p11escrow reads is a
+// 32-byte file key, or a shared secret of at most 66 bytes (P-521).
+const maxSecretValue = 128
+
+// secretValue reads a secret object's CKA_VALUE through the module's own C_GetAttributeValue,
+// into a C buffer that is zeroed before it is freed: miekg/pkcs11 frees its copies without
+// zeroing them, which left key bytes in the C heap. ok is false where the function could not be
+// found; the caller then uses Ctx.GetAttributeValue.
+func (t *Token) secretValue(h pkcs11.ObjectHandle) (v []byte, ok bool, err error) {
+	t.m.getAttrOnce.Do(func() {
+		p := C.CString(t.m.path)
+		defer C.free(unsafe.Pointer(p))
+		t.m.getAttr = C.p11_find_getattr(p)
+	})
+	if t.m.getAttr == nil {
+		return nil, false, nil
+	}
+	buf := C.malloc(maxSecretValue)
+	defer func() {
+		C.p11_wipe(buf, maxSecretValue)
+		C.free(buf)
+	}()
+	n := C.p11_ulong(maxSecretValue)
+	rv := C.p11_get_value(t.m.getAttr, C.p11_ulong(t.sh), C.p11_ulong(h), (*C.uchar)(buf), &n)
+	if rv != 0 {
+		return nil, true, pkcs11.Error(rv)
+	}
+	if n > maxSecretValue {
+		return nil, true, pkcs11.Error(pkcs11.CKR_GENERAL_ERROR)
+	}
+	return C.GoBytes(buf, C.int(n)), true, nil
 }

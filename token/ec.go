@@ -212,11 +212,11 @@ func (k *ECKeyPair) UnwrapECDH(ephemeral, wrapped []byte) ([]byte, error) {
 		return nil, tokenErr(op, ctxKeyUnwrap, err)
 	}
 	defer k.t.ctx.DestroyObject(k.t.sh, h)
-	a, err := k.t.attrs(h, pkcs11.CKA_VALUE)
+	v, err := k.t.readSecret(h)
 	if err != nil {
 		return nil, tokenErr(op, ctxPlain, err)
 	}
-	return a[pkcs11.CKA_VALUE], nil
+	return v, nil
 }
 
 // UnwrapECDHKey opens an ecdh stanza into a sensitive session key that never reaches the host,

@@ -97,11 +97,10 @@ func (k *FileKey) Value() ([]byte, error) {
 	if k.secret.destroyed {
 		return nil, newErr(op, nil, "the file key was destroyed; make a new one")
 	}
-	a, err := k.t.attrs(k.secret.h, pkcs11.CKA_VALUE)
+	v, err := k.t.readSecret(k.secret.h)
 	if err != nil {
 		return nil, tokenErr(op, ctxPlain, err)
 	}
-	v := a[pkcs11.CKA_VALUE]
 	if len(v) != FileKeySize {
 		clear(v)
 		return nil, newErr(op, nil, "the token returned a %d-byte key instead of %d; the module is faulty", len(v), FileKeySize)

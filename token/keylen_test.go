@@ -1,6 +1,7 @@
 package token
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/rand"
 	"crypto/rsa"
@@ -110,5 +111,40 @@ func TestMeasuringKeyOnePerSession(t *testing.T) {
 	}
 	if s.measureKEK != 0 {
 		t.Error("Close left the measuring key's handle")
+	}
+}
+
+// TestSecretValueOwnCall: a readable secret's value is read through the module's own
+// C_GetAttributeValue (whose C buffer p11escrow zeroes), gives what miekg/pkcs11 gives, and a
+// sensitive key's value is refused.
+func TestSecretValueOwnCall(t *testing.T) {
+	tk := mainToken(t)
+	gen := func(sensitive bool) pkcs11.ObjectHandle {
+		h, err := tk.ctx.GenerateKey(tk.sh, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_KEY_GEN, nil)},
+			[]*pkcs11.Attribute{
+				pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
+				pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_AES),
+				pkcs11.NewAttribute(pkcs11.CKA_VALUE_LEN, FileKeySize),
+				pkcs11.NewAttribute(pkcs11.CKA_TOKEN, false),
+				pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, sensitive),
+				pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, !sensitive),
+			})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { tk.ctx.DestroyObject(tk.sh, h) })
+		return h
+	}
+	readable := gen(false)
+	v, ok, err := tk.secretValue(readable)
+	if !ok || err != nil || len(v) != FileKeySize {
+		t.Fatalf("secretValue: %d bytes, own call %v, %v", len(v), ok, err)
+	}
+	a, err := tk.attrs(readable, pkcs11.CKA_VALUE)
+	if err != nil || !bytes.Equal(a[pkcs11.CKA_VALUE], v) {
+		t.Fatalf("secretValue and GetAttributeValue differ: %v", err)
+	}
+	if v, ok, err := tk.secretValue(gen(true)); !ok || err == nil || v != nil {
+		t.Fatalf("a sensitive key's value: %d bytes, own call %v, %v", len(v), ok, err)
 	}
 }

@@ -304,11 +304,11 @@ func (k *KeyPair) decryptByUnwrap(mech []*pkcs11.Mechanism, ciphertext []byte) (
 		return nil, tokenErr(op, ctxDecrypt, err)
 	}
 	defer k.t.ctx.DestroyObject(k.t.sh, h)
-	a, err := k.t.attrs(h, pkcs11.CKA_VALUE)
+	v, err := k.t.readSecret(h)
 	if err != nil {
 		return nil, tokenErr(op, ctxPlain, err)
 	}
-	return a[pkcs11.CKA_VALUE], nil
+	return v, nil
 }
 
 // errUnwrapRefused is decryptByUnwrap's answer when the token declined the

@@ -71,6 +71,9 @@ type Module struct {
 	// decrypt is the module's own C_Decrypt (see decryptFn), found once.
 	decryptOnce sync.Once
 	decrypt     unsafe.Pointer
+	// getAttr is the module's own C_GetAttributeValue (secretValue), found once; nil if not.
+	getAttrOnce sync.Once
+	getAttr     unsafe.Pointer
 
 	// ecdhPeerDER remembers that the module wants the peer's point of
 	// CKM_ECDH1_DERIVE inside a DER OCTET STRING, not raw (see ECKeyPair.deriveKEK).

@@ -68,11 +68,10 @@ func (s *SecretKey) Attributes() (SecretAttributes, error) {
 // tests (and cautious callers) can show that a key stays inside the token:
 // for a sensitive key the token must refuse (CKR_ATTRIBUTE_SENSITIVE).
 func (s *SecretKey) RevealsValue() bool {
-	a, err := s.t.attrs(s.h, pkcs11.CKA_VALUE)
+	v, err := s.t.readSecret(s.h)
 	if err != nil {
 		return false
 	}
-	v := a[pkcs11.CKA_VALUE]
 	defer clear(v)
 	return len(v) > 0
 }

@@ -288,7 +288,13 @@ func (s *SecretKey) OpenGCM(nonce, aad, ciphertextAndTag []byte) ([]byte, error)
 	if err := s.t.ctx.DecryptInit(s.t.sh, mech, s.h); err != nil {
 		return nil, tokenErr(op, ctxPlain, err)
 	}
-	out, err := s.t.ctx.Decrypt(s.t.sh, ciphertextAndTag)
+	// One C_Decrypt into a Go buffer that is zeroed after the copy (decryptInto), where the
+	// module's function was found: miekg/pkcs11's Decrypt leaves the plaintext in a C buffer it
+	// frees without zeroing.
+	out, ok, err := s.t.decryptInto(ciphertextAndTag, len(ciphertextAndTag))
+	if !ok {
+		out, err = s.t.ctx.Decrypt(s.t.sh, ciphertextAndTag)
+	}
 	if err != nil {
 		return nil, tokenErr(op, ctxGCMOpen, err)
 	}

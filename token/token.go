@@ -158,6 +158,19 @@ func (t *Token) findObjects(tmpl []*pkcs11.Attribute) ([]pkcs11.ObjectHandle, er
 }
 
 // attrs reads the given attribute types of h, returned by type.
+// readSecret reads a secret object's CKA_VALUE, through secretValue where the module's own
+// C_GetAttributeValue was found (its C buffer zeroed), else through miekg/pkcs11.
+func (t *Token) readSecret(h pkcs11.ObjectHandle) ([]byte, error) {
+	if v, ok, err := t.secretValue(h); ok {
+		return v, err
+	}
+	a, err := t.attrs(h, pkcs11.CKA_VALUE)
+	if err != nil {
+		return nil, err
+	}
+	return a[pkcs11.CKA_VALUE], nil
+}
+
 func (t *Token) attrs(h pkcs11.ObjectHandle, types ...uint) (map[uint][]byte, error) {
 	q := make([]*pkcs11.Attribute, len(types))
 	for i, typ := range types {
