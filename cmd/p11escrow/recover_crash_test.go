@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,7 +16,7 @@ import (
 )
 
 // TestKilledRecoverDecrypt kills `authority recover --decrypt` with SIGKILL while it writes the
-// plaintext. The audit log then shows the attempt as started and not delivered, no file has the
+// plaintext; before the kill, a second process trying the same request is refused. The audit log then shows the attempt as started and not delivered, no file has the
 // final name, and the request is still open: the same command, with the same approvals,
 // completes the recovery, and a third run is refused because the request was delivered.
 func TestKilledRecoverDecrypt(t *testing.T) {
@@ -73,6 +74,18 @@ func TestKilledRecoverDecrypt(t *testing.T) {
 		cmd.Process.Kill()
 		t.Fatal("recover --decrypt was not seen writing its output")
 	}
+	// Meanwhile, a second process tries the same request: it is refused (exit 6) and makes
+	// nothing, because the first holds the request.
+	second := command(append(recover[:len(recover)-2:len(recover)-2], "big.second", "req.json")...)
+	out, err := second.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != exitRefused || !strings.Contains(string(out), "another recovery attempt") {
+		cmd.Process.Kill()
+		t.Fatalf("a second recovery while the first ran: %v\n%s", err, out)
+	}
+	if _, err := os.Lstat(filepath.Join(dir, "big.second")); err == nil {
+		t.Error("the refused second recovery made an output")
+	}
 	if err := cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
@@ -85,8 +98,8 @@ func TestKilledRecoverDecrypt(t *testing.T) {
 	if n := writing(t, dir, ".big.out"); n > 0 {
 		t.Errorf("the killed recovery left a temporary file with %d bytes of plaintext", n)
 	}
-	if got := recoveryActions(t, db); got != "recover-start" {
-		t.Fatalf("audit after the kill: %q, want the start and no delivery", got)
+	if got := recoveryActions(t, db); got != "recover-start recover-refuse" {
+		t.Fatalf("audit after the kill: %q, want the start, the second's refusal and no delivery", got)
 	}
 
 	run(recover...)
@@ -94,14 +107,14 @@ func TestKilledRecoverDecrypt(t *testing.T) {
 	if err != nil || !bytes.Equal(got, plain) {
 		t.Fatalf("the rerun's output differs from the plaintext (%v)", err)
 	}
-	if got := recoveryActions(t, db); got != "recover-start recover-start recover-deliver" {
+	if got := recoveryActions(t, db); got != "recover-start recover-refuse recover-start recover-deliver" {
 		t.Errorf("audit after the rerun: %q", got)
 	}
-	out, err := command(append(recover[:len(recover)-2:len(recover)-2], "big.again", "req.json")...).CombinedOutput()
+	out, err = command(append(recover[:len(recover)-2:len(recover)-2], "big.again", "req.json")...).CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "already used") {
 		t.Errorf("a third run after delivery: %v\n%s", err, out)
 	}
-	if got := recoveryActions(t, db); got != "recover-start recover-start recover-deliver recover-refuse" {
+	if got := recoveryActions(t, db); got != "recover-start recover-refuse recover-start recover-deliver recover-refuse" {
 		t.Errorf("audit after the third run: %q", got)
 	}
 }
