@@ -175,12 +175,19 @@ func (a *Authority) RecordApproval(ctx context.Context, req escrow.Approvable, a
 	return off, a.Log(ctx, "approve", details)
 }
 
-// CheckApprovals refuses req unless it is open (see checkOpen) and carries at least the
-// policy's number of valid approvals from distinct registered officers. Any approval that is
-// forged, altered or from an unregistered key refuses the whole request: someone tampered with
-// it. It returns the approving officers' names. Recovery and change requests are checked alike,
-// under the policy in force now.
+// CheckApprovals refuses req unless the audit log and the rows it binds verify (VerifyAudit),
+// req is open (see checkOpen), and it carries at least the policy's number of valid approvals
+// from distinct registered officers. Any approval that is forged, altered or from an
+// unregistered key refuses the whole request: someone tampered with it. It returns the
+// approving officers' names. Recovery and change requests are checked alike, under the policy
+// in force now.
 func (a *Authority) CheckApprovals(ctx context.Context, req escrow.Approvable) ([]string, error) {
+	// The rows that decide (the request, the officers, the policy, the record and its wraps) must
+	// be those the audit chain recorded: a row changed with another database client is refused
+	// here, before it can lower the quorum or add an officer, and not only by `audit --verify`.
+	if _, _, err := a.VerifyAudit(ctx); err != nil {
+		return nil, refusef("the audit log or the rows it binds do not verify, so the officers, the policy and the request cannot be trusted (%v); see `p11escrow authority audit --verify`, and restore the database from a backup", err)
+	}
 	if err := a.checkOpen(ctx, req); err != nil {
 		return nil, err
 	}

@@ -324,3 +324,48 @@ func TestConcurrentRecoveriesDeliverOnce(t *testing.T) {
 		t.Errorf("audit counts %v, want one recover-deliver, no recover-fail, %d recover-refuse", counts, attempts-1)
 	}
 }
+
+// TestRecoveryRefusesTamperedState: someone with write access to the database lowers the policy
+// to one approval with another client, bypassing p11escrow. A recovery with a single approval is
+// then refused, because the rows no longer match what the audit chain recorded; so is a change
+// request. The refusal is audited.
+func TestRecoveryRefusesTamperedState(t *testing.T) {
+	a, authKP := newAuthority(t)
+	alice, err := a.Token.GenerateRSA(uniq(t, "alice"), 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := encryptFor(t, alice, authKP.Public, 10)
+	res, err := a.Intake(t.Context(), "r", f.record)
+	if err != nil || res.Outcome != Held {
+		t.Fatal(res, err)
+	}
+	o1 := officer(t, a, "o1", token.SignECDSAP256)
+	officer(t, a, "o2", token.SignECDSAP256)
+	req, err := a.NewRequest(t.Context(), res.FileID, "", escrow.ActionReheader, alice.Public, crypto.SHA1, "lost card", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	approve(t, a, req, o1)
+	// One approval: refused while the policy says two.
+	if err := a.Recover(t.Context(), req, (&memDelivery{}).create); !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "policy needs 2") {
+		t.Fatalf("one approval under a policy of two: %v", err)
+	}
+	if _, err := rawDB(t, a).Exec(`UPDATE meta SET value = '1' WHERE key = 'approvals'`); err != nil {
+		t.Fatal(err)
+	}
+	n := auditLen(t, a)
+	out := &memDelivery{}
+	err = a.Recover(t.Context(), req, out.create)
+	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "do not verify") || out.committed {
+		t.Fatalf("a recovery after the policy was lowered behind p11escrow's back: %v", err)
+	}
+	if got := auditActions(t, a, n); strings.Join(got, " ") != "recover-refuse" {
+		t.Errorf("audit after the refusal: %v", got)
+	}
+	ch, _ := changeFor(t, a, "mallory")
+	approveChange(t, a, ch, o1)
+	if err := a.Apply(t.Context(), ch); !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "do not verify") {
+		t.Fatalf("a change after the policy was lowered behind p11escrow's back: %v", err)
+	}
+}
