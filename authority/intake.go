@@ -67,6 +67,7 @@ type checked struct {
 	h   *escrow.Header
 	st  *escrow.Stanza
 	key *AuthorityKey
+	kp  Key   // key's pair on the HSM
 	bad error // why the record is rejected; nil if it verified
 	err error // a token or store failure, after which intake stops
 	// wrongAuthority: bad because the record is wrapped for a key that is not a live key of
@@ -92,6 +93,14 @@ func (a *Authority) check(ctx context.Context, name string, data []byte, readErr
 
 // checkParsed is check of a record already parsed.
 func (a *Authority) checkParsed(ctx context.Context, name string, rec *escrow.Record, on *token.Token, ks *keySet) checked {
+	c := a.prepare(ctx, name, rec, ks)
+	a.verify(&c, on)
+	return c
+}
+
+// prepare does a check's host work, which needs no session: the record's header and stanza, its
+// owner, and the authority key it names. The record is rejected already if one of them fails.
+func (a *Authority) prepare(ctx context.Context, name string, rec *escrow.Record, ks *keySet) checked {
 	c := checked{res: IntakeResult{Name: name}}
 	c.rec, c.res.FileID = rec, rec.FileID
 	// Verify before looking for a duplicate, so that an altered copy of a held record is
@@ -112,13 +121,19 @@ func (a *Authority) checkParsed(ctx context.Context, name string, rec *escrow.Re
 		c.bad, c.err = recordOrFatal(err)
 		return c
 	}
-	kp, err := ks.pair(c.key)
-	if err != nil {
+	if c.kp, err = ks.pair(c.key); err != nil {
 		c.bad, c.err = recordOrFatal(err)
-		return c
 	}
-	c.bad, c.err = recordOrFatal(VerifyOnToken(rec, h, st, kp.On(on)))
 	return c
+}
+
+// verify does a prepared check's token work on session on, unless prepare already rejected the
+// record: the authority stanza unwrapped on the HSM, and the record checked with it.
+func (a *Authority) verify(c *checked, on *token.Token) {
+	if c.bad != nil || c.err != nil {
+		return
+	}
+	c.bad, c.err = recordOrFatal(VerifyOnToken(c.rec, c.h, c.st, c.kp.On(on)))
 }
 
 // recordOrFatal sorts a failure to check one record: into a reason to reject that record, or,

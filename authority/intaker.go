@@ -170,17 +170,22 @@ func (in *Intaker) Submit(ctx context.Context, name string, data []byte) (Submis
 		sub.Malformed, sub.Result = true, IntakeResult{Name: name, Outcome: Rejected, Reason: err}
 		return sub, nil
 	}
-	var on *token.Token
-	select {
-	case on = <-in.sessions:
-	case <-ctx.Done():
-		return sub, ctx.Err()
-	}
-	in.busy.Add(1)
-	c := in.a.checkParsed(ctx, name, rec, on, in.keys)
-	in.busy.Add(-1)
-	in.sessions <- on
+	// The host's part of the check runs before a session is taken, so that a session is held
+	// only for the HSM's part.
+	c := in.a.prepare(ctx, name, rec, in.keys)
 	sub.WrongAuthority = c.wrongAuthority
+	if c.bad == nil && c.err == nil {
+		var on *token.Token
+		select {
+		case on = <-in.sessions:
+		case <-ctx.Done():
+			return sub, ctx.Err()
+		}
+		in.busy.Add(1)
+		in.a.verify(&c, on)
+		in.busy.Add(-1)
+		in.sessions <- on
+	}
 
 	p := pendingCommit{c: c, done: make(chan committed, 1)}
 	select {

@@ -204,33 +204,38 @@ done
 row "authority intake, 200 records, whole process (CLI)" "$(fmt "$rate")/s (last round)" "-" "-" "$(fmt "$(echo "1000000000 / $ru2" | bc -l)")/s (C_UnwrapKey, $S2 sessions, last round)" "$(fmt "$(printf '%s\n' "${intake_pct[@]}" | median)") % (target ≥ 80 %)"
 
 # The authority's service: records per second through one `authority serve` (BenchmarkServe in
-# cmd/p11escrow: 8 clients over loopback TLS, twice as many HSM sessions as cores, as serve's
-# default), on SQLite and on PostgreSQL (a throwaway server, as `make test` starts, but durable:
-# fsync and synchronous commit on), against the bare C_UnwrapKey loop on as many sessions
-# (BenchmarkRawUnwrapKeyParallel), the two back to back in each round.
+# cmd/p11escrow: 8 clients over loopback TLS), on SQLite and on PostgreSQL (a throwaway server,
+# as `make test` starts, but durable: fsync and synchronous commit on), against the bare
+# C_UnwrapKey loop on as many HSM sessions (BenchmarkRawUnwrapKeyParallel), the two back to back
+# in each round. Twice: with serve's default of twice as many sessions as cores, where SoftHSM2's
+# RSA competes with the host's work for every core; and with one session, where the RSA has one
+# core and the host the others, as with an HSM of its own.
 cd "$ROOT"
 SERVE_RECORDS=${SERVE_RECORDS:-2000}
 metric() { awk -v n="$1" -v u="$2" '$1 ~ "^"n"(-[0-9]+)?$" {for (i = 1; i <= NF; i++) if ($(i+1) == u) print $i}'; }
-echo "the authority's service: $ROUNDS rounds of $SERVE_RECORDS records per store" >&2
-pct_sqlite=() pct_postgres=()
-for ((r = 0; r < ROUNDS; r++)); do
-	o=$(PG_DURABLE=1 ./softhsm-test/with-postgres.sh $GO test -run '^$' -bench '^BenchmarkServe$' -benchtime "${SERVE_RECORDS}x" ./cmd/p11escrow)
-	u=$(raw2)
-	printf '%s\n%s\n' "$o" "$u" >>"$OUT/raw.log"
-	ru=$(echo "$u" | nsop BenchmarkRawUnwrapKeyParallel)
-	pct_sqlite+=("$(echo "100 * $(echo "$o" | metric BenchmarkServe/sqlite records/s) * $ru / 1000000000" | bc -l)")
-	pct_postgres+=("$(echo "100 * $(echo "$o" | metric BenchmarkServe/postgres records/s) * $ru / 1000000000" | bc -l)")
-done
-serve_row() { # BACKEND PERCENT...: the median ratio, with the last round's rate and latencies
-	local be=$1 n="BenchmarkServe/$1"
-	shift
-	row "authority serve, $SERVE_RECORDS records, 8 clients, $be: p50 / p99 $(echo "$o" | metric "$n" p50-ms) / $(echo "$o" | metric "$n" p99-ms) ms" \
-		"$(fmt "$(echo "$o" | metric "$n" records/s)")/s (last round)" "-" "-" \
-		"$(fmt "$(echo "1000000000 / $ru" | bc -l)")/s (C_UnwrapKey, $S2 sessions, last round)" \
-		"$(fmt "$(printf '%s\n' "$@" | median)") % (target ≥ 80 %)"
+echo "the authority's service: $ROUNDS rounds of $SERVE_RECORDS records per store, on $S2 sessions and on 1" >&2
+serve_rounds() { # SESSIONS: ROUNDS rounds; adds a row per backend
+	local sessions=$1 o u ru r pct_sqlite=() pct_postgres=()
+	for ((r = 0; r < ROUNDS; r++)); do
+		o=$(P11ESCROW_BENCH_SESSIONS=$sessions PG_DURABLE=1 ./softhsm-test/with-postgres.sh $GO test -run '^$' -bench '^BenchmarkServe$' -benchtime "${SERVE_RECORDS}x" ./cmd/p11escrow)
+		u=$($GO test -run '^$' -bench '^BenchmarkRawUnwrapKeyParallel$' -benchtime 2s -cpu "$sessions" ./token)
+		printf '%s\n%s\n' "$o" "$u" >>"$OUT/raw.log"
+		ru=$(echo "$u" | nsop BenchmarkRawUnwrapKeyParallel)
+		pct_sqlite+=("$(echo "100 * $(echo "$o" | metric BenchmarkServe/sqlite records/s) * $ru / 1000000000" | bc -l)")
+		pct_postgres+=("$(echo "100 * $(echo "$o" | metric BenchmarkServe/postgres records/s) * $ru / 1000000000" | bc -l)")
+	done
+	local be pcts n
+	for be in sqlite postgres; do
+		n="BenchmarkServe/$be"
+		if [ $be = sqlite ]; then pcts=("${pct_sqlite[@]}"); else pcts=("${pct_postgres[@]}"); fi
+		row "authority serve, $SERVE_RECORDS records, 8 clients, $sessions session(s), $be: p50 / p99 $(echo "$o" | metric "$n" p50-ms) / $(echo "$o" | metric "$n" p99-ms) ms" \
+			"$(fmt "$(echo "$o" | metric "$n" records/s)")/s (last round)" "-" "-" \
+			"$(fmt "$(echo "1000000000 / $ru" | bc -l)")/s (C_UnwrapKey, $sessions session(s), last round)" \
+			"$(fmt "$(printf '%s\n' "${pcts[@]}" | median)") % (target ≥ 80 %)"
+	done
 }
-serve_row sqlite "${pct_sqlite[@]}"
-serve_row postgres "${pct_postgres[@]}"
+serve_rounds "$S2"
+serve_rounds 1
 cd "$B"
 
 fi
