@@ -75,24 +75,16 @@ type checked struct {
 	wrongAuthority bool
 }
 
-// check parses and verifies one record on session on, with the key pairs keyPair finds. It
-// writes nothing, so it can run on several sessions at once.
+// check parses and verifies one record on session on, with the keys of ks (prepare, then
+// verify). It writes nothing, so it can run on several sessions at once.
 func (a *Authority) check(ctx context.Context, name string, data []byte, readErr error, on *token.Token, ks *keySet) checked {
-	c := checked{res: IntakeResult{Name: name}}
 	if readErr != nil {
-		c.bad = readErr
-		return c
+		return checked{res: IntakeResult{Name: name}, bad: readErr}
 	}
 	rec, err := escrow.ParseRecord(data)
 	if err != nil {
-		c.bad = err
-		return c
+		return checked{res: IntakeResult{Name: name}, bad: err}
 	}
-	return a.checkParsed(ctx, name, rec, on, ks)
-}
-
-// checkParsed is check of a record already parsed.
-func (a *Authority) checkParsed(ctx context.Context, name string, rec *escrow.Record, on *token.Token, ks *keySet) checked {
 	c := a.prepare(ctx, name, rec, ks)
 	a.verify(&c, on)
 	return c
