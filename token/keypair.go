@@ -240,25 +240,16 @@ func (t *Token) pickPublic(hs []pkcs11.ObjectHandle, own *rsa.PublicKey) *rsa.Pu
 // RSA-OAEP(hash, MGF1(hash), empty label). The result is typically a file
 // key: clear() it when done.
 //
-// It runs one private-key operation. miekg/pkcs11's Ctx.Decrypt (v1.1.2)
-// calls C_Decrypt twice, first with no output buffer to learn the length, and
-// offers no call that takes the caller's buffer; on a TPM (tpm2-pkcs11) that
-// length query runs the whole RSA operation. So where the token unwraps with
-// OAEP and the key may both decrypt and unwrap, the stanza is unwrapped
-// instead (one C_UnwrapKey, see decryptByUnwrap). Elsewhere, a TPM among
-// them, it calls the module's own C_Decrypt once with a buffer of the
-// modulus size (decryptInto).
+// It runs one private-key operation: the module's own C_Decrypt, called once
+// with a buffer of the modulus size (decryptInto). miekg/pkcs11's Ctx.Decrypt
+// (v1.1.2) calls C_Decrypt twice, first with no output buffer to learn the
+// length, and a TPM (tpm2-pkcs11) runs the whole RSA operation for that
+// query; it is used only where the module's function cannot be found.
 func (k *KeyPair) DecryptOAEP(hash crypto.Hash, ciphertext []byte) ([]byte, error) {
 	const op = "RSA-OAEP decrypt on token"
 	mech, err := oaepMech(hash)
 	if err != nil {
 		return nil, err
-	}
-	if k.mayUnwrapToHost() {
-		pt, err := k.decryptByUnwrap(mech, ciphertext)
-		if !errors.Is(err, errUnwrapRefused) {
-			return pt, err
-		}
 	}
 	if err := k.t.ctx.DecryptInit(k.t.sh, mech, k.priv); err != nil {
 		return nil, tokenErr(op, ctxDecrypt, err)
@@ -273,57 +264,6 @@ func (k *KeyPair) DecryptOAEP(hash crypto.Hash, ciphertext []byte) ([]byte, erro
 		return nil, tokenErr(op, ctxDecrypt, err)
 	}
 	return pt, nil
-}
-
-// mayUnwrapToHost reports whether DecryptOAEP may use C_UnwrapKey: the token
-// offers OAEP unwrap, and the key may decrypt as well as unwrap. A key that
-// may not decrypt (an authority key, see GenerateUnwrapRSA) must never hand
-// a file key to the host, so it never takes this path.
-func (k *KeyPair) mayUnwrapToHost() bool {
-	if c, err := k.t.Capabilities(); err != nil || !c.UnwrapWithOAEP {
-		return false
-	}
-	a, err := k.t.attrs(k.priv, pkcs11.CKA_DECRYPT, pkcs11.CKA_UNWRAP)
-	return err == nil && boolAttr(a[pkcs11.CKA_DECRYPT]) && boolAttr(a[pkcs11.CKA_UNWRAP])
-}
-
-// decryptByUnwrap is C_Decrypt done as one C_UnwrapKey: the ciphertext is
-// unwrapped into a readable session object (decryptedKeyTemplate), its
-// CKA_VALUE read, and the object destroyed at once. The host learns exactly
-// what C_Decrypt would have returned, and the error classes are C_Decrypt's.
-func (k *KeyPair) decryptByUnwrap(mech []*pkcs11.Mechanism, ciphertext []byte) ([]byte, error) {
-	const op = "RSA-OAEP decrypt on token"
-	if len(ciphertext) == 0 { // miekg's UnwrapKey indexes ciphertext[0]
-		return nil, newErr(op, ErrDecrypt, msgNotForKey)
-	}
-	h, err := k.t.ctx.UnwrapKey(k.t.sh, mech, k.priv, ciphertext, decryptedKeyTemplate())
-	if unwrapRefused(err) {
-		return nil, errUnwrapRefused
-	}
-	if err != nil {
-		return nil, tokenErr(op, ctxDecrypt, err)
-	}
-	defer k.t.ctx.DestroyObject(k.t.sh, h)
-	v, err := k.t.readSecret(h)
-	if err != nil {
-		return nil, tokenErr(op, ctxPlain, err)
-	}
-	return v, nil
-}
-
-// errUnwrapRefused is decryptByUnwrap's answer when the token declined the
-// unwrap: DecryptOAEP then uses C_Decrypt.
-var errUnwrapRefused = errors.New("the token declined to unwrap")
-
-// unwrapRefused reports a C_UnwrapKey that the token declined (the template,
-// the key type or the call itself), after which C_Decrypt is tried; any other
-// outcome, a bad ciphertext included, is DecryptOAEP's answer. A refusal runs
-// no RSA operation.
-func unwrapRefused(err error) bool {
-	return isCode(err, pkcs11.CKR_FUNCTION_NOT_SUPPORTED, pkcs11.CKR_MECHANISM_INVALID,
-		pkcs11.CKR_MECHANISM_PARAM_INVALID, pkcs11.CKR_ARGUMENTS_BAD, pkcs11.CKR_KEY_FUNCTION_NOT_PERMITTED,
-		pkcs11.CKR_KEY_TYPE_INCONSISTENT, pkcs11.CKR_TEMPLATE_INCONSISTENT, pkcs11.CKR_TEMPLATE_INCOMPLETE,
-		pkcs11.CKR_ATTRIBUTE_VALUE_INVALID, pkcs11.CKR_ATTRIBUTE_TYPE_INVALID, pkcs11.CKR_ATTRIBUTE_READ_ONLY)
 }
 
 // KeyAttributes are the security and usage attributes of a private key.

@@ -198,13 +198,10 @@ func unwrapTemplate(withLen, extractable bool) []*pkcs11.Attribute {
 	return a
 }
 
-// decryptedKeyTemplate is what KeyPair.DecryptOAEP unwraps a stanza into,
-// to run one RSA operation where C_Decrypt would run two: a generic secret
-// of whatever length the ciphertext holds (so that a stanza holding a key of
-// the wrong length is reported as C_Decrypt would report it, by the caller's
-// length check), readable, a session object destroyed as soon as it is read.
-// It is only used with keys that may decrypt, whose C_Decrypt would hand the
-// host the same bytes.
+// decryptedKeyTemplate is what an owner's ecdh stanza is unwrapped into under its derived KEK
+// (ECKeyPair.UnwrapECDH), for a key the host is to read: a generic secret of whatever length
+// the stanza holds (so that a key of the wrong length is reported by the caller's length
+// check), readable, a session object destroyed as soon as it is read.
 func decryptedKeyTemplate() []*pkcs11.Attribute {
 	return []*pkcs11.Attribute{
 		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
