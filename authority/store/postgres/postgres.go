@@ -231,59 +231,67 @@ func (s *pgStore) change(ctx context.Context, f func(tx *sql.Tx, log *auditLog) 
 	if err := f(tx, log); err != nil {
 		return err
 	}
-	if log.appended == 0 {
+	if log.Appended == 0 {
 		return nil
 	}
-	if err := log.moveHead(); err != nil {
+	if err := log.MoveHead(); err != nil {
 		return err
 	}
 	return tx.Commit()
 }
 
-// auditLog appends entries to the audit log inside a transaction that holds the head's lock: it
-// reads the head once and moves it once.
+// auditLog is sqlstore.AuditLog on a transaction that holds the head's lock, with the rows a
+// change wrote named by the change itself (touched).
 type auditLog struct {
-	tx       *sql.Tx
-	count    int64
-	head     []byte
-	appended int
+	*sqlstore.AuditLog
+	tx *sql.Tx
+}
+
+// newLog is an auditLog from the head's values; exec runs or queues one statement.
+func newLog(tx *sql.Tx, exec func(string, ...any) error, count int64, head []byte) *auditLog {
+	return &auditLog{&sqlstore.AuditLog{Exec: exec, Rebind: sqlstore.Dollar, Count: count, Head: head}, tx}
+}
+
+func txExec(tx *sql.Tx) func(string, ...any) error {
+	return func(q string, args ...any) error { _, err := tx.Exec(q, args...); return err }
 }
 
 // lockHeadSQL locks both head rows, always in the same order so that two writers never deadlock
 // on them, and reads them.
 const lockHeadSQL = `SELECT key, value FROM meta WHERE key IN ('audit_count', 'audit_head') ORDER BY key FOR UPDATE`
 
-// insertAuditSQL appends one entry; moveHeadSQL moves the head after the last.
-const (
-	insertAuditSQL = `INSERT INTO audit(seq, time, actor, action, details, prev_hash, hash, state) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`
-	moveHeadSQL    = `UPDATE meta SET value = CASE key WHEN 'audit_count' THEN $1 ELSE $2 END WHERE key IN ('audit_count', 'audit_head')`
-)
-
-// lockLog locks both head rows, always in the same order so that two writers never deadlock on
-// them, and reads them in the same statement.
+// lockLog locks both head rows and reads them in the same statement.
 func lockLog(tx *sql.Tx) (*auditLog, error) {
 	rows, err := tx.Query(lockHeadSQL)
 	if err != nil {
 		return nil, err
 	}
+	defer rows.Close()
+	count, head, err := headFromRows(rows)
+	if err != nil {
+		return nil, err
+	}
+	return newLog(tx, txExec(tx), count, head), nil
+}
+
+// headFromRows reads the audit head from lockHeadSQL's rows (database/sql's or pgx's).
+func headFromRows(rows interface {
+	Next() bool
+	Scan(...any) error
+	Err() error
+}) (int64, []byte, error) {
 	v := map[string]string{}
 	for rows.Next() {
 		var k, val string
 		if err := rows.Scan(&k, &val); err != nil {
-			rows.Close()
-			return nil, err
+			return 0, nil, err
 		}
 		v[k] = val
 	}
-	rows.Close()
 	if err := rows.Err(); err != nil {
-		return nil, err
+		return 0, nil, err
 	}
-	count, head, err := sqlstore.ParseHead(v["audit_count"], v["audit_head"])
-	if err != nil {
-		return nil, err
-	}
-	return &auditLog{tx: tx, count: count, head: head}, nil
+	return sqlstore.ParseHead(v["audit_count"], v["audit_head"])
 }
 
 // append chains ev, with the state lines of the rows in t, to the head, and returns its
@@ -293,25 +301,7 @@ func (l *auditLog) append(ev store.Event, t touched) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	return l.appendState(ev, state)
-}
-
-func (l *auditLog) appendState(ev store.Event, state string) (int64, error) {
-	e := store.NextEntry(l.count, l.head, ev, state)
-	if _, err := l.tx.Exec(insertAuditSQL,
-		e.Seq, e.Time, e.Actor, e.Action, e.Details, e.PrevHash, e.Hash, e.State); err != nil {
-		return 0, err
-	}
-	l.count, l.head = e.Seq, e.Hash
-	l.appended++
-	return e.Seq, nil
-}
-
-// moveHead writes the head after the last append.
-func (l *auditLog) moveHead() error {
-	_, err := l.tx.Exec(moveHeadSQL,
-		strconv.FormatInt(l.count, 10), hex.EncodeToString(l.head))
-	return err
+	return l.AppendState(ev, state)
 }
 
 // stateLines returns the State text for the rows in t, each with its current digest ("-" once
@@ -351,11 +341,11 @@ func bindAll(tx *sql.Tx, ev store.Event) error {
 	if err != nil {
 		return err
 	}
-	log := &auditLog{tx: tx, count: count, head: head}
-	if _, err := log.appendState(ev, store.AllState(state)); err != nil {
+	log := newLog(tx, txExec(tx), count, head)
+	if _, err := log.AppendState(ev, store.AllState(state)); err != nil {
 		return err
 	}
-	return log.moveHead()
+	return log.MoveHead()
 }
 
 func (s *pgStore) InstanceID(ctx context.Context) (string, error) {
@@ -427,7 +417,13 @@ func intakeBatch(ctx context.Context, c *pgx.Conn, recs []store.NewRecord) ([]st
 			w.KeyFingerprint, w.OAEPHash, w.Wrapped, w.Added)
 	}
 	br := tx.SendBatch(ctx, b)
-	log, err := readLockedHead(br)
+	rows, err := br.Query()
+	if err != nil {
+		br.Close()
+		return nil, err
+	}
+	count, head, err := headFromRows(rows)
+	rows.Close()
 	if err != nil {
 		br.Close()
 		return nil, err
@@ -454,58 +450,28 @@ func intakeBatch(ctx context.Context, c *pgx.Conn, recs []store.NewRecord) ([]st
 	if err := br.Close(); err != nil {
 		return nil, err
 	}
+	// The entries are appended as every change's are (sqlstore.AuditLog), into a second batch.
 	b = &pgx.Batch{}
+	queue := func(q string, args ...any) error { b.Queue(q, args...); return nil }
+	log := newLog(nil, queue, count, head)
 	for i, nr := range recs {
 		if out[i].Err != nil {
 			continue
 		}
-		e := store.NextEntry(log.count, log.head, nr.Event, states[i])
-		b.Queue(insertAuditSQL,
-			e.Seq, e.Time, e.Actor, e.Action, e.Details, e.PrevHash, e.Hash, e.State)
-		log.count, log.head = e.Seq, e.Hash
-		out[i].Seq = e.Seq
+		if out[i].Seq, err = log.AppendState(nr.Event, states[i]); err != nil {
+			return nil, err
+		}
 	}
-	if b.Len() == 0 {
+	if log.Appended == 0 {
 		return out, nil // every record was refused: nothing to commit
 	}
-	b.Queue(moveHeadSQL,
-		strconv.FormatInt(log.count, 10), hex.EncodeToString(log.head))
+	if err := log.MoveHead(); err != nil {
+		return nil, err
+	}
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
 		return nil, err
 	}
 	return out, tx.Commit(ctx)
-}
-
-// readLockedHead reads the audit head that the batch's first statement locked.
-func readLockedHead(br pgx.BatchResults) (*headLog, error) {
-	rows, err := br.Query()
-	if err != nil {
-		return nil, err
-	}
-	v := map[string]string{}
-	for rows.Next() {
-		var k, val string
-		if err := rows.Scan(&k, &val); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		v[k] = val
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	count, head, err := sqlstore.ParseHead(v["audit_count"], v["audit_head"])
-	if err != nil {
-		return nil, err
-	}
-	return &headLog{count: count, head: head}, nil
-}
-
-// headLog is the audit head as a batch moves it.
-type headLog struct {
-	count int64
-	head  []byte
 }
 
 // readIntake reads one intakeSQL result: the number of other records under the file ID, whether

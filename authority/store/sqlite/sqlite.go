@@ -402,10 +402,10 @@ func (s *sqliteStore) change(ctx context.Context, f func(tx txn, log *auditLog) 
 	if err := f(tx, log); err != nil {
 		return err
 	}
-	if log.appended == 0 {
+	if log.Appended == 0 {
 		return nil
 	}
-	if err := log.moveHead(); err != nil {
+	if err := log.MoveHead(); err != nil {
 		return err
 	}
 	return sqlTx.Commit()
@@ -487,13 +487,11 @@ func (t *cachedTx) QueryRow(q string, args ...any) *sql.Row {
 	return t.Tx.QueryRowContext(t.ctx, q, args...)
 }
 
-// auditLog appends entries to the audit log inside a transaction (which, begun IMMEDIATE, holds
-// the database's write lock): it reads the head once and moves it once.
+// auditLog is sqlstore.AuditLog on a SQLite transaction (which, begun IMMEDIATE, holds the
+// database's write lock), with the rows a change wrote found by the TEMP triggers.
 type auditLog struct {
-	tx       txn
-	count    int64
-	head     []byte
-	appended int
+	*sqlstore.AuditLog
+	tx txn
 }
 
 func readLog(tx txn) (*auditLog, error) {
@@ -501,7 +499,8 @@ func readLog(tx txn) (*auditLog, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &auditLog{tx: tx, count: count, head: head}, nil
+	exec := func(q string, args ...any) error { _, err := tx.Exec(q, args...); return err }
+	return &auditLog{&sqlstore.AuditLog{Exec: exec, Rebind: sqlstore.Question, Count: count, Head: head}, tx}, nil
 }
 
 // append chains ev, with the state lines of the rows written since the last append, to the
@@ -511,25 +510,7 @@ func (l *auditLog) append(ev store.Event) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	return l.appendState(ev, state)
-}
-
-func (l *auditLog) appendState(ev store.Event, state string) (int64, error) {
-	e := store.NextEntry(l.count, l.head, ev, state)
-	if _, err := l.tx.Exec(`INSERT INTO audit(seq, time, actor, action, details, prev_hash, hash, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-		e.Seq, e.Time, e.Actor, e.Action, e.Details, e.PrevHash, e.Hash, e.State); err != nil {
-		return 0, err
-	}
-	l.count, l.head = e.Seq, e.Hash
-	l.appended++
-	return e.Seq, nil
-}
-
-// moveHead writes the head after the last append.
-func (l *auditLog) moveHead() error {
-	_, err := l.tx.Exec(`UPDATE meta SET value = CASE key WHEN 'audit_count' THEN ? ELSE ? END WHERE key IN ('audit_count', 'audit_head')`,
-		strconv.FormatInt(l.count, 10), hex.EncodeToString(l.head))
-	return err
+	return l.AppendState(ev, state)
 }
 
 // watchBound makes sure this connection has the TEMP triggers that note every row written to a
@@ -624,10 +605,10 @@ func bindAll(tx txn, ev store.Event) error {
 	if err != nil {
 		return err
 	}
-	if _, err := log.appendState(ev, store.AllState(state)); err != nil {
+	if _, err := log.AppendState(ev, store.AllState(state)); err != nil {
 		return err
 	}
-	return log.moveHead()
+	return log.MoveHead()
 }
 
 func (s *sqliteStore) InstanceID(ctx context.Context) (string, error) {

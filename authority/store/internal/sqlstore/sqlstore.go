@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/p11escrow/p11escrow/authority/store"
 )
@@ -294,4 +295,55 @@ func scanAll[T any](rows *sql.Rows, dest func(*T) []any) ([]*T, error) {
 		out = append(out, v)
 	}
 	return out, rows.Err()
+}
+
+// AuditLog appends entries to the audit log inside a transaction that holds the audit head (a
+// SQLite IMMEDIATE transaction, or PostgreSQL's row lock): the head is read once, by the caller,
+// and moved once, by MoveHead after the last append. Both backends append through it; Exec runs
+// (or, in a pipelined batch, queues) one statement written with "?" placeholders, which Rebind
+// turns into the backend's own.
+type AuditLog struct {
+	Exec     func(query string, args ...any) error
+	Rebind   func(query string) string
+	Count    int64  // entries, the last appended included
+	Head     []byte // the last entry's hash
+	Appended int    // entries appended in this transaction
+}
+
+// AppendState chains ev, with the state lines of the rows its change wrote, to the head, and
+// returns its sequence number.
+func (l *AuditLog) AppendState(ev store.Event, state string) (int64, error) {
+	e := store.NextEntry(l.Count, l.Head, ev, state)
+	if err := l.Exec(l.Rebind(`INSERT INTO audit(seq, time, actor, action, details, prev_hash, hash, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`),
+		e.Seq, e.Time, e.Actor, e.Action, e.Details, e.PrevHash, e.Hash, e.State); err != nil {
+		return 0, err
+	}
+	l.Count, l.Head = e.Seq, e.Hash
+	l.Appended++
+	return e.Seq, nil
+}
+
+// MoveHead writes the head after the last append.
+func (l *AuditLog) MoveHead() error {
+	return l.Exec(l.Rebind(`UPDATE meta SET value = CASE key WHEN 'audit_count' THEN ? ELSE ? END WHERE key IN ('audit_count', 'audit_head')`),
+		strconv.FormatInt(l.Count, 10), hex.EncodeToString(l.Head))
+}
+
+// Question leaves SQLite's "?" placeholders as they are.
+func Question(q string) string { return q }
+
+// Dollar numbers the "?" placeholders of q as PostgreSQL's $1, $2, ...; q must hold no "?"
+// other than placeholders (the store's own statements hold none).
+func Dollar(q string) string {
+	var b strings.Builder
+	n := 0
+	for _, r := range q {
+		if r == '?' {
+			n++
+			fmt.Fprintf(&b, "$%d", n)
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
