@@ -67,29 +67,12 @@ func auditLen(t *testing.T, a *Authority) int {
 // rerun with the same approvals; a delivered request is never reused; the action the officers
 // approved is the only one carried out; refusals are audited.
 func TestRecoveryExactlyOnce(t *testing.T) {
-	a, authKP := newAuthority(t)
-	alice, err := a.Token.GenerateRSA(uniq(t, "alice"), 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := encryptFor(t, alice, authKP.Public, escrow.ChunkSize+1)
-	res, err := a.Intake(t.Context(), "r", f.record)
-	if err != nil || res.Outcome != Held {
-		t.Fatal(res, err)
-	}
-	o1 := officer(t, a, "o1", token.SignECDSAP256)
-	o2 := officer(t, a, "o2", token.SignECDSAP256)
-	req, err := a.NewRequest(t.Context(), res.FileID, "", escrow.ActionDecrypt, alice.Public, crypto.SHA1, "plaintext", time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	approve(t, a, req, o1)
-	approve(t, a, req, o2)
+	a, f, req, _, _ := approvedRecovery(t, escrow.ChunkSize+1, escrow.ActionDecrypt, "plaintext", 2)
 	req = roundTrip(t, req)
 
 	// The approvals are for the plaintext: a new header is refused, and the refusal audited.
 	n := auditLen(t, a)
-	err = a.Recover(t.Context(), req, (&memDelivery{}).create)
+	err := a.Recover(t.Context(), req, (&memDelivery{}).create)
 	if err == nil || !strings.Contains(err.Error(), `approved for "decrypt", not "reheader"`) {
 		t.Fatalf("reheader under a decrypt approval: %v", err)
 	}
@@ -171,28 +154,11 @@ func TestRecoveryExactlyOnce(t *testing.T) {
 // The action is part of the signed bytes: an approval for a new header does not verify on the
 // same request turned into a decryption.
 func TestActionIsSigned(t *testing.T) {
-	a, authKP := newAuthority(t)
-	alice, err := a.Token.GenerateRSA(uniq(t, "alice"), 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := encryptFor(t, alice, authKP.Public, 10)
-	res, err := a.Intake(t.Context(), "r", f.record)
-	if err != nil || res.Outcome != Held {
-		t.Fatal(res, err)
-	}
-	o1 := officer(t, a, "o1", token.SignECDSAP256)
-	o2 := officer(t, a, "o2", token.SignECDSAP256)
-	req, err := a.NewRequest(t.Context(), res.FileID, "", escrow.ActionReheader, alice.Public, crypto.SHA1, "new card", time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	approve(t, a, req, o1)
-	approve(t, a, req, o2)
+	a, f, req, _, _ := approvedRecovery(t, 10, escrow.ActionReheader, "new card", 2)
 	req = roundTrip(t, req)
 	req.Action = escrow.ActionDecrypt
 	out := &memDelivery{}
-	err = a.RecoverDecrypt(t.Context(), roundTrip(t, req), bytes.NewReader(f.file), out.create)
+	err := a.RecoverDecrypt(t.Context(), roundTrip(t, req), bytes.NewReader(f.file), out.create)
 	if err == nil || !strings.Contains(err.Error(), "altered") {
 		t.Errorf("a request whose action was changed after approval: %v", err)
 	}
@@ -210,24 +176,7 @@ func TestActionIsSigned(t *testing.T) {
 // output; the first delivers. Before attempts held their request, both delivered and the second
 // copy showed only as recover-fail.
 func TestRecoveryHeldWhileRunning(t *testing.T) {
-	a, authKP := newAuthority(t)
-	alice, err := a.Token.GenerateRSA(uniq(t, "alice"), 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := encryptFor(t, alice, authKP.Public, 10)
-	res, err := a.Intake(t.Context(), "r", f.record)
-	if err != nil || res.Outcome != Held {
-		t.Fatal(res, err)
-	}
-	o1 := officer(t, a, "o1", token.SignECDSAP256)
-	o2 := officer(t, a, "o2", token.SignECDSAP256)
-	req, err := a.NewRequest(t.Context(), res.FileID, "", escrow.ActionReheader, alice.Public, crypto.SHA1, "new card", time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	approve(t, a, req, o1)
-	approve(t, a, req, o2)
+	a, _, req, _, _ := approvedRecovery(t, 10, escrow.ActionReheader, "new card", 2)
 	n := auditLen(t, a)
 	first := &memDelivery{}
 	second := &memDelivery{}
@@ -253,24 +202,7 @@ func TestRecoveryHeldWhileRunning(t *testing.T) {
 // opening of the store and its own HSM session) run the same approved recovery at once. Exactly
 // one delivers; the others are refused, and nothing is delivered twice.
 func TestConcurrentRecoveriesDeliverOnce(t *testing.T) {
-	a, authKP := newAuthority(t)
-	alice, err := a.Token.GenerateRSA(uniq(t, "alice"), 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := encryptFor(t, alice, authKP.Public, 1000)
-	res, err := a.Intake(t.Context(), "r", f.record)
-	if err != nil || res.Outcome != Held {
-		t.Fatal(res, err)
-	}
-	o1 := officer(t, a, "o1", token.SignECDSAP256)
-	o2 := officer(t, a, "o2", token.SignECDSAP256)
-	req, err := a.NewRequest(t.Context(), res.FileID, "", escrow.ActionDecrypt, alice.Public, crypto.SHA1, "race", time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	approve(t, a, req, o1)
-	approve(t, a, req, o2)
+	a, f, req, _, _ := approvedRecovery(t, 1000, escrow.ActionDecrypt, "race", 2)
 	req = roundTrip(t, req)
 
 	ref, _ := refs.Load(a.st)
@@ -330,23 +262,7 @@ func TestConcurrentRecoveriesDeliverOnce(t *testing.T) {
 // then refused, because the rows no longer match what the audit chain recorded; so is a change
 // request. The refusal is audited.
 func TestRecoveryRefusesTamperedState(t *testing.T) {
-	a, authKP := newAuthority(t)
-	alice, err := a.Token.GenerateRSA(uniq(t, "alice"), 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := encryptFor(t, alice, authKP.Public, 10)
-	res, err := a.Intake(t.Context(), "r", f.record)
-	if err != nil || res.Outcome != Held {
-		t.Fatal(res, err)
-	}
-	o1 := officer(t, a, "o1", token.SignECDSAP256)
-	officer(t, a, "o2", token.SignECDSAP256)
-	req, err := a.NewRequest(t.Context(), res.FileID, "", escrow.ActionReheader, alice.Public, crypto.SHA1, "lost card", time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	approve(t, a, req, o1)
+	a, _, req, o1, _ := approvedRecovery(t, 10, escrow.ActionReheader, "lost card", 1)
 	// One approval: refused while the policy says two.
 	if err := a.Recover(t.Context(), req, (&memDelivery{}).create); !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "policy needs 2") {
 		t.Fatalf("one approval under a policy of two: %v", err)
@@ -356,7 +272,7 @@ func TestRecoveryRefusesTamperedState(t *testing.T) {
 	}
 	n := auditLen(t, a)
 	out := &memDelivery{}
-	err = a.Recover(t.Context(), req, out.create)
+	err := a.Recover(t.Context(), req, out.create)
 	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "do not verify") || out.committed {
 		t.Fatalf("a recovery after the policy was lowered behind p11escrow's back: %v", err)
 	}
@@ -368,4 +284,31 @@ func TestRecoveryRefusesTamperedState(t *testing.T) {
 	if err := a.Apply(t.Context(), ch); !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "do not verify") {
 		t.Fatalf("a change after the policy was lowered behind p11escrow's back: %v", err)
 	}
+}
+
+// approvedRecovery holds a file of size bytes made for a fresh owner key on the shared token,
+// registers two officers, and makes a request for action on the file, approved by the first
+// approvals of them.
+func approvedRecovery(t *testing.T, size int, action, reason string, approvals int) (*Authority, *encrypted, *escrow.Request, *token.Signer, *token.Signer) {
+	t.Helper()
+	a, authKP := newAuthority(t)
+	owner, err := a.Token.GenerateRSA(uniq(t, "alice"), 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := encryptFor(t, owner, authKP.Public, size)
+	res, err := a.Intake(t.Context(), "r", f.record)
+	if err != nil || res.Outcome != Held {
+		t.Fatal(res, err)
+	}
+	o1 := officer(t, a, "o1", token.SignECDSAP256)
+	o2 := officer(t, a, "o2", token.SignECDSAP256)
+	req, err := a.NewRequest(t.Context(), res.FileID, "", action, owner.Public, crypto.SHA1, reason, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range []*token.Signer{o1, o2}[:approvals] {
+		approve(t, a, req, o)
+	}
+	return a, f, req, o1, o2
 }
